@@ -1,0 +1,233 @@
+//! The `hookhost` command line. Thin: parse arguments, call the library, print.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use crate::config::HostConfig;
+use crate::okta::Delivery;
+use crate::registry::{self, PluginBundle, PluginSpec};
+use crate::runtime::{
+    AttemptResult, EngineOptions, KvBackend, LoadedPlugin, MemoryKv, PluginIdentity, Runtime,
+};
+use crate::store::SqliteStore;
+
+#[derive(Parser)]
+#[command(name = "hookhost", version, about = "Okta Event Hooks → sandboxed WebAssembly plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with plugin bundles (<name>.wasm + <name>.toml).
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Compile a bundle, check it implements the hookhost plugin world, print what it asks for.
+    Check {
+        /// The bundle's manifest, e.g. dist/plugins/graph-guest.toml (the .wasm sits beside it).
+        bundle: PathBuf,
+        /// Host config whose [plugins.<name>] overrides to apply.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run events through a plugin with the real host imports, and print results and logs.
+    Run {
+        /// The bundle's manifest, e.g. dist/plugins/graph-guest.toml.
+        bundle: PathBuf,
+        /// A JSON file: a full Okta event hook delivery or a single LogEvent.
+        #[arg(long)]
+        event: PathBuf,
+        /// Host config: [plugins.<name>] grants, secrets and config, and the store for KV.
+        /// Without it the plugin gets its manifest defaults, no secrets and an in-memory KV.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plugin {
+            command: PluginCommand::Check { bundle, config },
+        } => plugin_check(&bundle, config.as_deref()),
+        Command::Plugin {
+            command: PluginCommand::Run {
+                bundle,
+                event,
+                config,
+            },
+        } => plugin_run(&bundle, &event, config.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKHOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Option<HostConfig>> {
+    path.map(|p| HostConfig::load(p).map_err(anyhow::Error::from))
+        .transpose()
+}
+
+/// Reads a bundle, applies overrides, compiles and links it.
+fn load_plugin(
+    runtime: &Runtime,
+    bundle_path: &Path,
+    config: Option<&HostConfig>,
+) -> anyhow::Result<(PluginBundle, PluginSpec, LoadedPlugin, u128)> {
+    let bundle = PluginBundle::load(bundle_path).map_err(anyhow::Error::msg)?;
+    let over = config.and_then(|c| c.plugins.overrides.get(&bundle.manifest.name));
+    let spec = registry::effective(&bundle, over).map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let component = runtime
+        .compile(&bundle.wasm)
+        .with_context(|| format!("{}", bundle.wasm_path.display()))?;
+    let compile_ms = started.elapsed().as_millis();
+    let loaded = runtime
+        .load(
+            &component,
+            PluginIdentity {
+                name: spec.name.clone(),
+                version: spec.version.clone(),
+                sha256: spec.sha256.clone(),
+            },
+            spec.grant.clone(),
+            spec.limits.clone(),
+        )
+        .with_context(|| {
+            format!(
+                "{} is not a hookhost plugin; build it against wit/plugin.wit (world \"plugin\", package hookhost:plugin@0.1.0)",
+                bundle.wasm_path.display()
+            )
+        })?;
+    Ok((bundle, spec, loaded, compile_ms))
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn plugin_check(bundle_path: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = load_config(config)?;
+    let runtime = Runtime::new(&EngineOptions::default())?;
+    let (bundle, spec, _loaded, compile_ms) = load_plugin(&runtime, bundle_path, config.as_ref())?;
+    let secrets: Vec<String> = bundle.manifest.secrets.clone();
+    println!("ok: {} {} implements hookhost:plugin/plugin@0.1.0", spec.name, spec.version);
+    println!(
+        "  component:   {} ({} KiB, sha256 {}), compiled in {compile_ms} ms",
+        bundle.wasm_path.display(),
+        bundle.wasm.len().div_ceil(1024),
+        spec.sha256
+    );
+    println!("  event_types: {}", list(&spec.event_types));
+    println!(
+        "  groups:      {}",
+        spec.groups.as_ref().map(|g| list(g)).unwrap_or_else(|| "(any group)".into())
+    );
+    println!("  allowed_hosts: {}", list(&spec.allowed_hosts));
+    println!("  secrets:     {}", list(&secrets));
+    if config.is_some() && !spec.missing_secrets.is_empty() {
+        println!(
+            "  warning:     not configured under [plugins.{}.secrets]: {}",
+            spec.name,
+            spec.missing_secrets.join(", ")
+        );
+    }
+    println!(
+        "  limits:      memory {} MiB, timeout {} ms, max_http_requests {}, max_response_bytes {}",
+        spec.limits.memory_bytes >> 20,
+        spec.limits.timeout.as_millis(),
+        spec.limits.max_http_requests,
+        spec.limits.max_response_bytes
+    );
+    println!("  supersede:   {}", spec.supersede);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plugin_run(bundle_path: &Path, event_path: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = load_config(config)?;
+    let body = std::fs::read(event_path)
+        .with_context(|| format!("cannot read {}", event_path.display()))?;
+    let delivery = Delivery::parse_delivery_or_event(&body)
+        .with_context(|| format!("{}", event_path.display()))?;
+    if delivery.events.is_empty() {
+        bail!("{}: the delivery has no events", event_path.display());
+    }
+    let runtime = Runtime::new(&EngineOptions::default())?;
+    let (_bundle, spec, loaded, _) = load_plugin(&runtime, bundle_path, config.as_ref())?;
+    let kv: Arc<dyn KvBackend> = match &config {
+        Some(c) if c.store.url.starts_with("sqlite://") => Arc::new(SqliteStore::open_url(&c.store.url)?),
+        _ => Arc::new(MemoryKv::default()),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut failed = 0;
+    for event in &delivery.events {
+        let attempt = rt.block_on(runtime.run(&loaded, event, kv.clone()));
+        println!(
+            "event {} {} (published {})",
+            event.uuid, event.event_type, event.published
+        );
+        println!(
+            "  plugin {} {}: {} in {} ms, {} HTTP request(s)",
+            spec.name,
+            spec.version,
+            attempt.result.kind(),
+            attempt.duration.as_millis(),
+            attempt.http_requests
+        );
+        println!("  result: {}", attempt.result.describe());
+        for line in &attempt.log {
+            println!(
+                "  {:>6}ms {:<5} [{:?}] {}",
+                line.at_ms,
+                line.level.as_str(),
+                line.source,
+                line.message
+            );
+        }
+        if attempt.log_dropped > 0 {
+            println!("  ({} log lines dropped past the cap)", attempt.log_dropped);
+        }
+        if !matches!(attempt.result, AttemptResult::Done { .. }) {
+            failed += 1;
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

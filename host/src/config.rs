@@ -1,0 +1,468 @@
+//! The host configuration file (TOML), read strictly.
+//!
+//! Every key is documented in README.md ("Configuration"), with its default. An unknown key
+//! is an error naming it, because a misspelt `auth_secret` that silently falls back to a
+//! default is how a service ends up open. Relative paths (the `sqlite://` path,
+//! `plugins.dir`, `{ file = … }` secrets) resolve against the config file's folder, so the
+//! service behaves the same whatever directory it is started from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::SecretSource;
+
+/// Plugin names that cannot be used: they are keys of `[plugins]` itself.
+pub const RESERVED_PLUGIN_NAMES: &[&str] = &["dir", "watch", "cache_dir"];
+
+/// A config problem, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.display().to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole host configuration, with defaults filled in and paths made absolute.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The file it was read from (absolute), if any.
+    pub file: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub okta: OktaConfig,
+    pub store: StoreConfig,
+    pub dispatch: DispatchConfig,
+    pub plugins: PluginsConfig,
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Loopback by default: expose it through a TLS proxy.
+    pub listen: SocketAddr,
+    /// On SIGTERM/SIGINT, how long running attempts may take to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OktaConfig {
+    /// Path of the event hook endpoint.
+    pub path: String,
+    /// Header that carries the shared secret (compared case-insensitively by name).
+    pub auth_header: String,
+    /// The whole expected header value (`Basic …` included). Required by `serve`.
+    pub auth_secret: Option<SecretSource>,
+    /// Larger bodies get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for OktaConfig {
+    fn default() -> Self {
+        OktaConfig {
+            path: "/hooks/okta".into(),
+            auth_header: "Authorization".into(),
+            auth_secret: None,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (relative to the config file) or `postgres://…`.
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://hookhost.db".into(),
+        }
+    }
+}
+
+/// Retry policy for retryable failures.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts in all (the first one included) before a delivery is dead.
+    pub max_attempts: u32,
+    /// Delay before the second attempt; doubles each time, with jitter.
+    pub initial_backoff_ms: u64,
+    /// Upper bound of one backoff (a plugin's retry-after hint may exceed it).
+    pub max_backoff_secs: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 10,
+            initial_backoff_ms: 1_000,
+            max_backoff_secs: 900,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// A claim not renewed for this long returns to pending (a crashed host's work).
+    pub lease_secs: u64,
+    /// Attempts running at once, all plugins together.
+    pub workers: u32,
+    /// Attempts running at once per plugin (different users), unless the plugin overrides.
+    pub max_concurrency: u32,
+    pub retry: RetryConfig,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            lease_secs: 30,
+            workers: 32,
+            max_concurrency: 8,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for `/api`, `/metrics` and the console. Without it they answer 401.
+    pub token: Option<SecretSource>,
+}
+
+/// `[limits]` as written in a manifest or an operator override; unset keys keep defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    pub memory_mb: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    pub max_http_requests: Option<u32>,
+    pub max_response_bytes: Option<usize>,
+    pub max_log_lines: Option<usize>,
+}
+
+/// `[plugins.<name>]`: the operator's grants and overrides for one plugin.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginOverride {
+    /// Replaces the manifest's `allowed_hosts`.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Replaces the manifest's `groups`.
+    pub groups: Option<Vec<String>>,
+    /// Replaces the manifest's `event_types`.
+    pub event_types: Option<Vec<String>>,
+    /// Overlays the manifest's `[config]`.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// The plugin's secrets, by the names its manifest declares.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Overlays the manifest's `[limits]`.
+    pub limits: Option<LimitsSpec>,
+    /// Replaces `[dispatch.retry]` for this plugin.
+    pub retry: Option<RetryConfig>,
+    /// Replaces `[dispatch] max_concurrency` for this plugin.
+    pub max_concurrency: Option<u32>,
+}
+
+/// `[plugins]`: where bundles live, and per-plugin overrides.
+#[derive(Debug, Clone)]
+pub struct PluginsConfig {
+    /// Folder of drop-in bundles (`<name>.wasm` + `<name>.toml`).
+    pub dir: PathBuf,
+    /// Pick up new, changed and removed bundles without a restart.
+    pub watch: bool,
+    /// Where compiled artifacts are cached (default: `<dir>/.cache`).
+    pub cache_dir: Option<PathBuf>,
+    pub overrides: BTreeMap<String, PluginOverride>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    okta: OktaConfig,
+    #[serde(default)]
+    store: StoreConfig,
+    #[serde(default)]
+    dispatch: DispatchConfig,
+    #[serde(default)]
+    plugins: toml::Table,
+    #[serde(default)]
+    admin: AdminConfig,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            file: None,
+            server: ServerConfig::default(),
+            okta: OktaConfig::default(),
+            store: StoreConfig::default(),
+            dispatch: DispatchConfig::default(),
+            plugins: PluginsConfig {
+                dir: PathBuf::from("plugins.d"),
+                watch: true,
+                cache_dir: None,
+                overrides: BTreeMap::new(),
+            },
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+impl HostConfig {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// The file is unreadable, not TOML, has an unknown key or a bad value; the error names
+    /// the file and the key.
+    pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, format!("cannot read: {e}")))?;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &abs, &base)
+    }
+
+    /// Parses config text; relative paths resolve against `base`.
+    ///
+    /// # Errors
+    /// As [`HostConfig::load`].
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<HostConfig, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::new(file, e.to_string().trim_end().to_string()))?;
+        let err = |m: String| ConfigError::new(file, m);
+
+        let mut okta = raw.okta;
+        if !okta.path.starts_with('/') {
+            return Err(err(format!("okta.path must start with '/', got {:?}", okta.path)));
+        }
+        if okta.max_body_bytes == 0 {
+            return Err(err("okta.max_body_bytes must be at least 1".into()));
+        }
+        if let Some(s) = okta.auth_secret.as_mut() {
+            s.resolve_paths(base);
+        }
+        let mut admin = raw.admin;
+        if let Some(s) = admin.token.as_mut() {
+            s.resolve_paths(base);
+        }
+        if raw.dispatch.lease_secs < 1 {
+            return Err(err("dispatch.lease_secs must be a whole number >= 1".into()));
+        }
+        if raw.dispatch.workers < 1 || raw.dispatch.max_concurrency < 1 {
+            return Err(err("dispatch.workers and dispatch.max_concurrency must be >= 1".into()));
+        }
+        validate_retry(&raw.dispatch.retry, "dispatch.retry").map_err(err)?;
+
+        let store = StoreConfig {
+            url: resolve_store_url(&raw.store.url, base).map_err(err)?,
+        };
+        let plugins = parse_plugins(raw.plugins, base).map_err(err)?;
+        Ok(HostConfig {
+            file: Some(file.to_path_buf()),
+            server: raw.server,
+            okta,
+            store,
+            dispatch: raw.dispatch,
+            plugins,
+            admin,
+        })
+    }
+}
+
+fn validate_retry(r: &RetryConfig, key: &str) -> Result<(), String> {
+    if r.max_attempts < 1 {
+        return Err(format!("{key}.max_attempts must be >= 1"));
+    }
+    if r.initial_backoff_ms < 1 || r.max_backoff_secs < 1 {
+        return Err(format!("{key}.initial_backoff_ms and max_backoff_secs must be >= 1"));
+    }
+    Ok(())
+}
+
+/// `sqlite://relative.db` becomes `sqlite:///abs/dir/relative.db`; other URLs pass through.
+fn resolve_store_url(url: &str, base: &Path) -> Result<String, String> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err("store.url \"sqlite://\" needs a file path, e.g. \"sqlite://hookhost.db\"".into());
+        }
+        let p = Path::new(path);
+        let abs = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        return Ok(format!("sqlite://{}", abs.display()));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(url.to_string());
+    }
+    Err(format!(
+        "store.url must start with sqlite:// or postgres://, got {:?}",
+        url.split('@').next_back().unwrap_or("")
+    ))
+}
+
+fn parse_plugins(mut table: toml::Table, base: &Path) -> Result<PluginsConfig, String> {
+    let dir = match table.remove("dir") {
+        None => PathBuf::from("plugins.d"),
+        Some(toml::Value::String(s)) => PathBuf::from(s),
+        Some(_) => return Err("plugins.dir must be a string (a folder path)".into()),
+    };
+    let watch = match table.remove("watch") {
+        None => true,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(_) => return Err("plugins.watch must be true or false".into()),
+    };
+    let cache_dir = match table.remove("cache_dir") {
+        None => None,
+        Some(toml::Value::String(s)) => Some(absolutize(base, Path::new(&s))),
+        Some(_) => return Err("plugins.cache_dir must be a string (a folder path)".into()),
+    };
+    let mut overrides = BTreeMap::new();
+    for (name, value) in table {
+        let toml::Value::Table(t) = value else {
+            return Err(format!(
+                "unknown key plugins.{name}: expected dir, watch, cache_dir or a [plugins.<name>] table"
+            ));
+        };
+        let mut o: PluginOverride = toml::Value::Table(t)
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("[plugins.{name}]: {}", e.message()))?;
+        for (key, src) in o.secrets.iter_mut() {
+            let _ = key;
+            src.resolve_paths(base);
+        }
+        for (key, v) in &o.config {
+            config_scalar(v).map_err(|m| format!("plugins.{name}.config.{key}: {m}"))?;
+        }
+        if let Some(r) = &o.retry {
+            validate_retry(r, &format!("plugins.{name}.retry"))?;
+        }
+        overrides.insert(name, o);
+    }
+    Ok(PluginsConfig {
+        dir: absolutize(base, &dir),
+        watch,
+        cache_dir,
+        overrides,
+    })
+}
+
+fn absolutize(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// A plugin config value as the plugin sees it: a TOML scalar as its TOML text.
+///
+/// # Errors
+/// Arrays and tables are not scalars.
+pub fn config_scalar(v: &toml::Value) -> Result<String, String> {
+    match v {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Datetime(d) => Ok(d.to_string()),
+        toml::Value::Array(_) | toml::Value::Table(_) => {
+            Err("config values must be strings, numbers or booleans".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<HostConfig, ConfigError> {
+        HostConfig::parse(text, Path::new("/etc/hookhost/host.toml"), Path::new("/etc/hookhost"))
+    }
+
+    #[test]
+    fn design_example_parses_and_resolves_paths() {
+        let cfg = parse(
+            r#"
+[server]
+listen = "127.0.0.1:8080"
+[okta]
+path = "/hooks/okta"
+auth_header = "Authorization"
+auth_secret = { env = "HOOKHOST_OKTA_SECRET" }
+max_body_bytes = 1048576
+[store]
+url = "sqlite://hookhost.db"
+[dispatch]
+lease_secs = 30
+[plugins]
+dir = "plugins.d"
+watch = true
+[admin]
+token = { env = "HOOKHOST_ADMIN_TOKEN" }
+[plugins.graph-guest]
+allowed_hosts = ["https://login.microsoftonline.com", "https://graph.microsoft.com"]
+groups = ["O365Guest"]
+[plugins.graph-guest.config]
+send_invitation_message = false
+on_remove = "delete"
+[plugins.graph-guest.secrets]
+tenant_id = { env = "AZURE_TENANT_ID" }
+client_secret = { file = "secrets/azure_client_secret" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.store.url, "sqlite:///etc/hookhost/hookhost.db");
+        assert_eq!(cfg.plugins.dir, PathBuf::from("/etc/hookhost/plugins.d"));
+        let gg = &cfg.plugins.overrides["graph-guest"];
+        assert_eq!(
+            gg.secrets["client_secret"],
+            SecretSource::File(PathBuf::from("/etc/hookhost/secrets/azure_client_secret"))
+        );
+        assert_eq!(config_scalar(&gg.config["send_invitation_message"]).unwrap(), "false");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse("[okta]\nauth_secrett = { env = \"X\" }\n").unwrap_err().to_string();
+        assert!(e.contains("auth_secrett"), "{e}");
+        let e = parse("[plugins.graph-guest]\nallowed_host = []\n").unwrap_err().to_string();
+        assert!(e.contains("allowed_host") && e.contains("plugins.graph-guest"), "{e}");
+        let e = parse("[serverr]\n").unwrap_err().to_string();
+        assert!(e.contains("serverr"), "{e}");
+    }
+
+    #[test]
+    fn lease_secs_must_be_positive() {
+        assert!(parse("[dispatch]\nlease_secs = 0\n").is_err());
+        assert_eq!(parse("[dispatch]\nlease_secs = 1\n").unwrap().dispatch.lease_secs, 1);
+    }
+}

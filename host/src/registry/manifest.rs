@@ -1,0 +1,182 @@
+//! A plugin bundle's manifest, `<name>.toml`, read strictly.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::config::{config_scalar, LimitsSpec, RESERVED_PLUGIN_NAMES};
+use crate::runtime::Origin;
+
+/// What a plugin says about itself: identity, subscriptions, what it needs, its defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub name: String,
+    /// Semantic version (validated).
+    pub version: String,
+    pub description: Option<String>,
+    /// Okta event types it handles.
+    pub event_types: Vec<String>,
+    /// Okta groups (display name, exact, or id) it handles; `None` means any group.
+    pub groups: Option<Vec<String>>,
+    /// Origins it needs to call.
+    pub allowed_hosts: Vec<String>,
+    /// Secret names it reads.
+    pub secrets: Vec<String>,
+    /// Default config, each value already as the string the plugin sees.
+    pub config: BTreeMap<String, String>,
+    pub limits: LimitsSpec,
+    /// Whether a stale event for a user is skipped after a newer one ran (see DESIGN.md).
+    pub supersede: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    version: String,
+    description: Option<String>,
+    event_types: Vec<String>,
+    groups: Option<Vec<String>>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+    #[serde(default)]
+    config: toml::Table,
+    #[serde(default)]
+    limits: LimitsSpec,
+    #[serde(default = "yes")]
+    supersede: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A plugin name: lower-case letters, digits, `-` and `_`, starting with a letter.
+pub fn valid_plugin_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    let ok_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !ok_first || !ok_rest || name.len() > 64 {
+        return Err(format!(
+            "plugin name {name:?} must start with a lower-case letter and use only a-z, 0-9, '-' and '_' (at most 64)"
+        ));
+    }
+    if RESERVED_PLUGIN_NAMES.contains(&name) {
+        return Err(format!("plugin name {name:?} is reserved"));
+    }
+    Ok(())
+}
+
+/// Checks `[limits]` values are in range.
+///
+/// # Errors
+/// A value out of range, named with `prefix`.
+pub fn validate_limits(l: &LimitsSpec, prefix: &str) -> Result<(), String> {
+    if let Some(m) = l.memory_mb {
+        if !(1..=1024).contains(&m) {
+            return Err(format!("{prefix}.memory_mb must be 1 to 1024, got {m}"));
+        }
+    }
+    if let Some(t) = l.timeout_ms {
+        if !(1..=600_000).contains(&t) {
+            return Err(format!("{prefix}.timeout_ms must be 1 to 600000, got {t}"));
+        }
+    }
+    if let Some(n) = l.max_http_requests {
+        if n > 10_000 {
+            return Err(format!("{prefix}.max_http_requests must be at most 10000, got {n}"));
+        }
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// Reads a manifest file.
+    ///
+    /// # Errors
+    /// Unreadable, not TOML, an unknown key, or a bad value; the message names the file and key.
+    pub fn load(path: &Path) -> Result<Manifest, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses manifest text.
+    ///
+    /// # Errors
+    /// As [`Manifest::load`], without the file name.
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        valid_plugin_name(&raw.name).map_err(|e| format!("name: {e}"))?;
+        semver::Version::parse(&raw.version).map_err(|e| {
+            format!("version {:?} is not a semantic version like \"1.2.3\": {e}", raw.version)
+        })?;
+        if raw.event_types.is_empty() {
+            return Err("event_types must list at least one Okta event type, e.g. \"group.user_membership.add\"".into());
+        }
+        for h in &raw.allowed_hosts {
+            Origin::parse_grant(h).map_err(|e| format!("allowed_hosts: {e}"))?;
+        }
+        let mut config = BTreeMap::new();
+        for (k, v) in &raw.config {
+            config.insert(k.clone(), config_scalar(v).map_err(|e| format!("config.{k}: {e}"))?);
+        }
+        validate_limits(&raw.limits, "limits")?;
+        Ok(Manifest {
+            name: raw.name,
+            version: raw.version,
+            description: raw.description,
+            event_types: raw.event_types,
+            groups: raw.groups,
+            allowed_hosts: raw.allowed_hosts,
+            secrets: raw.secrets,
+            config,
+            limits: raw.limits,
+            supersede: raw.supersede,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "graph-guest"
+version = "0.1.0"
+event_types = ["group.user_membership.add"]
+groups = ["O365Guest"]
+allowed_hosts = ["https://graph.microsoft.com"]
+secrets = ["client_secret"]
+[config]
+send_invitation_message = false
+timeout = 30
+[limits]
+memory_mb = 32
+"#;
+
+    #[test]
+    fn good_manifest_parses_with_scalar_config_as_text() {
+        let m = Manifest::parse(GOOD).unwrap();
+        assert_eq!(m.config["send_invitation_message"], "false");
+        assert_eq!(m.config["timeout"], "30");
+        assert!(m.supersede);
+    }
+
+    #[test]
+    fn bad_manifests_name_the_key() {
+        let e = Manifest::parse(&GOOD.replace("0.1.0", "one")).unwrap_err();
+        assert!(e.contains("version"), "{e}");
+        let e = Manifest::parse(&format!("{GOOD}\nbogus = 1\n").replace("[limits]\nmemory_mb = 32\n", "")).unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let e = Manifest::parse(&GOOD.replace("memory_mb = 32", "memory_mb = 0")).unwrap_err();
+        assert!(e.contains("memory_mb"), "{e}");
+        let e = Manifest::parse(&GOOD.replace("\"graph-guest\"", "\"watch\"")).unwrap_err();
+        assert!(e.contains("reserved"), "{e}");
+        let e = Manifest::parse(&GOOD.replace("https://graph.microsoft.com\"", "https://graph.microsoft.com/v1.0\"")).unwrap_err();
+        assert!(e.contains("allowed_hosts"), "{e}");
+    }
+}

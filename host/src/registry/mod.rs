@@ -1,0 +1,197 @@
+//! Plugin bundles: a `<name>.wasm` component plus its `<name>.toml` manifest, and the
+//! effective plugin they make together with the operator's `[plugins.<name>]` overrides.
+//!
+//! The operator's `allowed_hosts`, `groups` and `event_types` *replace* the manifest's
+//! lists when given; `[config]` and `[limits]` overlay key by key; secrets are granted only
+//! under the names the manifest declares.
+
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{LimitsSpec, PluginOverride, RetryConfig};
+use crate::runtime::{Grant, Limits, Origin};
+pub use manifest::Manifest;
+
+/// A bundle read from disk, not yet compiled.
+#[derive(Debug, Clone)]
+pub struct PluginBundle {
+    pub manifest: Manifest,
+    pub manifest_path: PathBuf,
+    pub wasm_path: PathBuf,
+    pub wasm: Vec<u8>,
+    /// Hex sha256 of the `.wasm`.
+    pub sha256: String,
+}
+
+impl PluginBundle {
+    /// Reads `<name>.toml` and the `<name>.wasm` beside it.
+    ///
+    /// # Errors
+    /// Either file is missing or unreadable, the manifest is invalid, or its `name` differs
+    /// from the file name.
+    pub fn load(manifest_path: &Path) -> Result<PluginBundle, String> {
+        let manifest = Manifest::load(manifest_path)?;
+        let stem = manifest_path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        if stem != manifest.name {
+            return Err(format!(
+                "{}: manifest name {:?} must match the file name ({stem}.toml)",
+                manifest_path.display(),
+                manifest.name
+            ));
+        }
+        let wasm_path = manifest_path.with_extension("wasm");
+        let wasm = std::fs::read(&wasm_path).map_err(|e| {
+            format!(
+                "{}: cannot read the component beside the manifest: {e}",
+                wasm_path.display()
+            )
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&wasm));
+        Ok(PluginBundle {
+            manifest,
+            manifest_path: manifest_path.to_path_buf(),
+            wasm_path,
+            wasm,
+            sha256,
+        })
+    }
+}
+
+/// A plugin as it will run: manifest plus operator overrides, secrets read.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub event_types: Vec<String>,
+    pub groups: Option<Vec<String>>,
+    pub allowed_hosts: Vec<String>,
+    pub grant: Grant,
+    pub limits: Limits,
+    pub retry: Option<RetryConfig>,
+    pub max_concurrency: Option<u32>,
+    pub supersede: bool,
+    /// Secret names the manifest declares but the operator did not configure.
+    pub missing_secrets: Vec<String>,
+}
+
+impl PluginSpec {
+    /// Whether this plugin wants `event_type` about `group` (a group id or display name;
+    /// `None` when the event has no group target).
+    pub fn subscribes(&self, event_type: &str, groups_of_event: &[(&str, Option<&str>)]) -> bool {
+        if !self.event_types.iter().any(|t| t == event_type) {
+            return false;
+        }
+        match &self.groups {
+            None => true,
+            // Group filters apply to events that name a group; user lifecycle events
+            // (deactivate, delete) name none and still reach the plugin.
+            Some(_) if groups_of_event.is_empty() => true,
+            Some(wanted) => groups_of_event.iter().any(|(id, name)| {
+                wanted.iter().any(|w| w == id || Some(w.as_str()) == *name)
+            }),
+        }
+    }
+}
+
+fn overlay_limits(base: &LimitsSpec, over: Option<&LimitsSpec>) -> Limits {
+    let pick = |f: fn(&LimitsSpec) -> Option<u64>| over.and_then(f).or_else(|| f(base));
+    let d = Limits::default();
+    Limits {
+        memory_bytes: pick(|l| l.memory_mb.map(u64::from))
+            .map(|mb| (mb as usize) << 20)
+            .unwrap_or(d.memory_bytes),
+        timeout: pick(|l| l.timeout_ms).map(Duration::from_millis).unwrap_or(d.timeout),
+        max_http_requests: pick(|l| l.max_http_requests.map(u64::from))
+            .map(|n| n as u32)
+            .unwrap_or(d.max_http_requests),
+        max_response_bytes: pick(|l| l.max_response_bytes.map(|n| n as u64))
+            .map(|n| n as usize)
+            .unwrap_or(d.max_response_bytes),
+        max_log_lines: pick(|l| l.max_log_lines.map(|n| n as u64))
+            .map(|n| n as usize)
+            .unwrap_or(d.max_log_lines),
+        max_log_bytes: d.max_log_bytes,
+    }
+}
+
+/// Combines a bundle's manifest with the operator's overrides and reads its secrets.
+///
+/// # Errors
+/// A bad override value or a configured secret that cannot be read; the message names the
+/// `[plugins.<name>]` key.
+pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result<PluginSpec, String> {
+    let m = &bundle.manifest;
+    let name = &m.name;
+    let allowed_hosts = over
+        .and_then(|o| o.allowed_hosts.clone())
+        .unwrap_or_else(|| m.allowed_hosts.clone());
+    let allowed_origins = allowed_hosts
+        .iter()
+        .map(|h| Origin::parse_grant(h).map_err(|e| format!("[plugins.{name}] allowed_hosts: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut config: BTreeMap<String, String> = m.config.clone();
+    if let Some(o) = over {
+        for (k, v) in &o.config {
+            let v = crate::config::config_scalar(v)
+                .map_err(|e| format!("plugins.{name}.config.{k}: {e}"))?;
+            config.insert(k.clone(), v);
+        }
+        if let Some(l) = &o.limits {
+            manifest::validate_limits(l, &format!("plugins.{name}.limits"))?;
+        }
+    }
+
+    let mut secrets = BTreeMap::new();
+    let mut missing_secrets = Vec::new();
+    for secret_name in &m.secrets {
+        match over.and_then(|o| o.secrets.get(secret_name)) {
+            Some(src) => {
+                let value = src
+                    .read()
+                    .map_err(|e| format!("plugins.{name}.secrets.{secret_name}: {e}"))?;
+                secrets.insert(secret_name.clone(), value);
+            }
+            None => missing_secrets.push(secret_name.clone()),
+        }
+    }
+    if let Some(o) = over {
+        for extra in o.secrets.keys().filter(|k| !m.secrets.contains(k)) {
+            tracing::warn!(
+                plugin = %name,
+                secret = %extra,
+                "[plugins.{name}.secrets] sets {extra:?}, which the plugin's manifest does not declare; it is not granted"
+            );
+        }
+    }
+
+    Ok(PluginSpec {
+        name: name.clone(),
+        version: m.version.clone(),
+        sha256: bundle.sha256.clone(),
+        event_types: over
+            .and_then(|o| o.event_types.clone())
+            .unwrap_or_else(|| m.event_types.clone()),
+        groups: over.and_then(|o| o.groups.clone()).or_else(|| m.groups.clone()),
+        allowed_hosts,
+        grant: Grant {
+            allowed_origins,
+            secrets,
+            config,
+        },
+        limits: overlay_limits(&m.limits, over.and_then(|o| o.limits.as_ref())),
+        retry: over.and_then(|o| o.retry.clone()),
+        max_concurrency: over.and_then(|o| o.max_concurrency),
+        supersede: m.supersede,
+        missing_secrets,
+    })
+}

@@ -1,0 +1,13 @@
+//! The `config` import: the plugin's effective configuration.
+//!
+//! Grants: read access to its own `[config]` defaults overlaid by the operator's
+//! `[plugins.<name>.config]`. Refuses: nothing else exists to read (no host environment).
+
+use super::bindings::config::Host;
+use super::state::AttemptState;
+
+impl Host for AttemptState {
+    async fn get(&mut self, key: String) -> Option<String> {
+        self.plugin.grant.config.get(&key).cloned()
+    }
+}

@@ -1,0 +1,428 @@
+//! The sandboxed plugin runtime: compile plugin components, and run one attempt of one
+//! event in a fresh instance under the plugin's limits and grants.
+//!
+//! One [`Engine`] per process (pooling allocator, epoch interruption), one compiled
+//! [`Component`] and pre-linked [`InstancePre`](wasmtime::component::InstancePre) per
+//! plugin version ([`LoadedPlugin`]), and a fresh [`Store`] per attempt, dropped when the
+//! attempt ends: nothing of one attempt can leak into the next. Per attempt:
+//!
+//! - memory: one budget over all the instance's memories and tables ([`limits`]);
+//! - time: a wall-clock deadline enforced by epoch interruption (a guest spinning in a loop
+//!   is stopped, not just abandoned), with host calls clipped to the time left;
+//! - host calls: a budget of HTTP requests, capped responses, capped logs;
+//! - WASI: clocks and randomness only; no files (no preopens), no environment, no sockets,
+//!   stdin closed, stdout/stderr captured into the attempt's log.
+//!
+//! The result is typed ([`AttemptResult`]): the plugin's own answer, or what stopped it.
+
+pub mod bindings;
+pub mod engine;
+pub mod grant;
+pub mod http;
+pub mod kv;
+pub mod limits;
+pub mod log;
+pub mod output;
+pub mod state;
+mod config;
+mod secrets;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
+
+pub use engine::{Allocation, EngineOptions};
+pub use grant::{Grant, Origin};
+pub use kv::{KvBackend, MemoryKv};
+pub use limits::Limits;
+pub use log::{LogLevel, LogLine, LogSource};
+
+use crate::okta::Event;
+use bindings::{types, Plugin, PluginPre};
+use engine::EpochTicker;
+use limits::MemoryLimiter;
+use log::AttemptLog;
+use output::CapturedOutput;
+use state::{AttemptState, PluginContext};
+
+/// Bytes of guest stdout and stderr kept per attempt.
+const CAPTURE_BYTES: usize = 16 << 10;
+/// Extra time past the deadline before the host stops waiting on a host call that hangs.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Why a component could not be loaded as a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    NotAComponent(String),
+    #[error("cannot compile: {0}")]
+    Compile(String),
+    #[error("does not implement the hookhost:plugin/plugin world: {0}")]
+    WrongWorld(String),
+    #[error("cannot read precompiled artifact: {0}")]
+    Artifact(String),
+}
+
+/// The engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the plugin runtime: {0}")]
+pub struct RuntimeError(String);
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    /// The plugin handled the event.
+    Done { summary: String },
+    /// The plugin asked to be retried, not before `retry_after` when given.
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The plugin says retrying will not help.
+    Permanent(String),
+    /// The guest trapped (a panic, an abort, a bad instruction); the message says where.
+    Trapped(String),
+    /// The attempt hit its deadline and was stopped.
+    TimedOut,
+    /// The guest tried to grow past its memory limit and was stopped.
+    OutOfMemory,
+}
+
+impl AttemptResult {
+    /// The stable name used in the store, the API and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AttemptResult::Done { .. } => "done",
+            AttemptResult::Retryable { .. } => "retryable",
+            AttemptResult::Permanent(_) => "permanent",
+            AttemptResult::Trapped(_) => "trapped",
+            AttemptResult::TimedOut => "timed_out",
+            AttemptResult::OutOfMemory => "out_of_memory",
+        }
+    }
+
+    /// A one-line description, the `last_error` of a failed delivery.
+    pub fn describe(&self) -> String {
+        match self {
+            AttemptResult::Done { summary } => summary.clone(),
+            AttemptResult::Retryable {
+                message,
+                retry_after: Some(d),
+            } => format!("retryable: {message} (retry after {} ms)", d.as_millis()),
+            AttemptResult::Retryable { message, .. } => format!("retryable: {message}"),
+            AttemptResult::Permanent(m) => format!("permanent: {m}"),
+            AttemptResult::Trapped(m) => format!("trapped: {m}"),
+            AttemptResult::TimedOut => "timed out: the attempt passed its deadline ([limits] timeout_ms) and was stopped".into(),
+            AttemptResult::OutOfMemory => "out of memory: the plugin tried to grow past its memory limit ([limits] memory_mb) and was stopped".into(),
+        }
+    }
+}
+
+/// The record of one attempt: what ran, how long, how it ended, what it logged.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub plugin: String,
+    pub plugin_version: String,
+    pub plugin_sha256: String,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    pub result: AttemptResult,
+    pub log: Vec<LogLine>,
+    /// Log lines dropped past the caps.
+    pub log_dropped: u32,
+    pub http_requests: u32,
+}
+
+/// One plugin version, compiled and linked, ready for attempts.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    ctx: Arc<PluginContext>,
+    pre: PluginPre<AttemptState>,
+}
+
+impl LoadedPlugin {
+    pub fn name(&self) -> &str {
+        &self.ctx.name
+    }
+    pub fn version(&self) -> &str {
+        &self.ctx.version
+    }
+    pub fn sha256(&self) -> &str {
+        &self.ctx.sha256
+    }
+    pub fn limits(&self) -> &Limits {
+        &self.ctx.limits
+    }
+    pub fn grant(&self) -> &Grant {
+        &self.ctx.grant
+    }
+}
+
+/// Who a plugin version is.
+#[derive(Debug, Clone)]
+pub struct PluginIdentity {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// The process's plugin runtime.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<AttemptState>,
+    http: reqwest::Client,
+    pooling: bool,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Starts the engine and its epoch ticker.
+    ///
+    /// # Errors
+    /// wasmtime refuses the configuration, or the ticker thread or HTTP client cannot start.
+    pub fn new(opts: &EngineOptions) -> Result<Runtime, RuntimeError> {
+        let (engine, pooling) =
+            engine::build(opts).map_err(|e| RuntimeError(format!("{e:#}")))?;
+        let mut linker = Linker::<AttemptState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError(format!("linking WASI: {e:#}")))?;
+        Plugin::add_to_linker::<AttemptState, HasSelf<AttemptState>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError(format!("linking hookhost imports: {e:#}")))?;
+        let ticker = EpochTicker::start(&engine, opts.epoch_tick)
+            .map_err(|e| RuntimeError(format!("epoch ticker: {e}")))?;
+        let http = http::client().map_err(|e| RuntimeError(format!("HTTP client: {e}")))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            http,
+            pooling,
+            _ticker: ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn uses_pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// Compiles a `.wasm` component. Slow (tens of ms for Rust, seconds for Python): keep it
+    /// off the async runtime's worker threads.
+    ///
+    /// # Errors
+    /// The bytes are not a component (a core module, not wasm at all) or do not compile.
+    pub fn compile(&self, wasm: &[u8]) -> Result<Component, LoadError> {
+        if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+            return Err(LoadError::NotAComponent(
+                "not a WebAssembly file (no \\0asm header)".into(),
+            ));
+        }
+        // Byte 4..8 is the version/layer: components are layer 1 (0x0d 0x00 0x01 0x00).
+        if wasm[6..8] != [1, 0] {
+            return Err(LoadError::NotAComponent(
+                "this is a core wasm module, not a component; build with `cargo build --target wasm32-wasip2` (or componentize-py / jco) so it becomes a WASI 0.2 component".into(),
+            ));
+        }
+        Component::new(&self.engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))
+    }
+
+    /// Serializes a compiled component for the artifact cache.
+    ///
+    /// # Errors
+    /// wasmtime cannot serialize it.
+    pub fn serialize(&self, component: &Component) -> Result<Vec<u8>, LoadError> {
+        component
+            .serialize()
+            .map_err(|e| LoadError::Artifact(format!("{e:#}")))
+    }
+
+    /// Loads a precompiled artifact written by [`Runtime::serialize`] with this same engine
+    /// configuration and wasmtime version; anything else is refused by wasmtime.
+    ///
+    /// # Safety
+    /// The bytes must be produced by `serialize` of this program (the cache is keyed by the
+    /// engine's compatibility hash and lives in a directory only the host writes).
+    ///
+    /// # Errors
+    /// The artifact is from another engine or corrupt.
+    pub unsafe fn deserialize(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        unsafe { Component::deserialize(&self.engine, bytes) }
+            .map_err(|e| LoadError::Artifact(format!("{e:#}")))
+    }
+
+    /// Links a compiled component as a plugin version.
+    ///
+    /// # Errors
+    /// [`LoadError::WrongWorld`] when it imports something hookhost does not provide or
+    /// does not export `hookhost:plugin/handler`; the message says which.
+    pub fn load(
+        &self,
+        component: &Component,
+        identity: PluginIdentity,
+        grant: Grant,
+        limits: Limits,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = PluginPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        Ok(LoadedPlugin {
+            ctx: Arc::new(PluginContext {
+                name: identity.name,
+                version: identity.version,
+                sha256: identity.sha256,
+                grant,
+                limits,
+            }),
+            pre,
+        })
+    }
+
+    /// Runs one attempt of `event` on `plugin` in a fresh instance.
+    ///
+    /// Never fails: whatever happens inside the sandbox is an [`AttemptResult`].
+    pub async fn run(
+        &self,
+        plugin: &LoadedPlugin,
+        event: &Event,
+        kv: Arc<dyn KvBackend>,
+    ) -> Attempt {
+        let started_at = SystemTime::now();
+        let start = Instant::now();
+        let limits = &plugin.ctx.limits;
+        let deadline = start + limits.timeout;
+
+        let stdout = CapturedOutput::new(CAPTURE_BYTES);
+        let stderr = CapturedOutput::new(CAPTURE_BYTES);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = AttemptState {
+            wasi,
+            table: ResourceTable::new(),
+            plugin: plugin.ctx.clone(),
+            limiter: MemoryLimiter::new(limits.memory_bytes),
+            log: AttemptLog::new(start, limits.max_log_lines, limits.max_log_bytes),
+            http: self.http.clone(),
+            http_requests: 0,
+            kv,
+            deadline,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Check the deadline at every tick, and yield to other tasks meanwhile, so a busy
+        // guest neither overruns nor starves the executor.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let wit_event = to_wit(event);
+        let outcome = tokio::time::timeout(limits.timeout + GRACE, async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance
+                .hookhost_plugin_handler()
+                .call_handle(&mut store, &wit_event)
+                .await
+        })
+        .await;
+
+        let result = match outcome {
+            Err(_) => AttemptResult::TimedOut,
+            Ok(Ok(Ok(o))) => AttemptResult::Done { summary: o.summary },
+            Ok(Ok(Err(types::Failure::Retryable(r)))) => AttemptResult::Retryable {
+                message: r.message,
+                retry_after: r.retry_after_ms.map(Duration::from_millis),
+            },
+            Ok(Ok(Err(types::Failure::Permanent(m)))) => AttemptResult::Permanent(m),
+            Ok(Err(e)) => classify_trap(&e, store.data(), &stderr),
+        };
+
+        let mut state = store.into_data();
+        capture_into_log(&mut state.log, &stdout, LogSource::Stdout, LogLevel::Info);
+        capture_into_log(&mut state.log, &stderr, LogSource::Stderr, LogLevel::Warn);
+        Attempt {
+            plugin: plugin.ctx.name.clone(),
+            plugin_version: plugin.ctx.version.clone(),
+            plugin_sha256: plugin.ctx.sha256.clone(),
+            started_at,
+            duration: start.elapsed(),
+            result,
+            log: std::mem::take(&mut state.log.lines),
+            log_dropped: state.log.dropped,
+            http_requests: state.http_requests,
+        }
+    }
+}
+
+fn classify_trap(e: &wasmtime::Error, state: &AttemptState, stderr: &CapturedOutput) -> AttemptResult {
+    if state.limiter.exceeded.is_some() {
+        return AttemptResult::OutOfMemory;
+    }
+    let trap = e.downcast_ref::<Trap>();
+    if trap == Some(&Trap::Interrupt) {
+        return AttemptResult::TimedOut;
+    }
+    let mut msg = match trap {
+        Some(t) => t.to_string(),
+        None => e.chain().last().map(|c| c.to_string()).unwrap_or_else(|| e.to_string()),
+    };
+    // A Rust panic prints its message to stderr just before trapping; put it in the error.
+    if let Ok(buf) = stderr.buf_snapshot() {
+        let panic: Vec<&str> = buf
+            .lines()
+            .skip_while(|l| !l.contains("panicked at"))
+            .take(3)
+            .collect();
+        if !panic.is_empty() {
+            msg = format!("{msg}; guest stderr: {}", panic.join(" "));
+        }
+    }
+    AttemptResult::Trapped(msg)
+}
+
+fn capture_into_log(log: &mut AttemptLog, out: &CapturedOutput, source: LogSource, level: LogLevel) {
+    let (text, dropped) = out.take();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        log.push(level, source, line.to_owned());
+    }
+    if dropped > 0 {
+        log.push(
+            LogLevel::Warn,
+            LogSource::Host,
+            format!("{dropped} more bytes of guest {source:?} were dropped"),
+        );
+    }
+}
+
+fn to_wit(event: &Event) -> types::Event {
+    let party = |p: &crate::okta::Party| types::Party {
+        id: p.id.clone(),
+        kind: p.kind.clone(),
+        alternate_id: p.alternate_id.clone(),
+        display_name: p.display_name.clone(),
+    };
+    types::Event {
+        id: event.uuid.clone(),
+        event_type: event.event_type.clone(),
+        published: event.published.clone(),
+        actor: event.actor.as_ref().map(party),
+        targets: event.targets.iter().map(party).collect(),
+        raw: event.raw.clone(),
+    }
+}

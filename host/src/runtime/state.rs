@@ -1,0 +1,50 @@
+//! The per-attempt store data: everything one plugin instance can touch, and nothing more.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::grant::Grant;
+use super::kv::KvBackend;
+use super::limits::{Limits, MemoryLimiter};
+use super::log::AttemptLog;
+
+/// A loaded plugin version's identity, grants and limits, shared by all its attempts.
+#[derive(Debug)]
+pub struct PluginContext {
+    pub name: String,
+    pub version: String,
+    /// Hex sha256 of the `.wasm`.
+    pub sha256: String,
+    pub grant: Grant,
+    pub limits: Limits,
+}
+
+/// Store data for one attempt. Lives exactly as long as the attempt's `Store`.
+pub struct AttemptState {
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) plugin: Arc<PluginContext>,
+    pub(super) limiter: MemoryLimiter,
+    pub(super) log: AttemptLog,
+    pub(super) http: reqwest::Client,
+    /// Requests made so far (counted against `max_http_requests`).
+    pub(super) http_requests: u32,
+    pub(super) kv: Arc<dyn KvBackend>,
+    /// When the attempt must end; HTTP timeouts are clipped to it and the epoch callback
+    /// interrupts the guest past it.
+    pub(super) deadline: Instant,
+}
+
+impl WasiView for AttemptState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl super::bindings::types::Host for AttemptState {}
