@@ -25,10 +25,48 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service: the Okta endpoint, the dispatcher and the admin API.
+    Serve {
+        /// The host config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Work with plugin bundles (<name>.wasm + <name>.toml).
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Inspect stored events and deliveries (reads the store of --config).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Put a done or dead delivery back to pending so it runs again.
+    Replay {
+        /// The delivery id (from `hookhost events show` or /api/deliveries).
+        delivery_id: String,
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Deliveries, oldest first, optionally by status.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        /// pending, running, retrying, done or dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One event (by LogEvent uuid) with its deliveries and their attempts.
+    Show {
+        uuid: String,
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -61,6 +99,14 @@ pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Events {
+            command: EventsCommand::List { config, status, limit },
+        } => events_list(&config, status.as_deref(), limit),
+        Command::Events {
+            command: EventsCommand::Show { uuid, config },
+        } => events_show(&config, &uuid),
+        Command::Replay { delivery_id, config } => replay(&config, &delivery_id),
         Command::Plugin {
             command: PluginCommand::Check { bundle, config },
         } => plugin_check(&bundle, config.as_deref()),
@@ -82,8 +128,9 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing() {
+    let default = if std::env::args().nth(1).as_deref() == Some("serve") { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKHOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -230,4 +277,92 @@ fn plugin_run(bundle_path: &Path, event_path: &Path, config: Option<&Path>) -> a
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn serve(config: &Path) -> anyhow::Result<ExitCode> {
+    let config = HostConfig::load(config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(crate::server::serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_store(config: &Path) -> anyhow::Result<Arc<dyn crate::store::Store>> {
+    let config = HostConfig::load(config)?;
+    crate::server::open_store(&config.store.url)
+}
+
+fn events_list(config: &Path, status: Option<&str>, limit: usize) -> anyhow::Result<ExitCode> {
+    let status = status
+        .map(|s| {
+            crate::store::Status::parse(s)
+                .with_context(|| format!("--status must be pending, running, retrying, done or dead, not {s:?}"))
+        })
+        .transpose()?;
+    let store = open_store(config)?;
+    let (items, next) = store.deliveries(status, limit, None)?;
+    println!("{:<22} {:<38} {:<14} {:<9} {:>8}  last error", "delivery", "event", "plugin", "status", "attempts");
+    for d in &items {
+        println!(
+            "{:<22} {:<38} {:<14} {:<9} {:>8}  {}",
+            d.id,
+            d.event_id,
+            d.plugin,
+            d.status.as_str(),
+            d.attempts,
+            d.last_error.as_deref().unwrap_or("")
+        );
+    }
+    if next.is_some() {
+        println!("(more; raise --limit)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn events_show(config: &Path, uuid: &str) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
+    let Some(event) = store.event(uuid)? else {
+        bail!("no event with id {uuid}");
+    };
+    println!("event {} {} published {} received {}", event.id, event.event_type, event.published, event.received_at);
+    for d in &event.deliveries {
+        println!(
+            "  delivery {} plugin {} {}: {} after {} attempt(s){}",
+            d.id,
+            d.plugin,
+            d.plugin_version.as_deref().unwrap_or("-"),
+            d.status.as_str(),
+            d.attempts,
+            d.last_error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
+        );
+        for a in store.attempts(&d.id)? {
+            println!(
+                "    attempt {} at {} ({} ms) version {}: {}{}",
+                a.number,
+                a.started_at,
+                a.duration_ms,
+                a.plugin_version,
+                a.result,
+                a.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(config: &Path, delivery_id: &str) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
+    match store.replay(delivery_id)? {
+        crate::store::ReplayOutcome::Accepted => {
+            println!("delivery {delivery_id} is pending again");
+            Ok(ExitCode::SUCCESS)
+        }
+        crate::store::ReplayOutcome::NotFound => bail!("no delivery with id {delivery_id}"),
+        crate::store::ReplayOutcome::Conflict(s) => bail!(
+            "delivery {delivery_id} is {}; only done or dead deliveries can be replayed",
+            s.as_str()
+        ),
+    }
 }

@@ -7,6 +7,7 @@
 //!
 //! Data flows one way, top to bottom; no module reaches back up.
 //!
+//! - [`ingest`]: the Okta endpoint: auth, caps, parse, durable commit, then 200.
 //! - [`okta`]: the Okta delivery envelope and LogEvent model (pure parsing).
 //! - [`config`]: the host config file, strict, with paths resolved; [`secret`]: where
 //!   secrets come from and how they stay out of logs.
@@ -15,12 +16,20 @@
 //!   grants after operator overrides.
 //! - [`runtime`]: the wasmtime engine, per-attempt limits and the host imports (`http`,
 //!   `secrets`, `kv`, `config`, `log`), one module each.
-//! - [`cli`]: the `hookhost` command.
+//! - [`dispatch`]: claims due deliveries in per-user `published` order, runs them on the
+//!   runtime, renews leases, applies supersede and the retry policy.
+//! - [`api`]: `/healthz`, `/metrics` and the `/api/*` admin endpoints; [`metrics`]: counters.
+//! - [`server`]: `hookhost serve` wiring and graceful shutdown; [`cli`]: the `hookhost` command.
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
+pub mod ingest;
+pub mod metrics;
 pub mod okta;
 pub mod registry;
 pub mod runtime;
 pub mod secret;
+pub mod server;
 pub mod store;

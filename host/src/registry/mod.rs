@@ -195,3 +195,243 @@ pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result
         missing_secrets,
     })
 }
+
+/// A plugin version in service: its effective spec and its linked component.
+pub struct ActivePlugin {
+    pub spec: PluginSpec,
+    pub loaded: crate::runtime::LoadedPlugin,
+    /// RFC 3339 UTC.
+    pub loaded_at: String,
+}
+
+/// The plugins in service now, by name. Swapping an entry is atomic: attempts that already
+/// hold an `Arc<ActivePlugin>` finish on it; the next lookup gets the new version.
+#[derive(Default)]
+pub struct PluginSet {
+    inner: std::sync::RwLock<BTreeMap<String, std::sync::Arc<ActivePlugin>>>,
+    failures: std::sync::RwLock<BTreeMap<String, LoadFailure>>,
+}
+
+impl PluginSet {
+    pub fn get(&self, name: &str) -> Option<std::sync::Arc<ActivePlugin>> {
+        self.inner.read().ok()?.get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<std::sync::Arc<ActivePlugin>> {
+        self.inner
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Puts a plugin in service, replacing any version of the same name.
+    pub fn insert(&self, plugin: ActivePlugin) {
+        if let Ok(mut m) = self.inner.write() {
+            m.insert(plugin.spec.name.clone(), std::sync::Arc::new(plugin));
+        }
+    }
+
+    /// Takes a plugin out of service.
+    pub fn remove(&self, name: &str) -> Option<std::sync::Arc<ActivePlugin>> {
+        self.inner.write().ok()?.remove(name)
+    }
+
+    /// Names of the plugins subscribed to `event` (by event type and group).
+    pub fn subscribers(&self, event: &crate::okta::Event) -> Vec<String> {
+        let groups: Vec<(&str, Option<&str>)> = event
+            .targets
+            .iter()
+            .filter(|t| t.kind == "UserGroup")
+            .map(|t| (t.id.as_str(), t.display_name.as_deref()))
+            .collect();
+        self.all()
+            .iter()
+            .filter(|p| p.spec.subscribes(&event.event_type, &groups))
+            .map(|p| p.spec.name.clone())
+            .collect()
+    }
+}
+
+/// A bundle the registry tried to load and could not (shown by `GET /api/plugins`).
+#[derive(Debug, Clone)]
+pub struct LoadFailure {
+    pub name: String,
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+    pub error: String,
+    /// RFC 3339 UTC.
+    pub at: String,
+}
+
+/// A plugin's state as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+    /// `active`, `failed` or `removed`.
+    pub state: &'static str,
+    pub loaded_at: Option<String>,
+    pub event_types: Vec<String>,
+    pub groups: Option<Vec<String>>,
+    pub allowed_hosts: Vec<String>,
+    pub secrets: Vec<String>,
+    pub limits: serde_json::Value,
+    pub supersede: bool,
+    pub last_error: Option<String>,
+}
+
+impl PluginSet {
+    /// Records a failed load of `name`; an active version (if any) keeps serving.
+    pub fn record_failure(&self, failure: LoadFailure) {
+        if let Ok(mut f) = self.failures.write() {
+            f.insert(failure.name.clone(), failure);
+        }
+    }
+
+    /// Clears the failure of `name` (after a successful load).
+    pub fn clear_failure(&self, name: &str) {
+        if let Ok(mut f) = self.failures.write() {
+            f.remove(name);
+        }
+    }
+
+    /// Every known plugin: active ones (with the last failed reload, if any) and failed ones.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        let failures = self.failures.read().map(|f| f.clone()).unwrap_or_default();
+        let mut out: Vec<PluginStatus> = self
+            .all()
+            .iter()
+            .map(|p| {
+                let s = &p.spec;
+                PluginStatus {
+                    name: s.name.clone(),
+                    version: Some(s.version.clone()),
+                    sha256: Some(s.sha256.clone()),
+                    state: "active",
+                    loaded_at: Some(p.loaded_at.clone()),
+                    event_types: s.event_types.clone(),
+                    groups: s.groups.clone(),
+                    allowed_hosts: s.allowed_hosts.clone(),
+                    secrets: s.grant.secrets.keys().cloned().collect(),
+                    limits: serde_json::json!({
+                        "memory_mb": s.limits.memory_bytes >> 20,
+                        "timeout_ms": s.limits.timeout.as_millis() as u64,
+                        "max_http_requests": s.limits.max_http_requests,
+                        "max_response_bytes": s.limits.max_response_bytes,
+                        "max_log_lines": s.limits.max_log_lines,
+                    }),
+                    supersede: s.supersede,
+                    last_error: failures.get(&s.name).map(|f| f.error.clone()),
+                }
+            })
+            .collect();
+        for f in failures.values() {
+            if out.iter().any(|p| p.name == f.name) {
+                continue;
+            }
+            out.push(PluginStatus {
+                name: f.name.clone(),
+                version: f.version.clone(),
+                sha256: f.sha256.clone(),
+                state: "failed",
+                loaded_at: None,
+                event_types: vec![],
+                groups: None,
+                allowed_hosts: vec![],
+                secrets: vec![],
+                limits: serde_json::Value::Null,
+                supersede: true,
+                last_error: Some(f.error.clone()),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// Compiles and links one bundle into a plugin ready to serve.
+///
+/// # Errors
+/// The bundle's spec or component is refused; the message says why.
+pub fn activate(
+    runtime: &crate::runtime::Runtime,
+    bundle: &PluginBundle,
+    over: Option<&crate::config::PluginOverride>,
+) -> Result<ActivePlugin, String> {
+    let spec = effective(bundle, over)?;
+    let component = runtime
+        .compile(&bundle.wasm)
+        .map_err(|e| format!("{}: {e}", bundle.wasm_path.display()))?;
+    let loaded = runtime
+        .load(
+            &component,
+            crate::runtime::PluginIdentity {
+                name: spec.name.clone(),
+                version: spec.version.clone(),
+                sha256: spec.sha256.clone(),
+            },
+            spec.grant.clone(),
+            spec.limits.clone(),
+        )
+        .map_err(|e| format!("{}: {e}", bundle.wasm_path.display()))?;
+    for missing in &spec.missing_secrets {
+        tracing::warn!(
+            plugin = %spec.name,
+            "secret {missing:?} is declared by the plugin but not configured under [plugins.{}.secrets]",
+            spec.name
+        );
+    }
+    Ok(ActivePlugin {
+        spec,
+        loaded,
+        loaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    })
+}
+
+/// Loads every `<name>.toml` bundle in `dir` into `set`; failures are recorded, not fatal.
+/// Returns how many plugins are active.
+pub fn load_dir(
+    runtime: &crate::runtime::Runtime,
+    dir: &Path,
+    overrides: &BTreeMap<String, crate::config::PluginOverride>,
+    set: &PluginSet,
+) -> usize {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "plugin directory unreadable; no plugins loaded");
+            return 0;
+        }
+    };
+    let mut manifests: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    manifests.sort();
+    for path in manifests {
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let result = PluginBundle::load(&path).and_then(|b| {
+            let over = overrides.get(&b.manifest.name);
+            activate(runtime, &b, over)
+        });
+        match result {
+            Ok(active) => {
+                tracing::info!(plugin = %active.spec.name, version = %active.spec.version, sha256 = %active.spec.sha256, "plugin loaded");
+                set.clear_failure(&active.spec.name);
+                set.insert(active);
+            }
+            Err(error) => {
+                tracing::error!(plugin = %name, %error, "plugin refused");
+                set.record_failure(LoadFailure {
+                    name,
+                    version: None,
+                    sha256: None,
+                    error,
+                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                });
+            }
+        }
+    }
+    set.all().len()
+}

@@ -55,7 +55,8 @@ fn base_config() -> Config {
     config
 }
 
-fn pooling(opts: &EngineOptions) -> PoolingAllocationConfig {
+/// hookhost's pooling settings (public so the benchmark's floor can use the same pool).
+pub fn pooling_config(opts: &EngineOptions) -> PoolingAllocationConfig {
     let n = opts.max_instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n)
@@ -92,12 +93,12 @@ pub fn build(opts: &EngineOptions) -> wasmtime::Result<(Engine, bool)> {
         Allocation::OnDemand => Ok((Engine::new(&base_config())?, false)),
         Allocation::Pooling => {
             let mut config = base_config();
-            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(opts)));
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(opts)));
             Ok((Engine::new(&config)?, true))
         }
         Allocation::Auto => {
             let mut config = base_config();
-            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(opts)));
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(opts)));
             match Engine::new(&config) {
                 Ok(engine) => Ok((engine, true)),
                 Err(e) => {

@@ -1,11 +1,23 @@
-//! Durable state: plugin KV now; events, deliveries and attempts with the ingest issue.
+//! Durable state: events, deliveries, attempts and plugin KV, behind the [`Store`] trait.
 //!
 //! The embedded default is one SQLite file in WAL mode with `synchronous = FULL`: a write
 //! the host acknowledged survives `kill -9` and power loss. Schema changes are numbered
 //! migrations applied in order inside a transaction, recorded in `schema_migrations`.
+//! A PostgreSQL backend implements the same trait for several hosts sharing one queue.
+//!
+//! Vocabulary: an **event** is one Okta LogEvent (identified by its `uuid`); a **delivery**
+//! is one (event, plugin) pair, the unit that is claimed, retried and replayed; an
+//! **attempt** is one run of a delivery's plugin.
 
 pub mod sqlite;
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::okta::Event;
+use crate::runtime::{Attempt, KvBackend};
 pub use sqlite::SqliteStore;
 
 /// A store failure. The message never contains secret values.
@@ -21,4 +33,203 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Unavailable(e.to_string())
     }
+}
+
+/// A delivery's state. Names are part of the API contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for its first attempt (or replayed).
+    Pending,
+    /// Claimed by a worker; its lease is live.
+    Running,
+    /// Failed retryably; waits until `next_attempt_at`.
+    Retrying,
+    /// Finished: handled, or superseded by a later event.
+    Done,
+    /// Failed permanently or ran out of attempts; kept for inspection and replay.
+    Dead,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Retrying => "retrying",
+            Status::Done => "done",
+            Status::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "pending" => Status::Pending,
+            "running" => Status::Running,
+            "retrying" => Status::Retrying,
+            "done" => Status::Done,
+            "dead" => Status::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// One event to store, with the plugins subscribed to it at ingest time.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event: Event,
+    /// Plugins that get a delivery (one each).
+    pub plugins: Vec<String>,
+}
+
+/// What [`Store::ingest`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Events stored for the first time.
+    pub stored: usize,
+    /// Events already known by `uuid` (nothing new stored for them).
+    pub duplicates: usize,
+    /// Deliveries created.
+    pub deliveries: usize,
+}
+
+/// A delivery claimed by a worker, with what the worker needs to run it.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub delivery_id: String,
+    pub plugin: String,
+    pub event: Event,
+    /// Attempts already made before this one.
+    pub attempts: u32,
+    /// Identifies this claim; renew and complete must present it (a stale worker whose
+    /// lease expired and was re-claimed elsewhere cannot overwrite the newer claim).
+    pub lease_token: String,
+    /// Whether this run was asked for by an operator's replay (replays always run).
+    pub replay: bool,
+}
+
+/// Where a delivery goes after an attempt (or instead of one).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    Done,
+    Retry { at: DateTime<Utc> },
+    Dead,
+    /// Ends `done` without running; names the later event that made it stale.
+    Superseded { by_event: String },
+}
+
+/// A delivery as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    pub id: String,
+    pub event_id: String,
+    pub plugin: String,
+    /// Version of the plugin that ran the latest attempt (null before any attempt).
+    pub plugin_version: Option<String>,
+    pub status: Status,
+    pub attempts: u32,
+    /// RFC 3339 UTC; null when not scheduled.
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// An event as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    pub id: String,
+    pub event_type: String,
+    pub published: String,
+    pub received_at: String,
+    pub okta_delivery_id: Option<String>,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub delivery_id: String,
+    pub number: u32,
+    pub plugin_version: String,
+    pub plugin_sha256: String,
+    pub started_at: String,
+    pub duration_ms: u64,
+    /// [`crate::runtime::AttemptResult::kind`], or `superseded`.
+    pub result: String,
+    pub error: Option<String>,
+    /// The attempt's log lines as JSON.
+    pub log: serde_json::Value,
+}
+
+/// Answer to a replay request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    Accepted,
+    NotFound,
+    /// Pending, running or retrying: already on its way.
+    Conflict(Status),
+}
+
+/// Durable state of hookhost. Every method is a short synchronous transaction; callers on
+/// the async runtime use `spawn_blocking` for them.
+pub trait Store: KvBackend + Send + Sync {
+    /// Stores a delivery's events and their deliveries in one durable commit. An event whose
+    /// `uuid` is already stored is a duplicate: nothing is added for it.
+    fn ingest(&self, okta_delivery_id: Option<&str>, events: &[NewEvent]) -> Result<IngestReport, StoreError>;
+
+    /// Claims up to `limit` due deliveries for `host_id` with a lease until `now + lease`.
+    ///
+    /// Ordering: for one (plugin, subject user), only the earliest-`published` unfinished
+    /// delivery can be claimed, and only when no delivery of that pair is running; deliveries
+    /// without a subject are independent. `max_running` caps running deliveries per plugin
+    /// (those already running, in this store, count); a plugin for which it answers 0 (e.g.
+    /// one not loaded now) is not claimed at all, so its deliveries wait.
+    fn claim(
+        &self,
+        host_id: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+        max_running: &dyn Fn(&str) -> usize,
+    ) -> Result<Vec<Claim>, StoreError>;
+
+    /// Extends a running claim's lease. Returns false when the claim is no longer ours.
+    fn renew(&self, delivery_id: &str, lease_token: &str, until: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Puts a claimed delivery back to pending without recording an attempt (e.g. its plugin
+    /// was removed between claim and run). Returns false when the claim is no longer ours.
+    fn release(&self, delivery_id: &str, lease_token: &str) -> Result<bool, StoreError>;
+
+    /// Records an attempt (if any) and moves the delivery to `next`, if the claim is still ours
+    /// (status running and the same `lease_token`; otherwise nothing changes and it returns
+    /// false). `attempts` counts plugin runs, so it grows only when `attempt` is given.
+    /// `last_error` becomes the attempt's [`describe`](crate::runtime::AttemptResult::describe)
+    /// on retry or dead, and null on done. [`Next::Superseded`] ends `done` with a history row
+    /// whose result is `superseded` and whose error names the later event.
+    fn complete(
+        &self,
+        delivery_id: &str,
+        lease_token: &str,
+        attempt: Option<&Attempt>,
+        next: &Next,
+    ) -> Result<bool, StoreError>;
+
+    /// Returns to pending every running delivery whose lease expired before `now`, or, with
+    /// `host_id`, every running delivery of that host (its own stale claims at start-up).
+    fn release_claims(&self, now: DateTime<Utc>, host_id: Option<&str>) -> Result<usize, StoreError>;
+
+    /// For supersede: the uuid of a later-published event for the same plugin and subject
+    /// that already ran to `done`, and concerns the same group or is a user lifecycle event.
+    /// A delivery that was itself superseded did not run and does not count.
+    fn newer_done(&self, plugin: &str, event: &Event) -> Result<Option<String>, StoreError>;
+
+    fn event(&self, uuid: &str) -> Result<Option<EventView>, StoreError>;
+    /// Deliveries by status, oldest first, paged by opaque id (`after`).
+    fn deliveries(&self, status: Option<Status>, limit: usize, after: Option<&str>) -> Result<(Vec<DeliveryView>, Option<String>), StoreError>;
+    fn attempts(&self, delivery_id: &str) -> Result<Vec<AttemptView>, StoreError>;
+    /// Puts a done or dead delivery back to pending (the next run is marked as a replay).
+    fn replay(&self, delivery_id: &str) -> Result<ReplayOutcome, StoreError>;
+    /// Count of deliveries per (plugin, status).
+    fn counts(&self) -> Result<Vec<(String, Status, u64)>, StoreError>;
+    /// Whether any delivery is pending, running or retrying.
+    fn busy(&self) -> Result<bool, StoreError>;
 }

@@ -1,28 +1,46 @@
-//! The SQLite store.
+//! The SQLite store: one file, one connection, every write a durable transaction.
+//!
+//! One connection behind a mutex is enough: SQLite has a single writer anyway, and each
+//! call is a short transaction (microseconds plus, for a commit, one fsync of the WAL).
+//! Concurrent ingests share that fsync through [group commit](group_commit). Every write
+//! that reads before it writes (claim, complete, replay) runs in a `BEGIN IMMEDIATE`
+//! transaction, so it is atomic even if a second process opened the same file by mistake.
+//!
+//! Times are stored as RFC 3339 UTC text with a fixed number of fraction digits, so text
+//! order is time order and SQL compares them directly: lease and schedule times with
+//! milliseconds ([`fmt_time`]), `published` with nanoseconds ([`published_key`]) because
+//! it decides the order of a user's events.
+//!
+//! Files: [`schema`] (migrations), [`group_commit`] (ingest), [`queue`] (claim, complete,
+//! leases, supersede, replay), [`views`] (what the API reads).
+
+mod group_commit;
+mod queue;
+mod schema;
+mod views;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::StoreError;
-use crate::runtime::KvBackend;
-
-/// Numbered schema migrations; append only, never edit a released one.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE plugin_kv (
-        plugin TEXT NOT NULL,
-        key TEXT NOT NULL,
-        value TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        PRIMARY KEY (plugin, key)
-    ) WITHOUT ROWID;",
-)];
+use super::{
+    AttemptView, Claim, EventView, DeliveryView, IngestReport, NewEvent, Next, ReplayOutcome, Status,
+    Store, StoreError,
+};
+use crate::okta::Event;
+use crate::runtime::{Attempt, KvBackend};
+use group_commit::IngestQueue;
 
 /// One SQLite database file.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Concurrent `ingest` calls waiting to be committed together.
+    ingest_queue: IngestQueue,
 }
 
 impl SqliteStore {
@@ -54,12 +72,8 @@ impl SqliteStore {
         // FULL: every commit is fsynced before it returns, so an acknowledged event is on disk.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let store = SqliteStore {
-            conn: Mutex::new(conn),
-        };
-        store.migrate()?;
-        Ok(store)
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Self::with_connection(conn)
     }
 
     /// An in-memory database (tests, `plugin run` without a config).
@@ -67,8 +81,15 @@ impl SqliteStore {
     /// # Errors
     /// A migration fails.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Self::with_connection(conn)
+    }
+
+    fn with_connection(conn: Connection) -> Result<SqliteStore, StoreError> {
         let store = SqliteStore {
-            conn: Mutex::new(Connection::open_in_memory()?),
+            conn: Mutex::new(conn),
+            ingest_queue: IngestQueue::default(),
         };
         store.migrate()?;
         Ok(store)
@@ -88,7 +109,7 @@ impl SqliteStore {
         )?;
         let current: i64 =
             tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        for (version, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
             tx.execute_batch(sql)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
@@ -102,7 +123,104 @@ impl SqliteStore {
 
 /// Now as RFC 3339 UTC with milliseconds.
 pub(crate) fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    fmt_time(Utc::now())
+}
+
+/// A time as stored and shown: RFC 3339 UTC with milliseconds (fixed width, so sortable).
+pub(crate) fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The sortable form of an Okta `published` time: UTC with nanoseconds, fixed width, so
+/// two events compare by instant whatever offset Okta wrote. A value that is not RFC 3339
+/// (only possible for a hand-made [`Event`]; parsed events are checked) is kept as is.
+pub(crate) fn published_key(published: &str) -> String {
+    match DateTime::parse_from_rfc3339(published) {
+        Ok(t) => t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::Nanos, true),
+        Err(_) => published.to_owned(),
+    }
+}
+
+/// Okta group ids the event names (its `UserGroup` targets): what supersede compares.
+pub(crate) fn group_ids(event: &Event) -> Vec<String> {
+    event
+        .targets
+        .iter()
+        .filter(|t| t.kind == "UserGroup")
+        .map(|t| t.id.clone())
+        .collect()
+}
+
+impl Store for SqliteStore {
+    fn ingest(&self, okta_delivery_id: Option<&str>, events: &[NewEvent]) -> Result<IngestReport, StoreError> {
+        group_commit::ingest(self, okta_delivery_id, events)
+    }
+
+    fn claim(
+        &self,
+        host_id: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+        max_running: &dyn Fn(&str) -> usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        queue::claim(&mut *self.conn()?, host_id, now, lease, limit, max_running)
+    }
+
+    fn renew(&self, delivery_id: &str, lease_token: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
+        queue::renew(&*self.conn()?, delivery_id, lease_token, until)
+    }
+
+    fn release(&self, delivery_id: &str, lease_token: &str) -> Result<bool, StoreError> {
+        queue::release(&*self.conn()?, delivery_id, lease_token)
+    }
+
+    fn complete(
+        &self,
+        delivery_id: &str,
+        lease_token: &str,
+        attempt: Option<&Attempt>,
+        next: &Next,
+    ) -> Result<bool, StoreError> {
+        queue::complete(&mut *self.conn()?, delivery_id, lease_token, attempt, next)
+    }
+
+    fn release_claims(&self, now: DateTime<Utc>, host_id: Option<&str>) -> Result<usize, StoreError> {
+        queue::release_claims(&*self.conn()?, now, host_id)
+    }
+
+    fn newer_done(&self, plugin: &str, event: &Event) -> Result<Option<String>, StoreError> {
+        queue::newer_done(&*self.conn()?, plugin, event)
+    }
+
+    fn event(&self, uuid: &str) -> Result<Option<EventView>, StoreError> {
+        views::event(&*self.conn()?, uuid)
+    }
+
+    fn deliveries(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<DeliveryView>, Option<String>), StoreError> {
+        views::deliveries(&*self.conn()?, status, limit, after)
+    }
+
+    fn attempts(&self, delivery_id: &str) -> Result<Vec<AttemptView>, StoreError> {
+        views::attempts(&*self.conn()?, delivery_id)
+    }
+
+    fn replay(&self, delivery_id: &str) -> Result<ReplayOutcome, StoreError> {
+        queue::replay(&mut *self.conn()?, delivery_id)
+    }
+
+    fn counts(&self) -> Result<Vec<(String, Status, u64)>, StoreError> {
+        views::counts(&*self.conn()?)
+    }
+
+    fn busy(&self) -> Result<bool, StoreError> {
+        views::busy(&*self.conn()?)
+    }
 }
 
 impl KvBackend for SqliteStore {
@@ -136,28 +254,5 @@ impl KvBackend for SqliteStore {
         )
         .map(|_| ())
         .map_err(|e| format!("kv delete failed: {e}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kv_is_namespaced_per_plugin_and_survives_reopen() {
-        let dir = std::env::temp_dir().join(format!("hookhost-kv-{}", std::process::id()));
-        let path = dir.join("kv.db");
-        {
-            let s = SqliteStore::open(&path).unwrap();
-            s.set("a", "k", "1").unwrap();
-            s.set("b", "k", "2").unwrap();
-            s.set("a", "k", "3").unwrap();
-        }
-        let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.get("a", "k").unwrap().as_deref(), Some("3"));
-        assert_eq!(s.get("b", "k").unwrap().as_deref(), Some("2"));
-        s.delete("a", "k").unwrap();
-        assert_eq!(s.get("a", "k").unwrap(), None);
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -1,0 +1,184 @@
+//! The admin/status API, on the same listener as the Okta endpoint.
+//!
+//! `GET /healthz` is open (it says only whether the store answers). Everything else needs
+//! `Authorization: Bearer <admin.token>`; without a configured token it is closed (401),
+//! never open. Shapes and status names are the contract of DESIGN.md.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::metrics::Metrics;
+use crate::registry::PluginSet;
+use crate::secret::Secret;
+use crate::store::{ReplayOutcome, Status, Store, StoreError};
+
+/// What the API needs.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub plugins: Arc<PluginSet>,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: Option<Secret>,
+    pub host_id: String,
+    /// Called after a replay puts a delivery back to pending (wakes the dispatcher).
+    pub on_replay: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// `/healthz`, `/metrics` and `/api/*`.
+pub fn routes(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/plugins", get(plugins))
+        .route("/api/events/{uuid}", get(event))
+        .route("/api/deliveries", get(deliveries))
+        .route("/api/deliveries/{id}/attempts", get(attempts))
+        .route("/api/deliveries/{id}/replay", post(replay))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .with_state(state)
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn store_error(e: StoreError) -> Response {
+    tracing::error!(error = %e, "store error in admin API");
+    error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable")
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(store_error(e)),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("task failed: {e}"))),
+    }
+}
+
+async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = match (&state.admin_token, presented) {
+        (Some(token), Some(p)) => bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())),
+        _ => false,
+    };
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": "send Authorization: Bearer <admin.token>"})),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+async fn healthz(State(state): State<ApiState>) -> Response {
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.busy()).await {
+        Ok(Ok(_)) => Json(json!({"status": "ok", "store": "ok", "host": state.host_id})).into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "store": "unavailable", "host": state.host_id})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let store = state.store.clone();
+    let counts = match blocking(move || store.counts()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let rows: Vec<(String, &str, u64)> = counts
+        .into_iter()
+        .map(|(p, s, n)| (p, s.as_str(), n))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&rows, &state.host_id),
+    )
+        .into_response()
+}
+
+async fn plugins(State(state): State<ApiState>) -> Response {
+    Json(json!({ "plugins": state.plugins.statuses() })).into_response()
+}
+
+async fn event(State(state): State<ApiState>, Path(uuid): Path<String>) -> Response {
+    let store = state.store.clone();
+    match blocking(move || store.event(&uuid)).await {
+        Ok(Some(e)) => Json(e).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no event with that id"),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct DeliveriesQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn deliveries(State(state): State<ApiState>, Query(q): Query<DeliveriesQuery>) -> Response {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => match Status::parse(s) {
+            Some(s) => Some(s),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("status must be pending, running, retrying, done or dead; got {s:?}"),
+                )
+            }
+        },
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let store = state.store.clone();
+    match blocking(move || store.deliveries(status, limit, q.after.as_deref())).await {
+        Ok((items, next)) => Json(json!({"deliveries": items, "next": next})).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn attempts(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    let store = state.store.clone();
+    match blocking(move || store.attempts(&id)).await {
+        Ok(a) => Json(json!({ "attempts": a })).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn replay(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    let store = state.store.clone();
+    match blocking(move || store.replay(&id)).await {
+        Ok(ReplayOutcome::Accepted) => {
+            (state.on_replay)();
+            (StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response()
+        }
+        Ok(ReplayOutcome::NotFound) => error(StatusCode::NOT_FOUND, "no delivery with that id"),
+        Ok(ReplayOutcome::Conflict(s)) => error(
+            StatusCode::CONFLICT,
+            format!("delivery is {}; only done or dead deliveries can be replayed", s.as_str()),
+        ),
+        Err(r) => r,
+    }
+}

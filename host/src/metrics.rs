@@ -1,0 +1,105 @@
+//! Process metrics, rendered as Prometheus text by the API.
+//!
+//! Counters live here (ingest responses, attempt durations); delivery counts and queue depth
+//! are read from the store at scrape time, so they are right across restarts and hosts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+/// Upper bounds (seconds) of the attempt-duration histogram buckets.
+const BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// Counters of this process.
+#[derive(Default)]
+pub struct Metrics {
+    ingest: Mutex<BTreeMap<u16, u64>>,
+    attempts: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl Metrics {
+    /// Counts one answer of the Okta endpoint.
+    pub fn ingest_response(&self, code: u16) {
+        if let Ok(mut m) = self.ingest.lock() {
+            *m.entry(code).or_default() += 1;
+        }
+    }
+
+    /// Records one attempt's duration for `plugin`.
+    pub fn observe_attempt(&self, plugin: &str, seconds: f64) {
+        if let Ok(mut m) = self.attempts.lock() {
+            let h = m.entry(plugin.to_owned()).or_insert_with(|| Histogram {
+                counts: vec![0; BUCKETS.len()],
+                ..Histogram::default()
+            });
+            for (i, le) in BUCKETS.iter().enumerate() {
+                if seconds <= *le {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += seconds;
+            h.count += 1;
+        }
+    }
+
+    /// Prometheus text; `deliveries` is (plugin, status, count) from the store.
+    pub fn render(&self, deliveries: &[(String, &str, u64)], host_id: &str) -> String {
+        let mut out = String::new();
+        let host = escape(host_id);
+        out.push_str("# HELP hookhost_ingest_requests_total Answers of the Okta endpoint by HTTP status.\n");
+        out.push_str("# TYPE hookhost_ingest_requests_total counter\n");
+        if let Ok(m) = self.ingest.lock() {
+            for (code, n) in m.iter() {
+                let _ = writeln!(out, "hookhost_ingest_requests_total{{host=\"{host}\",code=\"{code}\"}} {n}");
+            }
+        }
+        out.push_str("# HELP hookhost_deliveries_total Deliveries by plugin and current status.\n");
+        out.push_str("# TYPE hookhost_deliveries_total gauge\n");
+        let mut depth: BTreeMap<&str, u64> = BTreeMap::new();
+        for (plugin, status, n) in deliveries {
+            let _ = writeln!(
+                out,
+                "hookhost_deliveries_total{{host=\"{host}\",plugin=\"{}\",status=\"{status}\"}} {n}",
+                escape(plugin)
+            );
+            let d = depth.entry(plugin.as_str()).or_default();
+            if matches!(*status, "pending" | "retrying" | "running") {
+                *d += n;
+            }
+        }
+        out.push_str("# HELP hookhost_queue_depth Deliveries not finished yet (pending, retrying, running).\n");
+        out.push_str("# TYPE hookhost_queue_depth gauge\n");
+        for (plugin, n) in &depth {
+            let _ = writeln!(out, "hookhost_queue_depth{{host=\"{host}\",plugin=\"{}\"}} {n}", escape(plugin));
+        }
+        out.push_str("# HELP hookhost_attempt_duration_seconds Duration of plugin attempts.\n");
+        out.push_str("# TYPE hookhost_attempt_duration_seconds histogram\n");
+        if let Ok(m) = self.attempts.lock() {
+            for (plugin, h) in m.iter() {
+                let p = escape(plugin);
+                for (i, le) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "hookhost_attempt_duration_seconds_bucket{{host=\"{host}\",plugin=\"{p}\",le=\"{le}\"}} {}",
+                        h.counts[i]
+                    );
+                }
+                let _ = writeln!(out, "hookhost_attempt_duration_seconds_bucket{{host=\"{host}\",plugin=\"{p}\",le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "hookhost_attempt_duration_seconds_sum{{host=\"{host}\",plugin=\"{p}\"}} {}", h.sum);
+                let _ = writeln!(out, "hookhost_attempt_duration_seconds_count{{host=\"{host}\",plugin=\"{p}\"}} {}", h.count);
+            }
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,160 @@
+//! `hookhost serve`: wires config, store, registry, runtime, dispatcher and the HTTP routes,
+//! and shuts down gracefully.
+//!
+//! Shutdown on SIGTERM/SIGINT: stop accepting connections, let running attempts finish for
+//! up to `server.shutdown_grace_secs`, then release the claims of any still running so they
+//! go back to pending at once (nothing waits for a lease).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use axum::Router;
+
+use crate::api::{self, ApiState};
+use crate::config::HostConfig;
+use crate::dispatch::{DispatchDeps, Dispatcher};
+use crate::ingest::{self, IngestState};
+use crate::metrics::Metrics;
+use crate::registry::{self, PluginSet};
+use crate::runtime::{EngineOptions, Runtime};
+use crate::store::{SqliteStore, Store};
+
+/// Opens the store named by `store.url`.
+///
+/// # Errors
+/// The URL is not supported or the store cannot be opened.
+pub fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite://") {
+        return Ok(Arc::new(
+            SqliteStore::open_url(url).with_context(|| "opening the SQLite store (store.url)")?,
+        ));
+    }
+    bail!("store.url {:?}: only sqlite:// is supported by this build", url.split('@').next_back().unwrap_or(""))
+}
+
+/// This process's identity in a shared store and in metrics: `<hostname>-<pid>`.
+pub fn host_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The router of a running service: Okta endpoint and admin API.
+pub fn app(ingest: IngestState, okta_path: &str, api: ApiState) -> Router {
+    ingest::routes(okta_path, ingest).merge(api::routes(api))
+}
+
+/// Runs the service until SIGTERM/SIGINT.
+///
+/// # Errors
+/// A required setting is missing, a secret unreadable, the store or the listener cannot be
+/// opened.
+pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
+    let auth_secret = config
+        .okta
+        .auth_secret
+        .as_ref()
+        .context("okta.auth_secret is required: set it to { env = \"HOOKHOST_OKTA_SECRET\" } (or file/value) and use the same value as the Authentication secret of the Okta event hook")?
+        .read()
+        .context("okta.auth_secret")?;
+    let admin_token = match &config.admin.token {
+        Some(src) => Some(src.read().context("admin.token")?),
+        None => {
+            tracing::warn!("admin.token is not set: /api, /metrics and the console answer 401 to everyone");
+            None
+        }
+    };
+    let header = axum::http::HeaderName::from_bytes(config.okta.auth_header.as_bytes())
+        .with_context(|| format!("okta.auth_header {:?} is not a valid header name", config.okta.auth_header))?;
+
+    let store = open_store(&config.store.url)?;
+    let runtime = Arc::new(Runtime::new(&EngineOptions::default())?);
+    if !runtime.uses_pooling() {
+        tracing::warn!("running with on-demand instance allocation");
+    }
+    let plugins = Arc::new(PluginSet::default());
+    {
+        let runtime = runtime.clone();
+        let plugins = plugins.clone();
+        let dir = config.plugins.dir.clone();
+        let overrides = config.plugins.overrides.clone();
+        let n = tokio::task::spawn_blocking(move || registry::load_dir(&runtime, &dir, &overrides, &plugins))
+            .await
+            .context("loading plugins")?;
+        tracing::info!(active = n, dir = %config.plugins.dir.display(), "plugins loaded");
+    }
+
+    let metrics = Arc::new(Metrics::default());
+    let host_id = host_id();
+    let dispatcher = Dispatcher::start(DispatchDeps {
+        store: store.clone(),
+        plugins: plugins.clone(),
+        runtime: runtime.clone(),
+        config: config.dispatch.clone(),
+        host_id: host_id.clone(),
+        metrics: metrics.clone(),
+    });
+    let wake = dispatcher.waker();
+    let app = app(
+        IngestState {
+            store: store.clone(),
+            plugins: plugins.clone(),
+            auth_header: header,
+            auth_secret,
+            max_body_bytes: config.okta.max_body_bytes,
+            metrics: metrics.clone(),
+            on_stored: wake.clone(),
+        },
+        &config.okta.path,
+        ApiState {
+            store: store.clone(),
+            plugins: plugins.clone(),
+            metrics,
+            admin_token,
+            host_id: host_id.clone(),
+            on_replay: wake,
+        },
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, host = %host_id, "hookhost listening");
+    println!("hookhost listening on http://{addr} (okta endpoint {})", config.okta.path);
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    tracing::info!("shutting down: waiting for running attempts");
+    dispatcher
+        .shutdown(Duration::from_secs(config.server.shutdown_grace_secs))
+        .await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

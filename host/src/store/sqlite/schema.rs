@@ -1,0 +1,85 @@
+//! Numbered schema migrations; append only, never edit a released one.
+//!
+//! Migration 2 (events, deliveries, attempts):
+//!
+//! - `events`: one row per Okta LogEvent, keyed by its `uuid` (the de-duplication key).
+//!   `published` is kept as Okta sent it, `published_key` is its sortable UTC form;
+//!   `subject` (the `User` target id) and `group_ids` (JSON array of `UserGroup` target ids)
+//!   are what ordering and supersede look at; `raw` is the LogEvent JSON a claim rebuilds
+//!   the event from.
+//! - `deliveries`: one row per (event, plugin). `seq` is the ingest order (the tie-break
+//!   between equal `published` times, and the paging order); `id` is `d_` + `seq` as 16 hex
+//!   digits, so text order is ingest order. `subject` and `published_key` are copied from the
+//!   event so the claim query needs no join to decide order. `attempts` counts plugin runs;
+//!   `superseded_by` names the later event when the delivery ended without running;
+//!   `lease_*` describe the live claim of a running delivery.
+//! - `attempts`: the execution history, one row per run (or per supersede decision),
+//!   numbered from 1 within a delivery.
+
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE plugin_kv (
+        plugin TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (plugin, key)
+    ) WITHOUT ROWID;",
+    ),
+    (
+        2,
+        "CREATE TABLE events (
+        uuid TEXT PRIMARY KEY,
+        event_type TEXT NOT NULL,
+        published TEXT NOT NULL,
+        published_key TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        okta_delivery_id TEXT,
+        subject TEXT,
+        group_ids TEXT NOT NULL,
+        raw TEXT NOT NULL
+    );
+    CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        event_uuid TEXT NOT NULL REFERENCES events (uuid),
+        plugin TEXT NOT NULL,
+        subject TEXT,
+        published_key TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'retrying', 'done', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        plugin_version TEXT,
+        superseded_by TEXT,
+        replay INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_token TEXT,
+        lease_until TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (event_uuid, plugin)
+    );
+    -- The claim scan: one plugin's queued deliveries in ingest order.
+    CREATE INDEX deliveries_queued ON deliveries (plugin, seq) WHERE status IN ('pending', 'retrying');
+    -- Per-(plugin, subject) order checks, and supersede's search for a later done event.
+    CREATE INDEX deliveries_subject ON deliveries (plugin, subject, status, published_key, seq);
+    -- Lease expiry and running counts.
+    CREATE INDEX deliveries_running ON deliveries (lease_until) WHERE status = 'running';
+    -- The API's list by status, paged by id.
+    CREATE INDEX deliveries_status ON deliveries (status, id);
+    CREATE TABLE attempts (
+        delivery_id TEXT NOT NULL REFERENCES deliveries (id),
+        number INTEGER NOT NULL,
+        plugin_version TEXT NOT NULL,
+        plugin_sha256 TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        error TEXT,
+        log TEXT NOT NULL,
+        PRIMARY KEY (delivery_id, number)
+    ) WITHOUT ROWID;",
+    ),
+];

@@ -1,0 +1,128 @@
+//! The WASI 0.2 component: binds the library's host traits to the hookhost WIT imports and
+//! exports `handler.handle`. Field-by-field copies only; all behaviour lives in the library.
+
+use crate::host::{
+    Clock, Config, Http, HttpError, Kv, Level, Log, Method, Request, Response, Secrets,
+};
+use crate::{Event, Failure, Party};
+
+wit_bindgen::generate!({
+    world: "plugin",
+    path: "../../wit",
+});
+
+use exports::hookhost::plugin::handler::Guest;
+use hookhost::plugin::{config, http, kv, log, secrets, types};
+
+/// The imports, as a value the library can borrow. Zero-sized: the imports are free functions.
+struct WitHost;
+
+impl Http for WitHost {
+    fn send(&mut self, request: Request) -> Result<Response, HttpError> {
+        let request = http::Request {
+            method: match request.method {
+                Method::Get => http::Method::Get,
+                Method::Head => http::Method::Head,
+                Method::Post => http::Method::Post,
+                Method::Put => http::Method::Put,
+                Method::Patch => http::Method::Patch,
+                Method::Delete => http::Method::Delete,
+            },
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+            timeout_ms: request.timeout_ms,
+        };
+        match http::send(&request) {
+            Ok(r) => Ok(Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
+            Err(e) => Err(match e {
+                http::HttpError::Denied(m) => HttpError::Denied(m),
+                http::HttpError::InvalidRequest(m) => HttpError::InvalidRequest(m),
+                http::HttpError::BudgetExhausted(m) => HttpError::BudgetExhausted(m),
+                http::HttpError::Timeout(m) => HttpError::Timeout(m),
+                http::HttpError::Connect(m) => HttpError::Connect(m),
+                http::HttpError::ResponseTooLarge(m) => HttpError::ResponseTooLarge(m),
+            }),
+        }
+    }
+}
+
+impl Kv for WitHost {
+    fn get(&mut self, key: &str) -> Result<Option<String>, String> {
+        kv::get(key)
+    }
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        kv::set(key, value)
+    }
+    fn delete(&mut self, key: &str) -> Result<(), String> {
+        kv::delete(key)
+    }
+}
+
+impl Secrets for WitHost {
+    fn get(&self, name: &str) -> Option<String> {
+        secrets::get(name)
+    }
+}
+
+impl Config for WitHost {
+    fn get(&self, key: &str) -> Option<String> {
+        config::get(key)
+    }
+}
+
+impl Log for WitHost {
+    fn log(&mut self, level: Level, message: &str) {
+        let level = match level {
+            Level::Trace => log::Level::Trace,
+            Level::Debug => log::Level::Debug,
+            Level::Info => log::Level::Info,
+            Level::Warn => log::Level::Warn,
+            Level::Error => log::Level::Error,
+        };
+        log::log(level, message);
+    }
+}
+
+/// The system clock: WASI 0.2 grants wall-clock time to every component.
+impl Clock for WitHost {}
+
+struct Component;
+
+impl Guest for Component {
+    fn handle(event: types::Event) -> Result<types::Outcome, types::Failure> {
+        let party = |p: types::Party| Party {
+            id: p.id,
+            kind: p.kind,
+            alternate_id: p.alternate_id,
+            display_name: p.display_name,
+        };
+        let event = Event {
+            id: event.id,
+            event_type: event.event_type,
+            published: event.published,
+            actor: event.actor.map(party),
+            targets: event.targets.into_iter().map(party).collect(),
+            raw: event.raw,
+        };
+        match crate::handle(&mut WitHost, &event) {
+            Ok(outcome) => Ok(types::Outcome {
+                summary: outcome.summary,
+            }),
+            Err(Failure::Retryable {
+                message,
+                retry_after_ms,
+            }) => Err(types::Failure::Retryable(types::RetryableFailure {
+                message,
+                retry_after_ms,
+            })),
+            Err(Failure::Permanent(message)) => Err(types::Failure::Permanent(message)),
+        }
+    }
+}
+
+export!(Component);

@@ -1,0 +1,144 @@
+//! One run's working state: the host, the checked settings, the app token in hand, and the
+//! scrubbing of secrets out of everything the plugin writes.
+//!
+//! All host calls go through [`Run`] so that two rules hold everywhere without each caller
+//! remembering them: a KV failure is retryable, and no secret or token reaches a log line or a
+//! failure message (even when an upstream error body echoes one back).
+
+use crate::event::Failure;
+use crate::host::{Host, HttpError, Kv, Level, Request, Response};
+use crate::settings::Settings;
+
+/// How long one outbound request may take. Well under the manifest's 30 s attempt deadline,
+/// so a stalled call leaves time to report a clean retryable failure; the host takes the
+/// smaller of this and the time left anyway.
+pub(crate) const REQUEST_TIMEOUT_MS: u32 = 10_000;
+
+/// Shorter than this, a "secret" would match ordinary words; real credentials are far longer.
+const MIN_SCRUBBED_LEN: usize = 3;
+
+/// The state of one `handle` call.
+pub(crate) struct Run<'h, H: Host> {
+    host: &'h mut H,
+    /// The checked configuration and credentials.
+    pub(crate) settings: Settings,
+    /// Values that must never be written out, longest first so a secret containing another
+    /// is replaced whole.
+    secrets: Vec<String>,
+    /// The app token obtained or read from the cache during this run.
+    pub(crate) token: Option<String>,
+    /// Whether this run already replaced its token after a 401: one refresh per run, so a
+    /// token Graph keeps refusing cannot loop through the request budget.
+    pub(crate) token_refreshed: bool,
+}
+
+impl<'h, H: Host> Run<'h, H> {
+    pub(crate) fn new(host: &'h mut H, settings: Settings) -> Self {
+        let mut run = Run {
+            host,
+            secrets: Vec::new(),
+            token: None,
+            token_refreshed: false,
+            settings,
+        };
+        let values: Vec<String> = run
+            .settings
+            .secret_values()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for value in values {
+            run.add_secret(value);
+        }
+        run
+    }
+
+    /// Registers another value to scrub (the access token, the Okta API token).
+    pub(crate) fn add_secret(&mut self, value: String) {
+        if value.len() >= MIN_SCRUBBED_LEN && !self.secrets.contains(&value) {
+            self.secrets.push(value);
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    /// `text` with every registered secret replaced by `[redacted]`.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        out
+    }
+
+    /// Logs one scrubbed line.
+    pub(crate) fn log(&mut self, level: Level, message: &str) {
+        let line = self.scrub(message);
+        self.host.log(level, &line);
+    }
+
+    pub(crate) fn host(&self) -> &H {
+        self.host
+    }
+
+    pub(crate) fn now_unix_ms(&self) -> u64 {
+        self.host.now_unix_ms()
+    }
+
+    pub(crate) fn kv_get(&mut self, key: &str) -> Result<Option<String>, Failure> {
+        Kv::get(self.host, key).map_err(|e| kv_failure("read", key, &e))
+    }
+
+    pub(crate) fn kv_set(&mut self, key: &str, value: &str) -> Result<(), Failure> {
+        Kv::set(self.host, key, value).map_err(|e| kv_failure("write", key, &e))
+    }
+
+    pub(crate) fn kv_delete(&mut self, key: &str) -> Result<(), Failure> {
+        Kv::delete(self.host, key).map_err(|e| kv_failure("delete", key, &e))
+    }
+
+    /// Sends one request, logging it (without headers) at debug level. `what` names the call
+    /// in failures, e.g. "Graph user lookup".
+    ///
+    /// A response of any status comes back `Ok`; only a missing response is a [`Failure`]:
+    /// timeouts and connection failures are retryable, everything else permanent.
+    pub(crate) fn send(&mut self, what: &str, request: Request) -> Result<Response, Failure> {
+        let line = format!("{} {}", request.method.as_str(), request.url);
+        match self.host.send(request) {
+            Ok(response) => {
+                self.log(Level::Debug, &format!("{line} -> {}", response.status));
+                Ok(response)
+            }
+            Err(error) => {
+                self.log(Level::Debug, &format!("{line} -> no response: {error:?}"));
+                Err(http_failure(what, error))
+            }
+        }
+    }
+}
+
+fn kv_failure(action: &str, key: &str, error: &str) -> Failure {
+    Failure::retryable(format!("could not {action} plugin state {key:?}: {error}"))
+}
+
+fn http_failure(what: &str, error: HttpError) -> Failure {
+    match error {
+        HttpError::Timeout(m) => Failure::retryable(format!("{what} timed out: {m}")),
+        HttpError::Connect(m) => Failure::retryable(format!("{what} could not connect: {m}")),
+        HttpError::Denied(m) => Failure::Permanent(format!("{what} was refused by hookhost: {m}")),
+        HttpError::InvalidRequest(m) => {
+            Failure::Permanent(format!("{what} was malformed (a graph-guest bug): {m}"))
+        }
+        // The budget is per attempt and a flow sends at most eight requests (Okta, token,
+        // two lookups, read, write, and one token refresh with its resend), so a spent
+        // budget is a limit set below that: retrying would spend it the same way.
+        HttpError::BudgetExhausted(m) => Failure::Permanent(format!(
+            "{what} was not sent: {m}; graph-guest needs up to 8 requests per event, \
+             raise max_http_requests in [limits]"
+        )),
+        HttpError::ResponseTooLarge(m) => {
+            Failure::Permanent(format!("{what} answered more than hookhost accepts: {m}"))
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! `make bench BENCH=runtime`: the per-event cost of the sandbox.
+//!
+//! For the `echo` component (trivial work, no I/O), each iteration is one whole attempt:
+//! new Store, instantiate, call `handle`, drop. Measured through hookhost's real runtime
+//! (limits, epoch deadline, stdio capture, grants) with the pooling allocator and with
+//! on-demand allocation; against the floor, the same component in a minimal wasmtime
+//! embedding (pooling, WASI with defaults, stub hookhost imports, nothing else); and against
+//! the same logic as a native Rust function. Last line: one JSON object.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hookhost::okta::Event;
+use hookhost::registry::{self, PluginBundle};
+use hookhost::runtime::{Allocation, AttemptResult, EngineOptions, KvBackend, MemoryKv, PluginIdentity, Runtime};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+const WARMUP: usize = 1_000;
+const ITERS: usize = 20_000;
+
+mod floor {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+mod floor_sync {
+    wasmtime::component::bindgen!({ world: "plugin", path: "../wit" });
+}
+
+struct FloorState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for FloorState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+macro_rules! stub_imports {
+    ($m:ident, $($async:ident)?) => {
+        impl $m::hookhost::plugin::types::Host for FloorState {}
+        impl $m::hookhost::plugin::http::Host for FloorState {
+            $($async)? fn send(&mut self, _r: $m::hookhost::plugin::http::Request) -> Result<$m::hookhost::plugin::http::Response, $m::hookhost::plugin::http::HttpError> {
+                Err($m::hookhost::plugin::http::HttpError::Denied("stub".into()))
+            }
+        }
+        impl $m::hookhost::plugin::secrets::Host for FloorState {
+            $($async)? fn get(&mut self, _n: String) -> Option<String> { None }
+        }
+        impl $m::hookhost::plugin::config::Host for FloorState {
+            $($async)? fn get(&mut self, _k: String) -> Option<String> { None }
+        }
+        impl $m::hookhost::plugin::kv::Host for FloorState {
+            $($async)? fn get(&mut self, _k: String) -> Result<Option<String>, String> { Ok(None) }
+            $($async)? fn set(&mut self, _k: String, _v: String) -> Result<(), String> { Ok(()) }
+            $($async)? fn delete(&mut self, _k: String) -> Result<(), String> { Ok(()) }
+        }
+        impl $m::hookhost::plugin::log::Host for FloorState {
+            $($async)? fn log(&mut self, _l: $m::hookhost::plugin::log::Level, _m: String) {}
+        }
+    };
+}
+stub_imports!(floor, async);
+stub_imports!(floor_sync,);
+
+fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn event() -> Event {
+    Event::from_value(&serde_json::json!({
+        "uuid": "bench-0001",
+        "published": "2026-11-28T10:00:00.000Z",
+        "eventType": "group.user_membership.add",
+        "actor": {"id": "00uadmin", "type": "User", "alternateId": "admin@example.com", "displayName": "Admin"},
+        "target": [
+            {"id": "00u1", "type": "User", "alternateId": "jane@example.com", "displayName": "Jane Doe"},
+            {"id": "00g1", "type": "UserGroup", "alternateId": "unknown", "displayName": "O365Guest"}
+        ]
+    }))
+    .expect("event")
+}
+
+/// p50 and p99 in microseconds.
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e6;
+    (at(0.50), at(0.99))
+}
+
+/// The floor's engine: pooling and nothing else. `tuned` uses hookhost's pool settings
+/// (decommit batching), so the ratio isolates what hookhost adds per attempt; untuned is
+/// wasmtime's default pool, reported for reference.
+fn floor_engine(tuned: bool) -> Engine {
+    let mut config = Config::new();
+    let pool = if tuned {
+        hookhost::runtime::engine::pooling_config(&EngineOptions::default())
+    } else {
+        PoolingAllocationConfig::default()
+    };
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).expect("floor engine")
+}
+
+fn floor_wasi() -> FloorState {
+    FloorState { wasi: WasiCtx::builder().build(), table: ResourceTable::new() }
+}
+
+fn to_floor_event(e: &Event) -> floor::hookhost::plugin::types::Event {
+    let p = |p: &hookhost::okta::Party| floor::hookhost::plugin::types::Party {
+        id: p.id.clone(),
+        kind: p.kind.clone(),
+        alternate_id: p.alternate_id.clone(),
+        display_name: p.display_name.clone(),
+    };
+    floor::hookhost::plugin::types::Event {
+        id: e.uuid.clone(),
+        event_type: e.event_type.clone(),
+        published: e.published.clone(),
+        actor: e.actor.as_ref().map(p),
+        targets: e.targets.iter().map(p).collect(),
+        raw: e.raw.clone(),
+    }
+}
+
+async fn bench_floor(wasm: &[u8], ev: &Event, tuned: bool) -> (f64, f64) {
+    let engine = floor_engine(tuned);
+    let component = Component::new(&engine, wasm).expect("compile");
+    let mut linker = Linker::<FloorState>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
+    floor::Plugin::add_to_linker::<FloorState, HasSelf<FloorState>>(&mut linker, |s| s).expect("link");
+    let pre = floor::PluginPre::new(linker.instantiate_pre(&component).expect("pre")).expect("pre");
+    let mut samples = Vec::with_capacity(ITERS);
+    for i in 0..WARMUP + ITERS {
+        let t = Instant::now();
+        let wit_event = to_floor_event(ev);
+        let mut store = Store::new(&engine, floor_wasi());
+        let plugin = pre.instantiate_async(&mut store).await.expect("instantiate");
+        let r = plugin.hookhost_plugin_handler().call_handle(&mut store, &wit_event).await.expect("call");
+        assert!(r.is_ok());
+        drop(store);
+        if i >= WARMUP {
+            samples.push(t.elapsed());
+        }
+    }
+    percentiles(samples)
+}
+
+fn bench_floor_sync(wasm: &[u8], ev: &Event) -> (f64, f64) {
+    let engine = floor_engine(true);
+    let component = Component::new(&engine, wasm).expect("compile");
+    let mut linker = Linker::<FloorState>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
+    floor_sync::Plugin::add_to_linker::<FloorState, HasSelf<FloorState>>(&mut linker, |s| s).expect("link");
+    let pre = floor_sync::PluginPre::new(linker.instantiate_pre(&component).expect("pre")).expect("pre");
+    let mut samples = Vec::with_capacity(ITERS);
+    let p = |p: &hookhost::okta::Party| floor_sync::hookhost::plugin::types::Party {
+        id: p.id.clone(),
+        kind: p.kind.clone(),
+        alternate_id: p.alternate_id.clone(),
+        display_name: p.display_name.clone(),
+    };
+    for i in 0..WARMUP + ITERS {
+        let t = Instant::now();
+        let wit_event = floor_sync::hookhost::plugin::types::Event {
+            id: ev.uuid.clone(),
+            event_type: ev.event_type.clone(),
+            published: ev.published.clone(),
+            actor: ev.actor.as_ref().map(p),
+            targets: ev.targets.iter().map(p).collect(),
+            raw: ev.raw.clone(),
+        };
+        let mut store = Store::new(&engine, floor_wasi());
+        let plugin = pre.instantiate(&mut store).expect("instantiate");
+        let r = plugin.hookhost_plugin_handler().call_handle(&mut store, &wit_event).expect("call");
+        assert!(r.is_ok());
+        drop(store);
+        if i >= WARMUP {
+            samples.push(t.elapsed());
+        }
+    }
+    percentiles(samples)
+}
+
+async fn bench_hookhost(allocation: Allocation, manifest: &std::path::Path, ev: &Event) -> (f64, f64, f64) {
+    let runtime = Runtime::new(&EngineOptions { allocation, ..EngineOptions::default() }).expect("runtime");
+    let bundle = PluginBundle::load(manifest).expect("bundle");
+    let spec = registry::effective(&bundle, None).expect("spec");
+    let t = Instant::now();
+    let component = runtime.compile(&bundle.wasm).expect("compile");
+    let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+    let plugin = runtime
+        .load(
+            &component,
+            PluginIdentity { name: spec.name.clone(), version: spec.version.clone(), sha256: spec.sha256.clone() },
+            spec.grant.clone(),
+            spec.limits.clone(),
+        )
+        .expect("load");
+    let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
+    let mut samples = Vec::with_capacity(ITERS);
+    for i in 0..WARMUP + ITERS {
+        let t = Instant::now();
+        let a = runtime.run(&plugin, ev, kv.clone()).await;
+        if i >= WARMUP {
+            samples.push(t.elapsed());
+        }
+        assert!(matches!(a.result, AttemptResult::Done { .. }), "{:?}", a.result);
+    }
+    let (p50, p99) = percentiles(samples);
+    (p50, p99, compile_ms)
+}
+
+/// The echo plugin's logic, natively.
+#[inline(never)]
+fn echo_native(event: &Event) -> String {
+    let user = event
+        .targets
+        .iter()
+        .find(|t| t.kind == "User")
+        .and_then(|t| t.alternate_id.as_deref())
+        .unwrap_or("nobody");
+    format!("{} for {user}", event.event_type)
+}
+
+fn main() {
+    let wasm_path = workspace().join("target/wasm32-wasip2/release/echo.wasm");
+    let wasm = std::fs::read(&wasm_path).unwrap_or_else(|e| panic!("{}: {e}; run `make plugins`", wasm_path.display()));
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("echo.wasm"), &wasm).expect("write");
+    std::fs::copy(workspace().join("tests/plugins/echo/echo.toml"), dir.path().join("echo.toml")).expect("copy");
+    let manifest = dir.path().join("echo.toml");
+    let ev = event();
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    let (pool_p50, pool_p99, compile_ms) = rt.block_on(bench_hookhost(Allocation::Pooling, &manifest, &ev));
+    println!("hookhost runtime, pooling:   p50 {pool_p50:.1} µs  p99 {pool_p99:.1} µs  (compile {compile_ms:.1} ms)");
+    let (od_p50, od_p99, _) = rt.block_on(bench_hookhost(Allocation::OnDemand, &manifest, &ev));
+    println!("hookhost runtime, on-demand: p50 {od_p50:.1} µs  p99 {od_p99:.1} µs");
+    let (floor_p50, floor_p99) = rt.block_on(bench_floor(&wasm, &ev, true));
+    println!("floor (minimal async embedding, same pool settings): p50 {floor_p50:.1} µs  p99 {floor_p99:.1} µs");
+    let (default_pool_p50, _) = rt.block_on(bench_floor(&wasm, &ev, false));
+    println!("floor (minimal async embedding, wasmtime's default pool): p50 {default_pool_p50:.1} µs");
+    let (sync_p50, sync_p99) = bench_floor_sync(&wasm, &ev);
+    println!("floor (minimal sync embedding, same pool settings):  p50 {sync_p50:.1} µs  p99 {sync_p99:.1} µs");
+
+    let mut samples = Vec::with_capacity(ITERS);
+    for _ in 0..ITERS {
+        let t = Instant::now();
+        std::hint::black_box(echo_native(std::hint::black_box(&ev)));
+        samples.push(t.elapsed());
+    }
+    let (native_p50, _) = percentiles(samples);
+    println!("native Rust function: p50 {native_p50:.2} µs");
+
+    let json = serde_json::json!({
+        "bench": "runtime",
+        "pooling_p50_us": round(pool_p50),
+        "pooling_p99_us": round(pool_p99),
+        "ondemand_p50_us": round(od_p50),
+        "floor_p50_us": round(floor_p50),
+        "floor_sync_p50_us": round(sync_p50),
+        "floor_default_pool_p50_us": round(default_pool_p50),
+        "native_p50_us": round(native_p50),
+        "ratio": (pool_p50 / floor_p50 * 100.0).round() / 100.0,
+        "compile_ms": round(compile_ms),
+    });
+    println!("{json}");
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

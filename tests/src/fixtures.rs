@@ -1,0 +1,44 @@
+//! The shared fixtures: verbatim Okta and Microsoft Graph payloads (with provenance in each
+//! folder's `SOURCES.md`). They live in `shared/fixtures`, beside the checkout rather than in it
+//! (`<checkout>/../shared`), so they are found relative to this crate's manifest.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// `<checkout>/../shared/fixtures`, e.g. `/work/shared/fixtures` for `/work/main`.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+}
+
+/// Reads and parses the JSON fixture at `rel_path` under [`fixtures_dir`].
+///
+/// # Errors
+/// When the file is missing or not JSON; the message names the path.
+pub fn try_load(rel_path: &str) -> anyhow::Result<Value> {
+    let path = fixtures_dir().join(rel_path);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading fixture {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("parsing fixture {} as JSON", path.display()))
+}
+
+/// Like [`try_load`], for tests.
+///
+/// # Panics
+/// When the fixture is missing or not JSON, naming the path.
+pub fn load(rel_path: &str) -> Value {
+    try_load(rel_path).unwrap_or_else(|err| panic!("{err:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fixtures_are_found() {
+        let delivery =
+            super::load("okta/okta-docs_event-hook-delivery_user.session.start_2023.json");
+        assert_eq!(delivery["eventType"], "com.okta.event_hook");
+        assert!(super::try_load("okta/missing.json").is_err());
+    }
+}

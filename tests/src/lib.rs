@@ -1,0 +1,29 @@
+//! # hookhost-tests
+//!
+//! Test support for hookhost: emulators for the two services the graph-guest plugin talks to
+//! (neither Microsoft Graph nor Okta is reachable from CI), builders for real-format Okta Event
+//! Hook deliveries, and access to the shared fixtures. The library does not depend on the
+//! `hookhost` crate, so it builds and runs on its own (the `graph-emulator` binary uses it for
+//! demos); the end-to-end tests in `all/` link both.
+//!
+//! # Layout
+//!
+//! - [`graph_emulator`]: Microsoft Graph (`/v1.0/invitations`, `/v1.0/users`) and the Entra ID
+//!   token endpoint, with a tenant directory, request journal, fault injection and replication lag.
+//! - [`okta_users`]: the Okta Users API (`GET /api/v1/users/{id}`), for reading `profile.email`.
+//! - [`okta`]: builders for Event Hook deliveries and their System Log events.
+//! - [`fixtures`]: finding and loading the verbatim payloads in `shared/fixtures`.
+//! - `server`, `ids` (private): spawning/stopping the emulators' servers; random identifiers.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod fixtures;
+pub mod graph_emulator;
+pub mod okta;
+pub mod okta_users;
+
+mod ids;
+mod server;
+
+pub use graph_emulator::{Fault, GraphEmulator, TenantConfig};
+pub use okta_users::OktaUsersEmulator;
