@@ -3,5 +3,6 @@
 mod support;
 
 mod graph_guest;
+mod ingest_okta;
 mod plugin_cli;
 mod sandbox_limits;

@@ -130,7 +130,9 @@ async fn stack_overflow_is_a_trap() {
     let AttemptResult::Trapped(msg) = &a.result else {
         panic!("expected a trap, got {:?}", a.result)
     };
-    assert!(msg.contains("stack"), "{msg}");
+    // Rust keeps its stack in linear memory below the data ("stack first"), so running off
+    // it is an out-of-bounds access; a deep wasm call stack would be a stack-overflow trap.
+    assert!(msg.contains("out of bounds") || msg.contains("stack"), "{msg}");
     assert_still_serving(&rt).await;
 }
 

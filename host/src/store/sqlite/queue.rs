@@ -59,8 +59,10 @@ pub(super) fn claim(
 
     let mut plugins = Vec::new();
     {
+        // Named index: one seek per plugin. Left to itself, the planner may pick the
+        // status index and read every queued delivery for each plugin.
         let mut next_plugin = tx.prepare_cached(
-            "SELECT MIN(plugin) FROM deliveries
+            "SELECT MIN(plugin) FROM deliveries INDEXED BY deliveries_queued
              WHERE status IN ('pending', 'retrying') AND plugin > ?1",
         )?;
         let mut last = String::new();

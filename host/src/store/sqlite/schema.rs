@@ -65,9 +65,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX deliveries_queued ON deliveries (plugin, seq) WHERE status IN ('pending', 'retrying');
     -- Per-(plugin, subject) order checks, and supersede's search for a later done event.
     CREATE INDEX deliveries_subject ON deliveries (plugin, subject, status, published_key, seq);
-    -- Lease expiry and running counts.
-    CREATE INDEX deliveries_running ON deliveries (lease_until) WHERE status = 'running';
-    -- The API's list by status, paged by id.
+    -- The API's list by status, paged by id; also finds running ones (leases, counts).
     CREATE INDEX deliveries_status ON deliveries (status, id);
     CREATE TABLE attempts (
         delivery_id TEXT NOT NULL REFERENCES deliveries (id),

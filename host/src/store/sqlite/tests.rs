@@ -158,11 +158,13 @@ fn a_users_events_are_claimed_in_published_order_one_at_a_time() {
     let s = SqliteStore::in_memory().unwrap();
     // Okta delivered the later-published event first.
     s.ingest(None, &[new(add("late", "2024-05-01T10:00:02.000Z", "u1", "g1"), &["p"])]).unwrap();
-    // Same instant as "late" in another offset: compared by instant, not text.
+    // Earlier by instant, though later as text (another offset): compared by instant.
     s.ingest(None, &[new(add("early", "2024-05-01T12:00:01.500+02:00", "u1", "g1"), &["p"])]).unwrap();
 
     let first = claim_at(&s, "h", t0());
     assert_eq!(uuids(&first), ["early"]);
+    assert_eq!(first[0].event, add("early", "2024-05-01T12:00:01.500+02:00", "u1", "g1"), "rebuilt from raw");
+    assert!(!first[0].replay && first[0].attempts == 0);
     assert!(claim_at(&s, "h", t0()).is_empty(), "the user's next event waits while one runs");
 
     let c = &first[0];

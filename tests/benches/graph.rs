@@ -1,0 +1,424 @@
+//! `make bench BENCH=graph`: events per second through graph-guest against the loopback
+//! Microsoft Graph emulator, as a sandboxed component and as native Rust.
+//!
+//! Workload, the same on both sides: 1,000 Okta users, each a `group.user_membership.add`
+//! (find by mail, invite, record the mapping in KV) and then a `group.user_membership.remove`
+//! (read the mapping, re-read the account, delete it): 2,000 events. All adds finish before
+//! the removes start; within a phase [`CONCURRENCY`] workers pull events from a shared index.
+//! The app token is fetched once and then served from KV, as in production.
+//!
+//! - plugin: `target/wasm32-wasip2/release/graph_guest.wasm` loaded through hookhost's
+//!   registry (manifest + operator override pointing it at the emulator) and run by
+//!   `Runtime::run` with the real host imports: grants, HTTP via the runtime's client, KV in
+//!   an in-memory `SqliteStore` (so the comparison is about the sandbox, not fsync; a
+//!   file-backed store is measured too and printed for reference only).
+//! - native: the same library, `graph_guest::handle`, with a native `Host`: reqwest (driven by
+//!   `Handle::block_on` from `spawn_blocking` workers), a `HashMap` KV, the same secrets and
+//!   effective config, default clock, logs kept in a Vec per event like the runtime does.
+//!
+//! Each side gets a fresh emulator and checks at the end: every event succeeded, 1,000
+//! invitations, 1,000 deleted users, no guest left in the tenant. Last line: one JSON object.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hookhost::config::PluginOverride;
+use hookhost::okta::Event;
+use hookhost::registry::{self, PluginBundle};
+use hookhost::runtime::{AttemptResult, EngineOptions, KvBackend, LoadedPlugin, PluginIdentity, Runtime};
+use hookhost::store::SqliteStore;
+use hookhost_tests::okta::{self as okta_events, Membership};
+use hookhost_tests::{GraphEmulator, TenantConfig};
+
+const USERS: usize = 1_000;
+/// Workers per side. Both sides use the same value.
+const CONCURRENCY: usize = 4;
+
+fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn membership(kind: Membership, i: usize) -> Event {
+    let v = okta_events::group_membership_event(
+        kind,
+        &format!("00ubench{i:05}"),
+        &format!("user{i:05}@example.net"),
+        &format!("Bench User {i}"),
+        "00gO365",
+        "O365Guest",
+        &okta_events::timestamp(0),
+    );
+    Event::from_value(&v).expect("event")
+}
+
+/// Adds then removes, as two phases.
+fn workload() -> (Vec<Event>, Vec<Event>) {
+    let adds = (0..USERS).map(|i| membership(Membership::Add, i)).collect();
+    let removes = (0..USERS).map(|i| membership(Membership::Remove, i)).collect();
+    (adds, removes)
+}
+
+/// The `[plugins.graph-guest]` operator table pointing the plugin at `graph`.
+fn operator(graph: &GraphEmulator) -> String {
+    let base = graph.base_url();
+    let cfg = graph.config();
+    format!(
+        r#"allowed_hosts = ["{base}"]
+[config]
+graph_url = "{base}"
+login_url = "{base}"
+[secrets]
+tenant_id = {{ value = "{tenant}" }}
+client_id = {{ value = "{client}" }}
+client_secret = {{ value = "{secret}" }}
+okta_api_token = {{ value = "okta-token-123" }}
+"#,
+        tenant = cfg.tenant_id,
+        client = cfg.client_id,
+        secret = cfg.client_secret,
+    )
+}
+
+/// What a side's run reports: elapsed time over both phases and the failures seen.
+struct SideResult {
+    elapsed: Duration,
+    failures: Vec<String>,
+}
+
+impl SideResult {
+    fn eps(&self) -> f64 {
+        (2 * USERS) as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Checks the tenant after a side: everything invited, then deleted, nothing left.
+fn verify(side: &str, graph: &GraphEmulator, r: &SideResult) {
+    assert!(r.failures.is_empty(), "{side}: {} failed events, first: {}", r.failures.len(), r.failures[0]);
+    let invitations = graph.invitations().len();
+    assert_eq!(invitations, USERS, "{side}: invitations");
+    let guests: Vec<_> = graph.users().into_iter().filter(|u| u.user_type == "Guest").collect();
+    assert!(guests.is_empty(), "{side}: {} guests left in the tenant", guests.len());
+    assert_eq!(graph.deleted_users().len(), USERS, "{side}: deleted users");
+    assert_eq!(graph.token_requests(), 1, "{side}: the token should be fetched once and cached in KV");
+}
+
+// ---------------------------------------------------------------- plugin side
+
+async fn load_plugin(runtime: &Runtime, graph: &GraphEmulator) -> (LoadedPlugin, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let wasm = workspace().join("target/wasm32-wasip2/release/graph_guest.wasm");
+    std::fs::copy(&wasm, dir.path().join("graph-guest.wasm"))
+        .unwrap_or_else(|e| panic!("{}: {e}; run `make plugins`", wasm.display()));
+    std::fs::copy(
+        workspace().join("plugins/graph-guest/graph-guest.toml"),
+        dir.path().join("graph-guest.toml"),
+    )
+    .expect("copy manifest");
+    let bundle = PluginBundle::load(&dir.path().join("graph-guest.toml")).expect("bundle");
+    let over: PluginOverride = toml::from_str(&operator(graph)).expect("override");
+    let spec = registry::effective(&bundle, Some(&over)).expect("spec");
+    let component = runtime.compile(&bundle.wasm).expect("compile");
+    let plugin = runtime
+        .load(
+            &component,
+            PluginIdentity { name: spec.name.clone(), version: spec.version.clone(), sha256: spec.sha256.clone() },
+            spec.grant.clone(),
+            spec.limits.clone(),
+        )
+        .expect("load");
+    (plugin, dir)
+}
+
+async fn plugin_phase(
+    runtime: &Arc<Runtime>,
+    plugin: &LoadedPlugin,
+    kv: &Arc<dyn KvBackend>,
+    events: &Arc<Vec<Event>>,
+    failures: &Arc<Mutex<Vec<String>>>,
+) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (runtime, plugin, kv, events, failures, next) =
+            (runtime.clone(), plugin.clone(), kv.clone(), events.clone(), failures.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(event) = events.get(i) else { break };
+                let a = runtime.run(&plugin, event, kv.clone()).await;
+                if !matches!(a.result, AttemptResult::Done { .. }) {
+                    failures.lock().unwrap().push(format!("{}: {:?}", event.uuid, a.result));
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("worker");
+    }
+}
+
+async fn bench_plugin(kv: Arc<dyn KvBackend>, adds: &Arc<Vec<Event>>, removes: &Arc<Vec<Event>>) -> (SideResult, GraphEmulator) {
+    let graph = GraphEmulator::start(TenantConfig::default()).await.expect("emulator");
+    let runtime = Arc::new(Runtime::new(&EngineOptions::default()).expect("runtime"));
+    let (plugin, _dir) = load_plugin(&runtime, &graph).await;
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let t = Instant::now();
+    plugin_phase(&runtime, &plugin, &kv, adds, &failures).await;
+    plugin_phase(&runtime, &plugin, &kv, removes, &failures).await;
+    let elapsed = t.elapsed();
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
+    (SideResult { elapsed, failures }, graph)
+}
+
+// ---------------------------------------------------------------- native side
+
+/// graph-guest's `Host`, natively: what hookhost's runtime provides, minus the sandbox.
+struct NativeHost {
+    http: reqwest::Client,
+    rt: tokio::runtime::Handle,
+    kv: Arc<Mutex<HashMap<String, String>>>,
+    secrets: Arc<HashMap<String, String>>,
+    config: Arc<HashMap<String, String>>,
+    log: Vec<(graph_guest::Level, String)>,
+}
+
+impl graph_guest::Http for NativeHost {
+    fn send(&mut self, req: graph_guest::Request) -> Result<graph_guest::Response, graph_guest::HttpError> {
+        use graph_guest::{HttpError, Method};
+        let method = match req.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Head => reqwest::Method::HEAD,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+        };
+        let timeout = req.timeout_ms.map_or(Duration::from_secs(30), |ms| Duration::from_millis(u64::from(ms)));
+        let mut builder = self.http.request(method, &req.url).timeout(timeout);
+        for (name, value) in &req.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(body) = req.body {
+            builder = builder.body(body);
+        }
+        self.rt.block_on(async move {
+            let resp = builder.send().await.map_err(|e| {
+                if e.is_timeout() {
+                    HttpError::Timeout(e.to_string())
+                } else {
+                    HttpError::Connect(e.to_string())
+                }
+            })?;
+            let status = resp.status().as_u16();
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect();
+            let body = resp.bytes().await.map_err(|e| HttpError::Connect(e.to_string()))?.to_vec();
+            Ok(graph_guest::Response { status, headers, body })
+        })
+    }
+}
+
+impl graph_guest::Kv for NativeHost {
+    fn get(&mut self, key: &str) -> Result<Option<String>, String> {
+        Ok(self.kv.lock().unwrap().get(key).cloned())
+    }
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        self.kv.lock().unwrap().insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+    fn delete(&mut self, key: &str) -> Result<(), String> {
+        self.kv.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+impl graph_guest::Secrets for NativeHost {
+    fn get(&self, name: &str) -> Option<String> {
+        self.secrets.get(name).cloned()
+    }
+}
+
+impl graph_guest::Config for NativeHost {
+    fn get(&self, key: &str) -> Option<String> {
+        self.config.get(key).cloned()
+    }
+}
+
+impl graph_guest::Log for NativeHost {
+    fn log(&mut self, level: graph_guest::Level, message: &str) {
+        self.log.push((level, message.to_owned()));
+    }
+}
+
+impl graph_guest::Clock for NativeHost {}
+
+/// The manifest's `[config]` with the operator's graph_url/login_url on top, as strings
+/// (`false` → `"false"`), which is what the runtime's config import hands the component.
+fn native_config(graph: &GraphEmulator) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(workspace().join("plugins/graph-guest/graph-guest.toml")).expect("manifest");
+    let manifest: toml::Table = toml::from_str(&text).expect("manifest toml");
+    let mut config: HashMap<String, String> = manifest["config"]
+        .as_table()
+        .expect("[config]")
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    config.insert("graph_url".into(), graph.base_url());
+    config.insert("login_url".into(), graph.base_url());
+    config
+}
+
+fn native_secrets(graph: &GraphEmulator) -> HashMap<String, String> {
+    let cfg = graph.config();
+    HashMap::from([
+        ("tenant_id".to_string(), cfg.tenant_id.clone()),
+        ("client_id".to_string(), cfg.client_id.clone()),
+        ("client_secret".to_string(), cfg.client_secret.clone()),
+        ("okta_api_token".to_string(), "okta-token-123".to_string()),
+    ])
+}
+
+fn to_native(e: &Event) -> graph_guest::Event {
+    let p = |p: &hookhost::okta::Party| graph_guest::Party {
+        id: p.id.clone(),
+        kind: p.kind.clone(),
+        alternate_id: p.alternate_id.clone(),
+        display_name: p.display_name.clone(),
+    };
+    graph_guest::Event {
+        id: e.uuid.clone(),
+        event_type: e.event_type.clone(),
+        published: e.published.clone(),
+        actor: e.actor.as_ref().map(p),
+        targets: e.targets.iter().map(p).collect(),
+        raw: e.raw.clone(),
+    }
+}
+
+async fn native_phase(template: &NativeHost, events: &Arc<Vec<Event>>, failures: &Arc<Mutex<Vec<String>>>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (events, failures, next) = (events.clone(), failures.clone(), next.clone());
+        let (http, rt, kv, secrets, config) = (
+            template.http.clone(),
+            template.rt.clone(),
+            template.kv.clone(),
+            template.secrets.clone(),
+            template.config.clone(),
+        );
+        workers.push(tokio::task::spawn_blocking(move || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(event) = events.get(i) else { break };
+            // A fresh host per event, like the runtime's fresh instance per attempt.
+            let mut host = NativeHost {
+                http: http.clone(),
+                rt: rt.clone(),
+                kv: kv.clone(),
+                secrets: secrets.clone(),
+                config: config.clone(),
+                log: Vec::new(),
+            };
+            let ev = to_native(event);
+            if let Err(f) = graph_guest::handle(&mut host, &ev) {
+                failures.lock().unwrap().push(format!("{}: {f:?}", event.uuid));
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("worker");
+    }
+}
+
+async fn bench_native(adds: &Arc<Vec<Event>>, removes: &Arc<Vec<Event>>) -> (SideResult, GraphEmulator) {
+    let graph = GraphEmulator::start(TenantConfig::default()).await.expect("emulator");
+    // Configured like hookhost's runtime client: no redirects, no proxies.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let template = NativeHost {
+        http,
+        rt: tokio::runtime::Handle::current(),
+        kv: Arc::new(Mutex::new(HashMap::new())),
+        secrets: Arc::new(native_secrets(&graph)),
+        config: Arc::new(native_config(&graph)),
+        log: Vec::new(),
+    };
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let t = Instant::now();
+    native_phase(&template, adds, &failures).await;
+    native_phase(&template, removes, &failures).await;
+    let elapsed = t.elapsed();
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
+    (SideResult { elapsed, failures }, graph)
+}
+
+// ---------------------------------------------------------------- main
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
+    rt.block_on(async {
+        let (adds, removes) = workload();
+        let (adds, removes) = (Arc::new(adds), Arc::new(removes));
+
+        let mem: Arc<dyn KvBackend> = Arc::new(SqliteStore::in_memory().expect("store"));
+        let (plugin, graph) = bench_plugin(mem, &adds, &removes).await;
+        verify("plugin", &graph, &plugin);
+        graph.shutdown().await;
+        println!(
+            "graph-guest component (hookhost runtime, KV in in-memory SQLite), {CONCURRENCY} workers: {} events in {:.2} s = {:.0} events/s",
+            2 * USERS,
+            plugin.elapsed.as_secs_f64(),
+            plugin.eps()
+        );
+
+        let (native, graph) = bench_native(&adds, &removes).await;
+        verify("native", &graph, &native);
+        graph.shutdown().await;
+        println!(
+            "graph-guest native (reqwest, HashMap KV), {CONCURRENCY} workers: {} events in {:.2} s = {:.0} events/s",
+            2 * USERS,
+            native.elapsed.as_secs_f64(),
+            native.eps()
+        );
+
+        // For reference: KV in a SQLite file (WAL, synchronous=FULL: each KV write is an fsync).
+        let dir = tempfile::tempdir().expect("tmp");
+        let file: Arc<dyn KvBackend> = Arc::new(SqliteStore::open(&dir.path().join("kv.db")).expect("store"));
+        let (on_file, graph) = bench_plugin(file, &adds, &removes).await;
+        verify("plugin (file KV)", &graph, &on_file);
+        graph.shutdown().await;
+        println!(
+            "graph-guest component, KV in a SQLite file (reference only): {:.0} events/s",
+            on_file.eps()
+        );
+
+        let (plugin_eps, native_eps) = (plugin.eps(), native.eps());
+        let json = serde_json::json!({
+            "bench": "graph",
+            "plugin_eps": round(plugin_eps),
+            "native_eps": round(native_eps),
+            "ratio": round(plugin_eps / native_eps),
+        });
+        println!("{json}");
+    });
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
