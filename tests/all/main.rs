@@ -6,3 +6,4 @@ mod graph_guest;
 mod ingest_okta;
 mod plugin_cli;
 mod sandbox_limits;
+mod serve_e2e;

