@@ -218,11 +218,16 @@ async fn granted_origin_works_and_the_runtime_survives_a_mixed_burst() {
     assert_eq!(ok.result, AttemptResult::Done { summary: "got 200 with 10 bytes".into() });
 
     // Loops, hogs and panics at once, next to good attempts: each gets its own result.
+    // Compile first (compiling is blocking work), then run everything at once.
+    let modes = ["loop", "memory", "panic", "ok", "loop", "ok"];
+    let plugins: Vec<_> = modes
+        .iter()
+        .map(|mode| hostile(&rt, &format!("[limits]\ntimeout_ms = 2000\n[config]\nmode = \"{mode}\"\n")))
+        .collect();
     let mut handles = Vec::new();
-    for (i, mode) in ["loop", "memory", "panic", "ok", "loop", "ok"].into_iter().enumerate() {
+    for (i, (mode, plugin)) in modes.into_iter().zip(plugins).enumerate() {
         let rt = rt.clone();
         handles.push(tokio::spawn(async move {
-            let plugin = hostile(&rt, &format!("[config]\nmode = \"{mode}\"\n"));
             let a = rt.run(&plugin, &membership_event(&format!("burst-{i}"), "x@example.com"), kv()).await;
             (mode, a.result)
         }));

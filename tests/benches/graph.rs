@@ -33,8 +33,21 @@ use hookhost_tests::okta::{self as okta_events, Membership};
 use hookhost_tests::{GraphEmulator, TenantConfig};
 
 const USERS: usize = 1_000;
-/// Workers per side. Both sides use the same value.
+/// Workers per side (both sides use the same value); `GRAPH_BENCH_CONCURRENCY` overrides it.
 const CONCURRENCY: usize = 4;
+
+fn concurrency() -> usize {
+    std::env::var("GRAPH_BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(CONCURRENCY)
+}
+
+/// This process's CPU time (user + system) so far, from /proc/self/stat; zero elsewhere.
+fn cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
+    // Fields after the parenthesised command: state is field 3, utime 14, stime 15 (in ticks, 100 Hz).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    if f.len() == 2 { Duration::from_millis((f[0] + f[1]) * 10) } else { Duration::ZERO }
+}
 
 fn workspace() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -84,12 +97,17 @@ okta_api_token = {{ value = "okta-token-123" }}
 /// What a side's run reports: elapsed time over both phases and the failures seen.
 struct SideResult {
     elapsed: Duration,
+    cpu: Duration,
     failures: Vec<String>,
 }
 
 impl SideResult {
     fn eps(&self) -> f64 {
         (2 * USERS) as f64 / self.elapsed.as_secs_f64()
+    }
+    /// CPU time of the whole process (emulator included) per event, in µs.
+    fn cpu_us_per_event(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / (2 * USERS) as f64
     }
 }
 
@@ -103,7 +121,7 @@ fn verify(side: &str, graph: &GraphEmulator, r: &SideResult) {
     assert_eq!(graph.deleted_users().len(), USERS, "{side}: deleted users");
     // Workers that start together may each fetch one before the first is cached.
     let tokens = graph.token_requests();
-    assert!((1..=CONCURRENCY).contains(&tokens), "{side}: {tokens} token requests; the token should be cached in KV");
+    assert!((1..=concurrency()).contains(&tokens), "{side}: {tokens} token requests; the token should be cached in KV");
 }
 
 // ---------------------------------------------------------------- plugin side
@@ -142,7 +160,7 @@ async fn plugin_phase(
 ) {
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
-    for _ in 0..CONCURRENCY {
+    for _ in 0..concurrency() {
         let (runtime, plugin, kv, events, failures, next) =
             (runtime.clone(), plugin.clone(), kv.clone(), events.clone(), failures.clone(), next.clone());
         workers.push(tokio::spawn(async move {
@@ -166,12 +184,12 @@ async fn bench_plugin(kv: Arc<dyn KvBackend>, adds: &Arc<Vec<Event>>, removes: &
     let runtime = Arc::new(Runtime::new(&EngineOptions::default()).expect("runtime"));
     let (plugin, _dir) = load_plugin(&runtime, &graph).await;
     let failures = Arc::new(Mutex::new(Vec::new()));
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_time());
     plugin_phase(&runtime, &plugin, &kv, adds, &failures).await;
     plugin_phase(&runtime, &plugin, &kv, removes, &failures).await;
-    let elapsed = t.elapsed();
+    let (elapsed, cpu) = (t.elapsed(), cpu_time() - cpu);
     let failures = std::mem::take(&mut *failures.lock().unwrap());
-    (SideResult { elapsed, failures }, graph)
+    (SideResult { elapsed, cpu, failures }, graph)
 }
 
 // ---------------------------------------------------------------- native side
@@ -311,7 +329,7 @@ fn to_native(e: &Event) -> graph_guest::Event {
 async fn native_phase(template: &NativeHost, events: &Arc<Vec<Event>>, failures: &Arc<Mutex<Vec<String>>>) {
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
-    for _ in 0..CONCURRENCY {
+    for _ in 0..concurrency() {
         let (events, failures, next) = (events.clone(), failures.clone(), next.clone());
         let (http, rt, kv, secrets, config) = (
             template.http.clone(),
@@ -362,12 +380,12 @@ async fn bench_native(adds: &Arc<Vec<Event>>, removes: &Arc<Vec<Event>>) -> (Sid
         log: Vec::new(),
     };
     let failures = Arc::new(Mutex::new(Vec::new()));
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_time());
     native_phase(&template, adds, &failures).await;
     native_phase(&template, removes, &failures).await;
-    let elapsed = t.elapsed();
+    let (elapsed, cpu) = (t.elapsed(), cpu_time() - cpu);
     let failures = std::mem::take(&mut *failures.lock().unwrap());
-    (SideResult { elapsed, failures }, graph)
+    (SideResult { elapsed, cpu, failures }, graph)
 }
 
 // ---------------------------------------------------------------- main
@@ -382,21 +400,24 @@ fn main() {
         let (plugin, graph) = bench_plugin(mem, &adds, &removes).await;
         verify("plugin", &graph, &plugin);
         graph.shutdown().await;
+        let workers = concurrency();
         println!(
-            "graph-guest component (hookhost runtime, KV in in-memory SQLite), {CONCURRENCY} workers: {} events in {:.2} s = {:.0} events/s",
+            "graph-guest component (hookhost runtime, KV in in-memory SQLite), {workers} workers: {} events in {:.2} s = {:.0} events/s, process CPU {:.0} µs/event",
             2 * USERS,
             plugin.elapsed.as_secs_f64(),
-            plugin.eps()
+            plugin.eps(),
+            plugin.cpu_us_per_event()
         );
 
         let (native, graph) = bench_native(&adds, &removes).await;
         verify("native", &graph, &native);
         graph.shutdown().await;
         println!(
-            "graph-guest native (reqwest, HashMap KV), {CONCURRENCY} workers: {} events in {:.2} s = {:.0} events/s",
+            "graph-guest native (reqwest, HashMap KV), {workers} workers: {} events in {:.2} s = {:.0} events/s, process CPU {:.0} µs/event",
             2 * USERS,
             native.elapsed.as_secs_f64(),
-            native.eps()
+            native.eps(),
+            native.cpu_us_per_event()
         );
 
         // For reference: KV in a SQLite file (WAL, synchronous=FULL: each KV write is an fsync).

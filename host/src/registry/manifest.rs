@@ -170,7 +170,7 @@ memory_mb = 32
     fn bad_manifests_name_the_key() {
         let e = Manifest::parse(&GOOD.replace("0.1.0", "one")).unwrap_err();
         assert!(e.contains("version"), "{e}");
-        let e = Manifest::parse(&format!("{GOOD}\nbogus = 1\n").replace("[limits]\nmemory_mb = 32\n", "")).unwrap_err();
+        let e = Manifest::parse(&format!("bogus = 1\n{GOOD}")).unwrap_err();
         assert!(e.contains("bogus"), "{e}");
         let e = Manifest::parse(&GOOD.replace("memory_mb = 32", "memory_mb = 0")).unwrap_err();
         assert!(e.contains("memory_mb"), "{e}");
