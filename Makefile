@@ -30,10 +30,12 @@ host:
 ## target/release/hookhost and dist/plugins/*.wasm|.toml.
 build: host dist
 
-test: host dist
+## One cargo invocation builds the host, the emulator and every test with one feature set
+## (a separate `cargo build` first would compile wasmtime twice).
+test: dist
 	$(CARGO) test --workspace --release
 
-## make bench BENCH=runtime|graph|ingest — last line of output is one JSON object.
+## make bench BENCH=runtime|graph|ingest|reload — last line of output is one JSON object.
 bench: host dist
 	RUST_BACKTRACE=0 $(CARGO) bench -p hookhost-tests --bench $(BENCH)
 

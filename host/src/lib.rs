@@ -12,8 +12,9 @@
 //! - [`config`]: the host config file, strict, with paths resolved; [`secret`]: where
 //!   secrets come from and how they stay out of logs.
 //! - [`store`]: durable state (plugin KV; events, deliveries, attempts).
-//! - [`registry`]: plugin bundles (`<name>.wasm` + `<name>.toml`) and their effective
-//!   grants after operator overrides.
+//! - [`registry`]: plugin bundles (`<name>.wasm` + `<name>.toml`), their effective
+//!   grants after operator overrides, and hot reload: the directory watcher, the atomic
+//!   swap and the compiled-artifact cache.
 //! - [`runtime`]: the wasmtime engine, per-attempt limits and the host imports (`http`,
 //!   `secrets`, `kv`, `config`, `log`), one module each.
 //! - [`dispatch`]: claims due deliveries in per-user `published` order, runs them on the

@@ -1,10 +1,12 @@
 //! Process metrics, rendered as Prometheus text by the API.
 //!
-//! Counters live here (ingest responses, attempt durations); delivery counts and queue depth
-//! are read from the store at scrape time, so they are right across restarts and hosts.
+//! Counters live here (ingest responses, attempt durations, plugin compiles and artifact
+//! cache loads); delivery counts and queue depth are read from the store at scrape time, so
+//! they are right across restarts and hosts.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Upper bounds (seconds) of the attempt-duration histogram buckets.
@@ -22,6 +24,12 @@ struct Histogram {
 pub struct Metrics {
     ingest: Mutex<BTreeMap<u16, u64>>,
     attempts: Mutex<BTreeMap<String, Histogram>>,
+    /// Components compiled from `.wasm` by this process (a warm restart compiles none).
+    plugin_compiles: AtomicU64,
+    /// Components loaded from the compiled-artifact cache instead.
+    plugin_cache_loads: AtomicU64,
+    /// Bundles refused on load or reload (the previous version, if any, kept serving).
+    plugin_load_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -30,6 +38,26 @@ impl Metrics {
         if let Ok(mut m) = self.ingest.lock() {
             *m.entry(code).or_default() += 1;
         }
+    }
+
+    /// Counts one component compiled from its `.wasm`.
+    pub fn plugin_compiled(&self) {
+        self.plugin_compiles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one component loaded from the compiled-artifact cache.
+    pub fn plugin_loaded_from_cache(&self) {
+        self.plugin_cache_loads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one refused bundle.
+    pub fn plugin_load_failed(&self) {
+        self.plugin_load_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Components compiled so far.
+    pub fn plugin_compiles(&self) -> u64 {
+        self.plugin_compiles.load(Ordering::Relaxed)
     }
 
     /// Records one attempt's duration for `plugin`.
@@ -59,6 +87,14 @@ impl Metrics {
             for (code, n) in m.iter() {
                 let _ = writeln!(out, "hookhost_ingest_requests_total{{host=\"{host}\",code=\"{code}\"}} {n}");
             }
+        }
+        for (name, help, counter) in [
+            ("hookhost_plugin_compiles_total", "Plugin components compiled from .wasm by this process.", &self.plugin_compiles),
+            ("hookhost_plugin_cache_loads_total", "Plugin components loaded from the compiled-artifact cache.", &self.plugin_cache_loads),
+            ("hookhost_plugin_load_failures_total", "Plugin bundles refused on load or reload.", &self.plugin_load_failures),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{host=\"{host}\"}} {}", counter.load(Ordering::Relaxed));
         }
         out.push_str("# HELP hookhost_deliveries_total Deliveries by plugin and current status.\n");
         out.push_str("# TYPE hookhost_deliveries_total gauge\n");

@@ -1,6 +1,10 @@
 //! `hookhost serve`: wires config, store, registry, runtime, dispatcher and the HTTP routes,
 //! and shuts down gracefully.
 //!
+//! Plugins: the plugin directory is scanned once before the listener opens (so `/healthz`
+//! answering means the bundles present at start are in service), then watched when
+//! `[plugins] watch` is on; `POST /api/plugins/reload` and SIGHUP rescan it on demand.
+//!
 //! Shutdown on SIGTERM/SIGINT: stop accepting connections, let running attempts finish for
 //! up to `server.shutdown_grace_secs`, then release the claims of any still running so they
 //! go back to pending at once (nothing waits for a lease).
@@ -16,7 +20,7 @@ use crate::config::HostConfig;
 use crate::dispatch::{DispatchDeps, Dispatcher};
 use crate::ingest::{self, IngestState};
 use crate::metrics::Metrics;
-use crate::registry::{self, PluginSet};
+use crate::registry::{watch, PluginSet, Registry, SyncOutcome};
 use crate::runtime::{EngineOptions, Runtime};
 use crate::store::{SqliteStore, Store};
 
@@ -77,18 +81,9 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
         tracing::warn!("running with on-demand instance allocation");
     }
     let plugins = Arc::new(PluginSet::default());
-    {
-        let runtime = runtime.clone();
-        let plugins = plugins.clone();
-        let dir = config.plugins.dir.clone();
-        let overrides = config.plugins.overrides.clone();
-        let n = tokio::task::spawn_blocking(move || registry::load_dir(&runtime, &dir, &overrides, &plugins))
-            .await
-            .context("loading plugins")?;
-        tracing::info!(active = n, dir = %config.plugins.dir.display(), "plugins loaded");
-    }
-
     let metrics = Arc::new(Metrics::default());
+    let registry = start_registry(&config, runtime.clone(), plugins.clone(), metrics.clone()).await?;
+
     let host_id = host_id();
     let dispatcher = Dispatcher::start(DispatchDeps {
         store: store.clone(),
@@ -99,6 +94,8 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     });
     let wake = dispatcher.waker();
+    registry.on_change(wake.clone());
+    rescan_on_sighup(registry.clone());
     let app = app(
         IngestState {
             store: store.clone(),
@@ -117,6 +114,7 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
             admin_token,
             host_id: host_id.clone(),
             on_replay: wake,
+            registry: Some(registry),
         },
     );
 
@@ -136,6 +134,75 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
         .shutdown(Duration::from_secs(config.server.shutdown_grace_secs))
         .await;
     Ok(())
+}
+
+/// Opens the artifact cache, starts the watcher (before the first scan, so nothing that
+/// lands during the scan is missed) and loads the bundles present now.
+async fn start_registry(
+    config: &HostConfig,
+    runtime: Arc<Runtime>,
+    plugins: Arc<PluginSet>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Arc<Registry>> {
+    let dir = config.plugins.dir.clone();
+    if !dir.exists() {
+        match std::fs::create_dir_all(&dir) {
+            Ok(()) => tracing::info!(dir = %dir.display(), "created the plugin directory ([plugins] dir); drop bundles into it"),
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin directory ([plugins] dir); no plugins until it exists"),
+        }
+    }
+    let cache_dir = config.plugins.cache_dir.clone().unwrap_or_else(|| dir.join(".cache"));
+    let overrides = config.plugins.overrides.clone();
+    let registry = tokio::task::spawn_blocking(move || {
+        Registry::new(runtime, dir, Some(cache_dir), overrides, plugins, metrics)
+    })
+    .await
+    .context("opening the plugin registry")?;
+    let registry = Arc::new(registry);
+    if config.plugins.watch {
+        if let Err(e) = watch::spawn(registry.clone()) {
+            tracing::error!(error = %e, "plugin hot reload is off");
+        }
+    }
+    let scan = registry.clone();
+    let results = tokio::task::spawn_blocking(move || scan.scan())
+        .await
+        .context("loading plugins")?;
+    let failed = results.iter().filter(|(_, o)| matches!(o, SyncOutcome::Failed(_))).count();
+    tracing::info!(
+        active = results.iter().filter(|(_, o)| matches!(o, SyncOutcome::Activated { .. })).count(),
+        failed,
+        dir = %config.plugins.dir.display(),
+        watch = config.plugins.watch,
+        "plugins loaded"
+    );
+    Ok(registry)
+}
+
+/// SIGHUP: rescan the plugin directory (what `POST /api/plugins/reload` does). The handler
+/// is installed before this returns, so a SIGHUP never hits the default action (exit).
+fn rescan_on_sighup(registry: Arc<Registry>) {
+    #[cfg(unix)]
+    {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; use POST /api/plugins/reload to rescan plugins");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: rescanning the plugin directory");
+                let r = registry.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || r.scan()).await {
+                    tracing::error!(error = %e, "the plugin rescan failed unexpectedly");
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = registry;
 }
 
 async fn shutdown_signal() {

@@ -60,6 +60,7 @@ fn app_with(max_body: usize) -> App {
             admin_token: Some(Secret::new(ADMIN.into())),
             host_id: "test-host".into(),
             on_replay: wake,
+            registry: None,
         },
     );
     App { router, store, woken, _dir: dir, _bundle: b }

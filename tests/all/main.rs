@@ -3,6 +3,7 @@
 mod support;
 
 mod graph_guest;
+mod hot_reload;
 mod ingest_okta;
 mod plugin_cli;
 mod sandbox_limits;

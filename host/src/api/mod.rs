@@ -2,7 +2,8 @@
 //!
 //! `GET /healthz` is open (it says only whether the store answers). Everything else needs
 //! `Authorization: Bearer <admin.token>`; without a configured token it is closed (401),
-//! never open. Shapes and status names are the contract of DESIGN.md.
+//! never open. Shapes and status names are the contract of DESIGN.md. `POST
+//! /api/plugins/reload` rescans the plugin directory on demand (as SIGHUP does).
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::metrics::Metrics;
-use crate::registry::PluginSet;
+use crate::registry::{PluginSet, Registry, SyncOutcome};
 use crate::secret::Secret;
 use crate::store::{ReplayOutcome, Status, Store, StoreError};
 
@@ -31,6 +32,9 @@ pub struct ApiState {
     pub host_id: String,
     /// Called after a replay puts a delivery back to pending (wakes the dispatcher).
     pub on_replay: Arc<dyn Fn() + Send + Sync>,
+    /// The plugin directory, for `POST /api/plugins/reload`; `None` where plugins are not
+    /// loaded from a directory (the endpoint then answers 404).
+    pub registry: Option<Arc<Registry>>,
 }
 
 /// `/healthz`, `/metrics` and `/api/*`.
@@ -38,6 +42,7 @@ pub fn routes(state: ApiState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/plugins", get(plugins))
+        .route("/api/plugins/reload", post(reload))
         .route("/api/events/{uuid}", get(event))
         .route("/api/deliveries", get(deliveries))
         .route("/api/deliveries/{id}/attempts", get(attempts))
@@ -120,6 +125,30 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 
 async fn plugins(State(state): State<ApiState>) -> Response {
     Json(json!({ "plugins": state.plugins.statuses() })).into_response()
+}
+
+/// Rescans the plugin directory now (as SIGHUP does) and answers what each plugin's sync
+/// did, then the plugins as `GET /api/plugins` shows them.
+async fn reload(State(state): State<ApiState>) -> Response {
+    let Some(registry) = state.registry.clone() else {
+        return error(StatusCode::NOT_FOUND, "this service has no plugin directory to reload");
+    };
+    let results = match tokio::task::spawn_blocking(move || registry.scan()).await {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("rescan failed: {e}")),
+    };
+    let results: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(name, outcome)| {
+            let (version, error) = match outcome {
+                SyncOutcome::Activated { version, .. } => (Some(version.clone()), None),
+                SyncOutcome::Failed(e) => (None, Some(e.clone())),
+                _ => (None, None),
+            };
+            json!({"name": name, "result": outcome.kind(), "version": version, "error": error})
+        })
+        .collect();
+    Json(json!({ "results": results, "plugins": state.plugins.statuses() })).into_response()
 }
 
 async fn event(State(state): State<ApiState>, Path(uuid): Path<String>) -> Response {

@@ -4,8 +4,16 @@
 //! The operator's `allowed_hosts`, `groups` and `event_types` *replace* the manifest's
 //! lists when given; `[config]` and `[limits]` overlay key by key; secrets are granted only
 //! under the names the manifest declares.
+//!
+//! Hot reload lives here too: [`Registry`] keeps the plugin directory and the [`PluginSet`]
+//! in service in agreement (one bundle at a time, compile off the async runtime, atomic
+//! swap), [`watch`] tells it when files settle, and [`cache`] keeps compiled components so
+//! restarts and swaps back do not compile again.
 
+pub mod cache;
 pub mod manifest;
+mod reload;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +23,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{LimitsSpec, PluginOverride, RetryConfig};
 use crate::runtime::{Grant, Limits, Origin};
+pub use cache::ArtifactCache;
 pub use manifest::Manifest;
+pub use reload::{bundle_name, Registry, SyncOutcome};
 
 /// A bundle read from disk, not yet compiled.
 #[derive(Debug, Clone)]
@@ -206,10 +216,17 @@ pub struct ActivePlugin {
 
 /// The plugins in service now, by name. Swapping an entry is atomic: attempts that already
 /// hold an `Arc<ActivePlugin>` finish on it; the next lookup gets the new version.
+///
+/// Beside the plugins in service it remembers, for `GET /api/plugins`, the last refused load
+/// of each name and the plugins whose bundle was removed. A removed plugin is simply absent
+/// from the set: ingest no longer subscribes it and dispatch claims none of its deliveries
+/// (its cap is 0), so they wait, pending, until it returns.
 #[derive(Default)]
 pub struct PluginSet {
     inner: std::sync::RwLock<BTreeMap<String, std::sync::Arc<ActivePlugin>>>,
     failures: std::sync::RwLock<BTreeMap<String, LoadFailure>>,
+    /// The last status of each plugin taken out of service (state `removed`).
+    removed: std::sync::RwLock<BTreeMap<String, PluginStatus>>,
 }
 
 impl PluginSet {
@@ -226,14 +243,32 @@ impl PluginSet {
 
     /// Puts a plugin in service, replacing any version of the same name.
     pub fn insert(&self, plugin: ActivePlugin) {
+        if let Ok(mut r) = self.removed.write() {
+            r.remove(&plugin.spec.name);
+        }
         if let Ok(mut m) = self.inner.write() {
             m.insert(plugin.spec.name.clone(), std::sync::Arc::new(plugin));
         }
     }
 
-    /// Takes a plugin out of service.
+    /// Takes a plugin out of service (its bundle is gone) and remembers it as `removed`.
+    /// Attempts already running finish on it; its queued deliveries wait for its return.
     pub fn remove(&self, name: &str) -> Option<std::sync::Arc<ActivePlugin>> {
-        self.inner.write().ok()?.remove(name)
+        let gone = self.inner.write().ok()?.remove(name);
+        let failure = self.failures.write().ok().and_then(|mut f| f.remove(name));
+        let last = match (&gone, failure) {
+            (Some(p), _) => Some(active_status(p, "removed", None)),
+            (None, Some(f)) => Some(PluginStatus {
+                state: "removed",
+                last_error: None,
+                ..failed_status(&f)
+            }),
+            (None, None) => None,
+        };
+        if let (Some(status), Ok(mut r)) = (last, self.removed.write()) {
+            r.insert(name.to_owned(), status);
+        }
+        gone
     }
 
     /// Names of the plugins subscribed to `event` (by event type and group).
@@ -289,6 +324,11 @@ impl PluginSet {
         }
     }
 
+    /// The last refused load of `name`, if it has not loaded since.
+    pub fn failure(&self, name: &str) -> Option<LoadFailure> {
+        self.failures.read().ok()?.get(name).cloned()
+    }
+
     /// Clears the failure of `name` (after a successful load).
     pub fn clear_failure(&self, name: &str) {
         if let Ok(mut f) = self.failures.write() {
@@ -296,61 +336,75 @@ impl PluginSet {
         }
     }
 
-    /// Every known plugin: active ones (with the last failed reload, if any) and failed ones.
+    /// Every known plugin: active ones (with the last failed reload, if any), failed ones
+    /// (never loaded, or refused after removal) and removed ones.
     pub fn statuses(&self) -> Vec<PluginStatus> {
         let failures = self.failures.read().map(|f| f.clone()).unwrap_or_default();
         let mut out: Vec<PluginStatus> = self
             .all()
             .iter()
-            .map(|p| {
-                let s = &p.spec;
-                PluginStatus {
-                    name: s.name.clone(),
-                    version: Some(s.version.clone()),
-                    sha256: Some(s.sha256.clone()),
-                    state: "active",
-                    loaded_at: Some(p.loaded_at.clone()),
-                    event_types: s.event_types.clone(),
-                    groups: s.groups.clone(),
-                    allowed_hosts: s.allowed_hosts.clone(),
-                    secrets: s.grant.secrets.keys().cloned().collect(),
-                    limits: serde_json::json!({
-                        "memory_mb": s.limits.memory_bytes >> 20,
-                        "timeout_ms": s.limits.timeout.as_millis() as u64,
-                        "max_http_requests": s.limits.max_http_requests,
-                        "max_response_bytes": s.limits.max_response_bytes,
-                        "max_log_lines": s.limits.max_log_lines,
-                    }),
-                    supersede: s.supersede,
-                    last_error: failures.get(&s.name).map(|f| f.error.clone()),
-                }
-            })
+            .map(|p| active_status(p, "active", failures.get(&p.spec.name).map(|f| f.error.clone())))
             .collect();
         for f in failures.values() {
-            if out.iter().any(|p| p.name == f.name) {
-                continue;
+            if !out.iter().any(|p| p.name == f.name) {
+                out.push(failed_status(f));
             }
-            out.push(PluginStatus {
-                name: f.name.clone(),
-                version: f.version.clone(),
-                sha256: f.sha256.clone(),
-                state: "failed",
-                loaded_at: None,
-                event_types: vec![],
-                groups: None,
-                allowed_hosts: vec![],
-                secrets: vec![],
-                limits: serde_json::Value::Null,
-                supersede: true,
-                last_error: Some(f.error.clone()),
-            });
+        }
+        if let Ok(removed) = self.removed.read() {
+            for r in removed.values() {
+                if !out.iter().any(|p| p.name == r.name) {
+                    out.push(r.clone());
+                }
+            }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 }
 
-/// Compiles and links one bundle into a plugin ready to serve.
+fn active_status(p: &ActivePlugin, state: &'static str, last_error: Option<String>) -> PluginStatus {
+    let s = &p.spec;
+    PluginStatus {
+        name: s.name.clone(),
+        version: Some(s.version.clone()),
+        sha256: Some(s.sha256.clone()),
+        state,
+        loaded_at: Some(p.loaded_at.clone()),
+        event_types: s.event_types.clone(),
+        groups: s.groups.clone(),
+        allowed_hosts: s.allowed_hosts.clone(),
+        secrets: s.grant.secrets.keys().cloned().collect(),
+        limits: serde_json::json!({
+            "memory_mb": s.limits.memory_bytes >> 20,
+            "timeout_ms": s.limits.timeout.as_millis() as u64,
+            "max_http_requests": s.limits.max_http_requests,
+            "max_response_bytes": s.limits.max_response_bytes,
+            "max_log_lines": s.limits.max_log_lines,
+        }),
+        supersede: s.supersede,
+        last_error,
+    }
+}
+
+fn failed_status(f: &LoadFailure) -> PluginStatus {
+    PluginStatus {
+        name: f.name.clone(),
+        version: f.version.clone(),
+        sha256: f.sha256.clone(),
+        state: "failed",
+        loaded_at: None,
+        event_types: vec![],
+        groups: None,
+        allowed_hosts: vec![],
+        secrets: vec![],
+        limits: serde_json::Value::Null,
+        supersede: true,
+        last_error: Some(f.error.clone()),
+    }
+}
+
+/// Compiles and links one bundle into a plugin ready to serve (no artifact cache; the
+/// service goes through [`Registry`]).
 ///
 /// # Errors
 /// The bundle's spec or component is refused; the message says why.
@@ -363,9 +417,22 @@ pub fn activate(
     let component = runtime
         .compile(&bundle.wasm)
         .map_err(|e| format!("{}: {e}", bundle.wasm_path.display()))?;
+    link(runtime, bundle, spec, &component)
+}
+
+/// Links a compiled component with its effective spec as a plugin version.
+///
+/// # Errors
+/// The component does not implement the plugin world; the message names the file and fix.
+pub fn link(
+    runtime: &crate::runtime::Runtime,
+    bundle: &PluginBundle,
+    spec: PluginSpec,
+    component: &wasmtime::component::Component,
+) -> Result<ActivePlugin, String> {
     let loaded = runtime
         .load(
-            &component,
+            component,
             crate::runtime::PluginIdentity {
                 name: spec.name.clone(),
                 version: spec.version.clone(),
@@ -374,7 +441,12 @@ pub fn activate(
             spec.grant.clone(),
             spec.limits.clone(),
         )
-        .map_err(|e| format!("{}: {e}", bundle.wasm_path.display()))?;
+        .map_err(|e| {
+            format!(
+                "{}: {e}; build it against wit/plugin.wit (world \"plugin\", package hookhost:plugin@0.1.0)",
+                bundle.wasm_path.display()
+            )
+        })?;
     for missing in &spec.missing_secrets {
         tracing::warn!(
             plugin = %spec.name,
@@ -387,51 +459,4 @@ pub fn activate(
         loaded,
         loaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     })
-}
-
-/// Loads every `<name>.toml` bundle in `dir` into `set`; failures are recorded, not fatal.
-/// Returns how many plugins are active.
-pub fn load_dir(
-    runtime: &crate::runtime::Runtime,
-    dir: &Path,
-    overrides: &BTreeMap<String, crate::config::PluginOverride>,
-    set: &PluginSet,
-) -> usize {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "plugin directory unreadable; no plugins loaded");
-            return 0;
-        }
-    };
-    let mut manifests: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    manifests.sort();
-    for path in manifests {
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-        let result = PluginBundle::load(&path).and_then(|b| {
-            let over = overrides.get(&b.manifest.name);
-            activate(runtime, &b, over)
-        });
-        match result {
-            Ok(active) => {
-                tracing::info!(plugin = %active.spec.name, version = %active.spec.version, sha256 = %active.spec.sha256, "plugin loaded");
-                set.clear_failure(&active.spec.name);
-                set.insert(active);
-            }
-            Err(error) => {
-                tracing::error!(plugin = %name, %error, "plugin refused");
-                set.record_failure(LoadFailure {
-                    name,
-                    version: None,
-                    sha256: None,
-                    error,
-                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                });
-            }
-        }
-    }
-    set.all().len()
 }

@@ -11,4 +11,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::hookhost::plugin::handler;
-pub use hookhost::plugin::{config, http, kv, log, secrets, types};
+pub use self::hookhost::plugin::{config, http, kv, log, secrets, types};
