@@ -1,13 +1,19 @@
 # hookhost — the two commands a newcomer runs: `make demo` and `make test`.
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
-# Plugins shipped as drop-in bundles (dist/plugins/<name>.wasm + .toml).
-PLUGINS := graph-guest
+# Rust plugins shipped as drop-in bundles (dist/plugins/<name>.wasm + .toml).
+PLUGINS := graph-guest chat-notify
+# Python plugins (componentize-py), shipped the same way; not cargo members.
+PY_PLUGINS := siem-forward
+# The Python plugin toolchain lives in a project-local venv (never committed).
+PY_VENV := target/py-venv
+COMPONENTIZE_PY_VERSION := 0.25.1
+COMPONENTIZE_PY := $(PY_VENV)/bin/componentize-py
 # Components used only by the tests.
 TEST_PLUGINS := echo hostile wrong-world
 BENCH ?= runtime
 
-.PHONY: all build plugins dist host test bench demo clean
+.PHONY: all build plugins py-toolchain dist host test bench demo clean
 
 all: build
 
@@ -15,8 +21,27 @@ all: build
 plugins:
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(PLUGINS) $(TEST_PLUGINS))
 
+## componentize-py in $(PY_VENV): the venv is made once, pip runs only while the tool is missing.
+py-toolchain: $(COMPONENTIZE_PY)
+$(COMPONENTIZE_PY):
+	test -x $(PY_VENV)/bin/python || python3 -m venv $(PY_VENV)
+	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check componentize-py==$(COMPONENTIZE_PY_VERSION)
+
+## A Python plugin's bundle: the component is rebuilt only when its sources or the WIT
+## change (componentize-py takes 5-25 s and ~400 MB), the manifest copied when it changes.
+define py_plugin
+dist/plugins/$(1).wasm: $(wildcard plugins/$(1)/*.py) wit/plugin.wit | $(COMPONENTIZE_PY)
+	mkdir -p dist/plugins
+	cd plugins/$(1) && ../../$(COMPONENTIZE_PY) --wit-path ../../wit --world plugin componentize app -o ../../dist/plugins/$(1).wasm.tmp
+	mv dist/plugins/$(1).wasm.tmp dist/plugins/$(1).wasm
+dist/plugins/$(1).toml: plugins/$(1)/$(1).toml
+	mkdir -p dist/plugins
+	cp plugins/$(1)/$(1).toml dist/plugins/$(1).toml
+endef
+$(foreach p,$(PY_PLUGINS),$(eval $(call py_plugin,$(p))))
+
 ## Drop-in bundles for the shipped plugins.
-dist: plugins
+dist: plugins $(foreach p,$(PY_PLUGINS),dist/plugins/$(p).wasm dist/plugins/$(p).toml)
 	mkdir -p dist/plugins
 	for p in $(PLUGINS); do \
 	  cp target/$(WASM_TARGET)/release/$$(echo $$p | tr - _).wasm dist/plugins/$$p.wasm && \
@@ -33,9 +58,10 @@ build: host dist
 ## One cargo invocation builds the host, the emulator and every test with one feature set
 ## (a separate `cargo build` first would compile wasmtime twice).
 test: dist
+	cd plugins/siem-forward && python3 -B -m unittest -q
 	$(CARGO) test --workspace --release
 
-## make bench BENCH=runtime|graph|ingest|reload — last line of output is one JSON object.
+## make bench BENCH=runtime|graph|ingest|reload|languages — last line of output is one JSON object.
 bench: host dist
 	RUST_BACKTRACE=0 $(CARGO) bench -p hookhost-tests --bench $(BENCH)
 
@@ -45,3 +71,15 @@ demo: build
 
 clean:
 	rm -rf dist demo
+
+## Fuzz the parsers of outside input (Okta envelope, host config, plugin manifest) for
+## FUZZ_SECS seconds each with cargo-fuzz on nightly (installed if missing). Not in CI.
+## Safe Rust, so no sanitizer: it hunts panics, stack overflows, hangs and blow-ups.
+FUZZ_SECS ?= 30
+FUZZ_TARGETS := okta_delivery host_config manifest
+.PHONY: fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd host && for t in $(FUZZ_TARGETS); do \
+	  $(CARGO) +nightly fuzz run --sanitizer none $$t -- -max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 || exit 1; \
+	done

@@ -80,6 +80,18 @@ enum PluginCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Start a new plugin: a crate (Rust) or project (Python) with a manifest, a fixture
+    /// event, a test that runs, and a README saying how to build, test and deploy it.
+    New {
+        /// The plugin's name (a-z, 0-9, '-', '_'): its bundle is <name>.wasm + <name>.toml.
+        name: String,
+        /// The language of the plugin.
+        #[arg(long, value_enum, default_value_t = crate::scaffold::Lang::Rust)]
+        lang: crate::scaffold::Lang,
+        /// Where to create it (must not exist or be empty); default ./<name>.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Run events through a plugin with the real host imports, and print results and logs.
     Run {
         /// The bundle's manifest, e.g. dist/plugins/graph-guest.toml.
@@ -110,6 +122,9 @@ pub fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::Check { bundle, config },
         } => plugin_check(&bundle, config.as_deref()),
+        Command::Plugin {
+            command: PluginCommand::New { name, lang, dir },
+        } => plugin_new(&name, lang, dir),
         Command::Plugin {
             command: PluginCommand::Run {
                 bundle,
@@ -201,6 +216,7 @@ fn plugin_check(bundle_path: &Path, config: Option<&Path>) -> anyhow::Result<Exi
         "  groups:      {}",
         spec.groups.as_ref().map(|g| list(g)).unwrap_or_else(|| "(any group)".into())
     );
+    print_routes(&spec, config.as_ref().and_then(|c| c.plugins.overrides.get(&spec.name)));
     println!("  allowed_hosts: {}", list(&spec.allowed_hosts));
     println!("  secrets:     {}", list(&secrets));
     if config.is_some() && !spec.missing_secrets.is_empty() {
@@ -218,6 +234,44 @@ fn plugin_check(bundle_path: &Path, config: Option<&Path>) -> anyhow::Result<Exi
         spec.limits.max_response_bytes
     );
     println!("  supersede:   {}", spec.supersede);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The effective routes: which events get a delivery for this plugin, and where each list
+/// came from. Mirrors `PluginSpec::subscribes`: the group filter applies to events that
+/// name a group (Okta's `group.*` events); events naming none (e.g. `user.lifecycle.*`)
+/// match on their type alone.
+fn print_routes(spec: &PluginSpec, over: Option<&crate::config::PluginOverride>) {
+    let from = |overridden: bool| if overridden { "operator override" } else { "manifest" };
+    println!(
+        "  routes:      one delivery per matching event, with its own retries, order and history (event_types from the {}, groups from the {})",
+        from(over.is_some_and(|o| o.event_types.is_some())),
+        from(over.is_some_and(|o| o.groups.is_some()))
+    );
+    let width = spec.event_types.iter().map(String::len).max().unwrap_or(0);
+    for event_type in &spec.event_types {
+        let when = match &spec.groups {
+            None if event_type.starts_with("group.") => "any group".to_string(),
+            None => "every event of this type".to_string(),
+            Some(g) if event_type.starts_with("group.") => {
+                format!("the group's display name or id is {}", g.join(" or "))
+            }
+            Some(_) => "always (names no group, so the groups filter does not apply)".to_string(),
+        };
+        println!("    {event_type:<width$}  {when}");
+    }
+}
+
+/// `hookhost plugin new`: writes the scaffold and says what to do next.
+fn plugin_new(name: &str, lang: crate::scaffold::Lang, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let written = crate::scaffold::create(name, lang, &dir)?;
+    println!("created {} plugin {name} in {}:", lang.as_str(), dir.display());
+    for f in &written {
+        println!("  {}", f.display());
+    }
+    println!();
+    println!("next: cd {} and follow README.md (build, test, `hookhost plugin run`, deploy).", dir.display());
     Ok(ExitCode::SUCCESS)
 }
 

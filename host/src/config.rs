@@ -76,6 +76,11 @@ pub struct OktaConfig {
     pub auth_secret: Option<SecretSource>,
     /// Larger bodies get 413.
     pub max_body_bytes: usize,
+    /// A body not fully received this long after the request started gets 408: a slow or
+    /// stalled sender must not hold a connection and a task forever. Okta sends a delivery
+    /// in well under a second and gives up after about 3 s, so 10 s only ever stops senders
+    /// that are not Okta (or a network that has failed).
+    pub read_timeout_secs: u64,
 }
 
 impl Default for OktaConfig {
@@ -85,6 +90,7 @@ impl Default for OktaConfig {
             auth_header: "Authorization".into(),
             auth_secret: None,
             max_body_bytes: 1 << 20,
+            read_timeout_secs: 10,
         }
     }
 }
@@ -268,6 +274,12 @@ impl HostConfig {
         }
         if okta.max_body_bytes == 0 {
             return Err(err("okta.max_body_bytes must be at least 1".into()));
+        }
+        if !(1..=3600).contains(&okta.read_timeout_secs) {
+            return Err(err(format!(
+                "okta.read_timeout_secs must be 1 to 3600, got {}",
+                okta.read_timeout_secs
+            )));
         }
         if let Some(s) = okta.auth_secret.as_mut() {
             s.resolve_paths(base);
@@ -464,5 +476,102 @@ client_secret = { file = "secrets/azure_client_secret" }
     fn lease_secs_must_be_positive() {
         assert!(parse("[dispatch]\nlease_secs = 0\n").is_err());
         assert_eq!(parse("[dispatch]\nlease_secs = 1\n").unwrap().dispatch.lease_secs, 1);
+    }
+
+    #[test]
+    fn read_timeout_defaults_to_10_and_must_be_positive() {
+        assert_eq!(parse("").unwrap().okta.read_timeout_secs, 10);
+        assert_eq!(parse("[okta]\nread_timeout_secs = 2\n").unwrap().okta.read_timeout_secs, 2);
+        let e = parse("[okta]\nread_timeout_secs = 0\n").unwrap_err().to_string();
+        assert!(e.contains("okta.read_timeout_secs"), "{e}");
+    }
+
+    mod properties {
+        //! Whatever the config file holds, parsing answers a config or an error that names
+        //! the file (never a panic), and accepted values are in range.
+
+        use proptest::prelude::*;
+
+        use super::parse;
+
+        /// A TOML value of any type, so every key is also tried with the wrong type.
+        fn toml_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|i| i.to_string()),
+                Just("0".to_string()),
+                Just("-1".to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                "[a-z0-9:/._ -]{0,24}".prop_map(|s| format!("{s:?}")),
+                Just("\"127.0.0.1:0\"".to_string()),
+                Just("\"sqlite://x.db\"".to_string()),
+                Just("{ env = \"X\" }".to_string()),
+                Just("{ file = \"s\", value = \"v\" }".to_string()),
+                Just("[]".to_string()),
+                Just("[1, \"a\"]".to_string()),
+                Just("{}".to_string()),
+                Just("1.5".to_string()),
+                Just("1979-05-27T07:32:00Z".to_string()),
+            ]
+        }
+
+        fn section_and_key() -> impl Strategy<Value = (String, String)> {
+            let known = prop::sample::select(vec![
+                ("server", "listen"), ("server", "shutdown_grace_secs"), ("okta", "path"),
+                ("okta", "auth_header"), ("okta", "auth_secret"), ("okta", "max_body_bytes"),
+                ("okta", "read_timeout_secs"), ("store", "url"), ("dispatch", "lease_secs"),
+                ("dispatch", "workers"), ("dispatch", "max_concurrency"),
+                ("dispatch.retry", "max_attempts"), ("dispatch.retry", "initial_backoff_ms"),
+                ("plugins", "dir"), ("plugins", "watch"), ("plugins", "cache_dir"),
+                ("admin", "token"), ("plugins.p", "allowed_hosts"), ("plugins.p", "groups"),
+                ("plugins.p", "max_concurrency"), ("plugins.p.config", "k"),
+                ("plugins.p.secrets", "s"), ("plugins.p.limits", "memory_mb"),
+                ("plugins.p.retry", "max_attempts"), ("plugins", "dir2"),
+            ])
+            .prop_map(|(s, k)| (s.to_string(), k.to_string()));
+            prop_oneof![4 => known, 1 => ("[a-z]{1,8}", "[a-z_]{1,12}")]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_text_never_panics(text in "(?s).{0,400}") {
+                if let Err(e) = parse(&text) {
+                    prop_assert!(e.to_string().starts_with("/etc/hookhost/host.toml: "), "{}", e);
+                    prop_assert!(e.to_string().len() > "/etc/hookhost/host.toml: ".len());
+                }
+            }
+
+            #[test]
+            fn every_key_with_any_value_is_a_config_or_a_message(
+                entries in prop::collection::vec((section_and_key(), toml_value()), 0..6)
+            ) {
+                // Group by section so the TOML itself is valid and only the values are odd.
+                let mut sections: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+                for ((section, key), value) in entries {
+                    sections.entry(section).or_default().push((key, value));
+                }
+                let mut text = String::new();
+                for (section, kvs) in &sections {
+                    text.push_str(&format!("[{section}]\n"));
+                    let mut seen = std::collections::BTreeSet::new();
+                    for (k, v) in kvs {
+                        if seen.insert(k.clone()) {
+                            text.push_str(&format!("{k} = {v}\n"));
+                        }
+                    }
+                }
+                match parse(&text) {
+                    Ok(cfg) => {
+                        prop_assert!(cfg.okta.path.starts_with('/'));
+                        prop_assert!(cfg.okta.max_body_bytes >= 1 && cfg.okta.read_timeout_secs >= 1);
+                        prop_assert!(cfg.dispatch.lease_secs >= 1 && cfg.dispatch.workers >= 1);
+                        prop_assert!(cfg.dispatch.retry.max_attempts >= 1);
+                        prop_assert!(cfg.store.url.starts_with("sqlite:///") || cfg.store.url.starts_with("postgres"));
+                    }
+                    Err(e) => prop_assert!(e.to_string().starts_with("/etc/hookhost/host.toml: "), "{}", e),
+                }
+            }
+        }
     }
 }

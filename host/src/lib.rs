@@ -20,7 +20,8 @@
 //! - [`dispatch`]: claims due deliveries in per-user `published` order, runs them on the
 //!   runtime, renews leases, applies supersede and the retry policy.
 //! - [`api`]: `/healthz`, `/metrics` and the `/api/*` admin endpoints; [`metrics`]: counters.
-//! - [`server`]: `hookhost serve` wiring and graceful shutdown; [`cli`]: the `hookhost` command.
+//! - [`server`]: `hookhost serve` wiring and graceful shutdown; [`cli`]: the `hookhost` command;
+//!   [`scaffold`]: the templates of `hookhost plugin new`.
 
 pub mod api;
 pub mod cli;
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod okta;
 pub mod registry;
 pub mod runtime;
+pub mod scaffold;
 pub mod secret;
 pub mod server;
 pub mod store;

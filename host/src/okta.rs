@@ -202,3 +202,172 @@ impl Delivery {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Property tests: whatever arrives at the Okta endpoint, the parser answers with a
+    //! delivery or an error message (never a panic), and what it accepts is well-formed.
+
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    use super::*;
+
+    /// Keys Okta payloads use, mixed with arbitrary ones, so generated objects reach the
+    /// parser's real branches instead of only "missing field".
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(vec![
+                "data", "events", "uuid", "eventType", "published", "actor", "target", "id",
+                "type", "alternateId", "displayName", "eventId", "eventID",
+            ])
+            .prop_map(str::to_owned),
+            1 => ".{0,12}",
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            ".{0,24}".prop_map(Value::String),
+            Just(Value::String("2026-11-28T10:00:00.000Z".into())),
+        ];
+        leaf.prop_recursive(6, 96, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::vec((key(), inner), 0..8)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    fn good_event(uuid: &str) -> Value {
+        json!({
+            "uuid": uuid,
+            "published": "2026-11-28T10:00:00.000Z",
+            "eventType": "group.user_membership.add",
+            "actor": {"id": "00uadmin", "type": "User", "alternateId": "admin@example.com"},
+            "target": [
+                {"id": "00u1", "type": "User", "alternateId": "jane@example.com", "displayName": "Jane"},
+                {"id": "00g1", "type": "UserGroup", "alternateId": "unknown", "displayName": "O365Guest"}
+            ]
+        })
+    }
+
+    fn assert_well_formed(d: &Delivery) {
+        for e in &d.events {
+            assert!(!e.uuid.trim().is_empty() && !e.event_type.trim().is_empty());
+            assert!(chrono::DateTime::parse_from_rfc3339(&e.published).is_ok());
+            assert!(serde_json::from_str::<Value>(&e.raw).is_ok());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            match Delivery::parse(&bytes) {
+                Ok(d) => assert_well_formed(&d),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+            let _ = Delivery::parse_delivery_or_event(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_json_is_a_delivery_or_a_message(v in json_value()) {
+            let text = serde_json::to_vec(&v).unwrap();
+            match Delivery::parse(&text) {
+                Ok(d) => assert_well_formed(&d),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+            if let Err(e) = Delivery::parse_delivery_or_event(&text) {
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+
+        /// One field of one event of an otherwise good delivery replaced by anything: a
+        /// required field that is no longer a non-empty string is named in the error, with
+        /// the event's index; nothing else of the batch is accepted on its own.
+        #[test]
+        fn a_damaged_event_is_named(
+            n in 1usize..6,
+            victim in 0usize..6,
+            field in prop::sample::select(vec!["uuid", "eventType", "published", "actor", "target"]),
+            replacement in prop::option::of(json_value()),
+        ) {
+            let victim = victim % n;
+            let mut events: Vec<Value> = (0..n).map(|i| good_event(&format!("u{i}"))).collect();
+            match &replacement {
+                Some(v) => events[victim][field] = v.clone(),
+                None => { events[victim].as_object_mut().unwrap().remove(field); }
+            }
+            let body = serde_json::to_vec(&json!({"eventId": "d1", "data": {"events": events}})).unwrap();
+            match Delivery::parse(&body) {
+                Ok(d) => {
+                    prop_assert_eq!(d.events.len(), n);
+                    assert_well_formed(&d);
+                }
+                Err(PayloadError::Event { index, problem }) => {
+                    prop_assert_eq!(index, victim);
+                    prop_assert!(problem.contains(&format!("`{field}")) || problem.contains("target["), "{}", problem);
+                }
+                Err(other) => prop_assert!(false, "unexpected error kind: {other}"),
+            }
+        }
+
+        /// Well-formed events with arbitrary text in every string survive parsing intact.
+        #[test]
+        fn good_events_round_trip(
+            uuids in prop::collection::btree_set("[a-zA-Z0-9-]{1,40}", 1..20),
+            login in ".{0,60}",
+            name in ".{0,60}",
+        ) {
+            let events: Vec<Value> = uuids.iter().map(|u| {
+                let mut e = good_event(u);
+                e["target"][0]["alternateId"] = json!(login);
+                e["target"][0]["displayName"] = json!(name);
+                e
+            }).collect();
+            let d = Delivery::parse(&serde_json::to_vec(&json!({"data": {"events": events}})).unwrap()).unwrap();
+            prop_assert_eq!(d.events.len(), uuids.len());
+            for (e, u) in d.events.iter().zip(&uuids) {
+                prop_assert_eq!(&e.uuid, u);
+                prop_assert_eq!(e.target("User").and_then(|t| t.alternate_id.as_deref()), Some(login.as_str()));
+                prop_assert_eq!(e.subject(), Some("00u1"));
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        for depth in [200, 10_000, 500_000] {
+            let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let e = Delivery::parse(body.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("recursion limit"), "{e}");
+            let body = format!("{{\"data\":{{\"events\":[{}{}]}}}}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            assert!(Delivery::parse(body.as_bytes()).is_err());
+        }
+    }
+
+    #[test]
+    fn wrong_shapes_get_clear_messages() {
+        let cases: [(&str, &str); 8] = [
+            ("", "not valid JSON"),
+            ("[]", "JSON object"),
+            ("{}", "data.events"),
+            (r#"{"data":{"events":{}}}"#, "must be an array"),
+            (r#"{"data":{"events":[1]}}"#, "must be a JSON object"),
+            (r#"{"data":{"events":[{"uuid":5}]}}"#, "`uuid` must be a string"),
+            (r#"{"data":{"events":[{"uuid":"a","eventType":"t","published":"yesterday"}]}}"#, "RFC 3339"),
+            (r#"{"data":{"events":[{"uuid":"a","eventType":"t","published":"2026-11-28T10:00:00Z","target":{}}]}}"#, "`target` must be an array"),
+        ];
+        for (body, want) in cases {
+            let e = Delivery::parse(body.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+    }
+}

@@ -103,6 +103,7 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
             auth_header: header,
             auth_secret,
             max_body_bytes: config.okta.max_body_bytes,
+            read_timeout: Duration::from_secs(config.okta.read_timeout_secs),
             metrics: metrics.clone(),
             on_stored: wake.clone(),
         },

@@ -49,6 +49,7 @@ fn app_with(max_body: usize) -> App {
             auth_header: axum::http::HeaderName::from_static("authorization"),
             auth_secret: Secret::new(SECRET.into()),
             max_body_bytes: max_body,
+            read_timeout: std::time::Duration::from_secs(10),
             metrics: metrics.clone(),
             on_stored: wake.clone(),
         },

@@ -2,9 +2,17 @@
 
 mod support;
 
+mod bad_input;
+mod crash_recovery;
+mod egress;
+mod fan_out;
+mod fault_soak;
 mod graph_guest;
+mod hostile_serve;
 mod hot_reload;
 mod ingest_okta;
 mod plugin_cli;
+mod plugin_new;
 mod sandbox_limits;
+mod secrets_scan;
 mod serve_e2e;

@@ -186,6 +186,8 @@ pub struct JournalEntry {
     pub received: Instant,
     /// The `request-id` the emulator answered with.
     pub request_id: String,
+    /// The `Retry-After` header the emulator answered with (throttling and outage faults).
+    pub retry_after: Option<String>,
 }
 
 impl JournalEntry {
@@ -341,6 +343,11 @@ impl GraphEmulator {
         for expiry in self.shared.lock().tokens.values_mut() {
             *expiry = now;
         }
+    }
+
+    /// Every access token issued so far (expired or not), e.g. to check none leaks.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.lock().tokens.keys().cloned().collect()
     }
 
     /// Number of requests to the token endpoint, successful or not.
@@ -543,6 +550,11 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         received,
         request_id,
+        retry_after: response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     });
     response
 }

@@ -12,6 +12,8 @@
 //!   token endpoint, with a tenant directory, request journal, fault injection and replication lag.
 //! - [`okta_users`]: the Okta Users API (`GET /api/v1/users/{id}`), for reading `profile.email`.
 //! - [`okta`]: builders for Event Hook deliveries and their System Log events.
+//! - [`webhooks`]: Slack and Teams incoming webhooks and a Splunk HTTP Event Collector, each
+//!   recording what it received and able to throttle (for the chat-notify and siem-forward plugins).
 //! - [`fixtures`]: finding and loading the verbatim payloads in `shared/fixtures`.
 //! - `server`, `ids` (private): spawning/stopping the emulators' servers; random identifiers.
 
@@ -21,9 +23,11 @@ pub mod fixtures;
 pub mod graph_emulator;
 pub mod okta;
 pub mod okta_users;
+pub mod webhooks;
 
 mod ids;
 mod server;
 
 pub use graph_emulator::{Fault, GraphEmulator, TenantConfig};
 pub use okta_users::OktaUsersEmulator;
+pub use webhooks::{WebhookKind, WebhookReceiver};

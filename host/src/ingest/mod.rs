@@ -5,7 +5,10 @@
 //!
 //! 1. the auth header, compared in constant time, before anything else is read (401, nothing
 //!    stored);
-//! 2. the content type (415 unless JSON) and the body size (413 past `max_body_bytes`);
+//! 2. the content type (415 unless JSON), the body size (413 past `max_body_bytes`) and the
+//!    time the body takes to arrive (408 past `read_timeout`, counted from when the handler
+//!    starts reading: a sender trickling or stalling mid-body cannot hold a task and a
+//!    connection open);
 //! 3. the envelope, parsed by field name (400 with a JSON body naming the problem);
 //! 4. one durable commit of every event plus one delivery per subscribed plugin, *then* 200.
 //!    A duplicate event (same LogEvent `uuid`) is stored once. If the store fails: 503, so
@@ -14,6 +17,7 @@
 //! `GET` answers Okta's one-time verification challenge; it reveals nothing and needs no auth.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -38,6 +42,8 @@ pub struct IngestState {
     pub auth_header: HeaderName,
     pub auth_secret: Secret,
     pub max_body_bytes: usize,
+    /// How long the whole body may take to arrive (`okta.read_timeout_secs`).
+    pub read_timeout: Duration,
     pub metrics: Arc<Metrics>,
     /// Called after new deliveries are committed (wakes the dispatcher).
     pub on_stored: Arc<dyn Fn() + Send + Sync>,
@@ -117,7 +123,21 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
         return too_large();
     }
-    let bytes: Bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
+    let read = tokio::time::timeout(
+        state.read_timeout,
+        axum::body::to_bytes(body, state.max_body_bytes),
+    )
+    .await;
+    let Ok(read) = read else {
+        return error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within okta.read_timeout_secs ({} s); nothing was stored",
+                state.read_timeout.as_secs()
+            ),
+        );
+    };
+    let bytes: Bytes = match read {
         Ok(b) => b,
         Err(e) => {
             let length_limit = std::error::Error::source(&e)

@@ -179,4 +179,75 @@ memory_mb = 32
         let e = Manifest::parse(&GOOD.replace("https://graph.microsoft.com\"", "https://graph.microsoft.com/v1.0\"")).unwrap_err();
         assert!(e.contains("allowed_hosts"), "{e}");
     }
+
+    mod properties {
+        //! Whatever a bundle's manifest holds, parsing answers a manifest or a message.
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|i| i.to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                ".{0,20}".prop_map(|s| format!("{s:?}")),
+                Just("\"1.0.0\"".to_string()),
+                Just("\"https://graph.microsoft.com\"".to_string()),
+                prop::collection::vec(".{0,16}", 0..4).prop_map(|v| format!("{v:?}")),
+                Just("[\"https://a.example\", \"http://127.0.0.1:1\"]".to_string()),
+                Just("{}".to_string()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_text_never_panics(text in "(?s).{0,400}") {
+                if let Err(e) = Manifest::parse(&text) {
+                    prop_assert!(!e.is_empty());
+                }
+            }
+
+            #[test]
+            fn any_value_in_any_key_is_a_manifest_or_a_message(
+                name in prop_oneof![Just("\"echo\"".to_string()), value()],
+                version in prop_oneof![Just("\"1.0.0\"".to_string()), value()],
+                event_types in prop_oneof![Just("[\"group.user_membership.add\"]".to_string()), value()],
+                allowed_hosts in value(),
+                secrets in value(),
+                groups in value(),
+                config_value in value(),
+                memory_mb in value(),
+                timeout_ms in value(),
+            ) {
+                let text = format!(
+                    "name = {name}\nversion = {version}\nevent_types = {event_types}\n\
+                     allowed_hosts = {allowed_hosts}\nsecrets = {secrets}\ngroups = {groups}\n\
+                     [config]\nk = {config_value}\n[limits]\nmemory_mb = {memory_mb}\ntimeout_ms = {timeout_ms}\n"
+                );
+                match Manifest::parse(&text) {
+                    Ok(m) => {
+                        prop_assert!(valid_plugin_name(&m.name).is_ok());
+                        prop_assert!(semver::Version::parse(&m.version).is_ok());
+                        prop_assert!(!m.event_types.is_empty());
+                        for h in &m.allowed_hosts {
+                            prop_assert!(Origin::parse_grant(h).is_ok());
+                        }
+                        prop_assert!(m.limits.memory_mb.is_none_or(|v| (1..=1024).contains(&v)));
+                    }
+                    Err(e) => prop_assert!(!e.is_empty()),
+                }
+            }
+
+            #[test]
+            fn any_grant_text_is_an_origin_or_a_message(entry in "(?s).{0,80}") {
+                match Origin::parse_grant(&entry) {
+                    Ok(o) => prop_assert!(o.scheme == "http" || o.scheme == "https"),
+                    Err(e) => prop_assert!(!e.is_empty()),
+                }
+            }
+        }
+    }
 }

@@ -11,7 +11,30 @@
 //! `transfer-encoding`, ...): overriding `Host` would let a plugin reach another virtual
 //! host behind a granted address. Redirects are never followed: the 3xx comes back to the
 //! plugin, which may follow it with a new request that is checked like any other.
+//!
+//! # Checked twice: the origin, then the address
+//!
+//! A grant names a host, but a connection goes to an address, and whoever controls a DNS
+//! name decides where it points. `https://api.example.com` resolving to `127.0.0.1`,
+//! `10.0.0.5` or `169.254.169.254` (the cloud metadata service) would let a plugin, or
+//! whoever serves that zone, reach services on the host's own network. So after the origin
+//! check, every address a *name* resolves to is checked against the internal ranges
+//! ([`blocked_range`]: loopback, link-local, private, shared/CGNAT, unspecified, multicast
+//! and reserved, and the IPv4-mapped, -compatible and NAT64 IPv6 forms of them); if any is
+//! internal, nothing is sent and the plugin gets `denied`.
+//!
+//! An internal address is reachable only when the grant names that address itself, e.g.
+//! `http://127.0.0.1:8081`: an operator who writes an IP literal has chosen that machine.
+//! This needs no knowledge of the grant inside the resolver: a URL whose host is an IP
+//! literal is never resolved (the connector uses the literal), and it passed the origin
+//! check only because the grant names exactly that literal; a URL whose host is a name goes
+//! through [`CheckedResolver`], which allows public addresses only. The resolver is the
+//! shared client's only resolver and returns exactly the addresses it checked, and the
+//! connector connects to those without resolving again, so a name cannot be re-pointed
+//! between the check and the connection (DNS rebinding). Proxies from the environment are
+//! off, so no proxy resolves names on our behalf either.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::bindings::http::{HttpError, Method, Request, Response};
@@ -37,11 +60,13 @@ const FORBIDDEN_HEADERS: &[&str] = &[
 /// Default per-request timeout when the plugin gives none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The shared HTTP client: no redirects, no proxies from the environment, rustls.
+/// The shared HTTP client: no redirects, no proxies from the environment, rustls, and
+/// names resolved only to public addresses ([`CheckedResolver`]).
 pub fn client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
+        .dns_resolver(CheckedResolver)
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(concat!("hookhost/", env!("CARGO_PKG_VERSION")))
@@ -165,6 +190,12 @@ impl Host for AttemptState {
 
         match result {
             Ok(Ok(Ok(resp))) => Ok(resp),
+            Ok(Err(e)) if blocked_in(&e).is_some() => {
+                let msg = blocked_in(&e)
+                    .map(|b| b.refusal(&self.plugin.name, &url))
+                    .unwrap_or_default();
+                self.refuse(HttpError::Denied(msg))
+            }
             Ok(Ok(Err(_seen))) => self.refuse(HttpError::ResponseTooLarge(format!(
                 "response from {host_for_msg} is larger than {cap} bytes ([limits] max_response_bytes)"
             ))),
@@ -184,6 +215,147 @@ impl Host for AttemptState {
     }
 }
 
+/// Why a name was not resolved: it points at an internal address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{host} resolves to {addr}, {range}; a DNS name may not lead to an internal address")]
+pub struct BlockedAddress {
+    pub host: String,
+    pub addr: IpAddr,
+    /// Which internal range, in words (`"a loopback address (127.0.0.0/8)"`).
+    pub range: &'static str,
+}
+
+impl BlockedAddress {
+    /// The plugin-facing refusal: what was asked, where it points, and the grant that would
+    /// allow it on purpose.
+    fn refusal(&self, plugin: &str, url: &url::Url) -> String {
+        let origin = Origin::of_url(url).map(|o| o.to_string()).unwrap_or_default();
+        let literal = match self.addr {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        };
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        format!(
+            "plugin {plugin} asked for {origin}, but {} resolves to {}, {}; nothing was sent. \
+             A granted name may not lead to an internal address; if this service is meant to \
+             be reached, grant the address itself (\"{}://{literal}{port}\") in [plugins.{plugin}] allowed_hosts",
+            self.host,
+            self.addr,
+            self.range,
+            url.scheme()
+        )
+    }
+}
+
+/// The internal range `ip` is in, in words, or `None` for a public address.
+///
+/// IPv6 forms that carry an IPv4 address (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`,
+/// NAT64 `64:ff9b::a.b.c.d`) are judged by that IPv4 address, since that is where the
+/// packets end up.
+pub fn blocked_range(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => blocked_v4(v4),
+        IpAddr::V6(v6) => blocked_v6(v6),
+    }
+}
+
+fn blocked_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, ..] = ip.octets();
+    Some(match (a, b) {
+        (0, _) => "an unspecified address (0.0.0.0/8)",
+        (127, _) => "a loopback address (127.0.0.0/8)",
+        (10, _) => "a private address (10.0.0.0/8)",
+        (172, 16..=31) => "a private address (172.16.0.0/12)",
+        (192, 168) => "a private address (192.168.0.0/16)",
+        (169, 254) => "a link-local address (169.254.0.0/16, incl. the cloud metadata service 169.254.169.254)",
+        (100, 64..=127) => "a shared (carrier-grade NAT) address (100.64.0.0/10)",
+        (224..=239, _) => "a multicast address (224.0.0.0/4)",
+        (240..=255, _) => "a reserved or broadcast address (240.0.0.0/4)",
+        _ => return None,
+    })
+}
+
+fn blocked_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        return Some("an unspecified address (::)");
+    }
+    if ip.is_loopback() {
+        return Some("a loopback address (::1)");
+    }
+    let seg = ip.segments();
+    let embedded = |hi: [u16; 6]| -> Option<Ipv4Addr> {
+        (seg[..6] == hi).then(|| {
+            let [a, b] = seg[6].to_be_bytes();
+            let [c, d] = seg[7].to_be_bytes();
+            Ipv4Addr::new(a, b, c, d)
+        })
+    };
+    let carried = embedded([0, 0, 0, 0, 0, 0xffff]) // IPv4-mapped
+        .or_else(|| embedded([0, 0, 0, 0, 0, 0])) // IPv4-compatible (deprecated)
+        .or_else(|| embedded([0x64, 0xff9b, 0, 0, 0, 0])); // NAT64 well-known prefix
+    if let Some(v4) = carried {
+        return blocked_v4(v4);
+    }
+    Some(match seg[0] {
+        s if s & 0xffc0 == 0xfe80 => "a link-local address (fe80::/10)",
+        s if s & 0xffc0 == 0xfec0 => "a site-local address (fec0::/10)",
+        s if s & 0xfe00 == 0xfc00 => "a unique local (private) address (fc00::/7)",
+        s if s & 0xff00 == 0xff00 => "a multicast address (ff00::/8)",
+        _ => return None,
+    })
+}
+
+/// The shared client's resolver: the system resolver, then [`blocked_range`] on every
+/// address. Only names reach it (IP literals are connected to as written).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckedResolver;
+
+impl CheckedResolver {
+    /// Resolves `host` and returns its addresses if none is internal.
+    ///
+    /// # Errors
+    /// The name does not resolve, or resolves to an internal address ([`BlockedAddress`]).
+    pub async fn lookup(host: &str) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+        if addrs.is_empty() {
+            return Err(format!("{host} resolves to no address").into());
+        }
+        if let Some((addr, range)) = addrs
+            .iter()
+            .find_map(|a| blocked_range(a.ip()).map(|r| (a.ip(), r)))
+        {
+            return Err(Box::new(BlockedAddress {
+                host: host.to_owned(),
+                addr,
+                range,
+            }));
+        }
+        Ok(addrs)
+    }
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs = Self::lookup(&host).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The [`BlockedAddress`] somewhere in a request error's causes, if that is why it failed.
+fn blocked_in(e: &reqwest::Error) -> Option<&BlockedAddress> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if let Some(b) = err.downcast_ref::<BlockedAddress>() {
+            return Some(b);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// The error and its causes on one line (reqwest's top-level message alone is vague).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -194,4 +366,50 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(ip: &str) -> Option<&'static str> {
+        blocked_range(ip.parse().unwrap())
+    }
+
+    #[test]
+    fn internal_ranges_are_blocked_in_every_spelling() {
+        for ip in [
+            "127.0.0.1", "127.255.0.9", "0.0.0.0", "10.1.2.3", "172.16.0.1", "172.31.255.255",
+            "192.168.1.1", "169.254.169.254", "169.254.0.1", "100.64.0.1", "100.127.255.254",
+            "224.0.0.1", "255.255.255.255", "::", "::1", "fe80::1", "febf::1", "fc00::1",
+            "fd12:3456::1", "fec0::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
+            "::ffff:10.0.0.1", "::127.0.0.1", "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(range(ip).is_some(), "{ip} must be blocked");
+        }
+        assert!(range("169.254.169.254").unwrap().contains("metadata"));
+        assert!(range("::ffff:127.0.0.1").unwrap().contains("loopback"));
+    }
+
+    #[test]
+    fn public_addresses_pass() {
+        for ip in [
+            "8.8.8.8", "1.1.1.1", "172.15.255.255", "172.32.0.1", "192.169.0.1", "100.63.255.255",
+            "100.128.0.1", "169.253.1.1", "20.190.160.1", "2001:4860:4860::8888",
+            "2603:1030::1", "::ffff:8.8.8.8", "64:ff9b::808:808",
+        ] {
+            assert_eq!(range(ip), None, "{ip} must be allowed");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_for_loopback_is_refused_by_the_resolver() {
+        let err = CheckedResolver::lookup("localhost").await.unwrap_err();
+        let blocked = err.downcast_ref::<BlockedAddress>().expect("a BlockedAddress");
+        assert!(blocked.range.contains("loopback"), "{blocked}");
+        let url = url::Url::parse("http://localhost:8081/x").unwrap();
+        let msg = blocked.refusal("demo", &url);
+        assert!(msg.contains("http://localhost:8081") && msg.contains("[plugins.demo] allowed_hosts"), "{msg}");
+        assert!(msg.contains("\"http://127.0.0.1:8081\"") || msg.contains("\"http://[::1]:8081\""), "{msg}");
+    }
 }

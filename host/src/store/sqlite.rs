@@ -226,33 +226,28 @@ impl Store for SqliteStore {
 impl KvBackend for SqliteStore {
     fn get(&self, plugin: &str, key: &str) -> Result<Option<String>, String> {
         let conn = self.conn().map_err(|e| e.to_string())?;
-        conn.query_row(
-            "SELECT value FROM plugin_kv WHERE plugin = ?1 AND key = ?2",
-            params![plugin, key],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| format!("kv get failed: {e}"))
+        // Cached statements: KV calls are the hot path of a plugin attempt.
+        conn.prepare_cached("SELECT value FROM plugin_kv WHERE plugin = ?1 AND key = ?2")
+            .and_then(|mut st| st.query_row(params![plugin, key], |r| r.get(0)).optional())
+            .map_err(|e| format!("kv get failed: {e}"))
     }
 
     fn set(&self, plugin: &str, key: &str, value: &str) -> Result<(), String> {
         let conn = self.conn().map_err(|e| e.to_string())?;
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO plugin_kv (plugin, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            params![plugin, key, value, now()],
         )
+        .and_then(|mut st| st.execute(params![plugin, key, value, now()]))
         .map(|_| ())
         .map_err(|e| format!("kv set failed: {e}"))
     }
 
     fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
         let conn = self.conn().map_err(|e| e.to_string())?;
-        conn.execute(
-            "DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2",
-            params![plugin, key],
-        )
-        .map(|_| ())
+        conn.prepare_cached("DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2")
+            .and_then(|mut st| st.execute(params![plugin, key]))
+            .map(|_| ())
         .map_err(|e| format!("kv delete failed: {e}"))
     }
 }

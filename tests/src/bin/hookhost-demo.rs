@@ -1,11 +1,14 @@
 //! `make demo`: the main job end to end on the embedded defaults, for someone with no Okta
 //! or Azure tenant.
 //!
-//! Starts the Microsoft Graph emulator (in this process) and the real `hookhost serve`
-//! (SQLite store in `./demo`), performs Okta's verification handshake, posts real-format
-//! deliveries (three users added to `O365Guest`, the same delivery again, a user added to
-//! another group, a user removed, and a throttling burst from Graph), waits until the queue
-//! is idle, prints what happened, and exits 0 only if the outcome is right.
+//! Starts the Microsoft Graph emulator, a Slack incoming webhook and a Splunk HTTP Event
+//! Collector stand-in (in this process) and the real `hookhost serve` (SQLite store in
+//! `./demo`) with three plugins: graph-guest (Rust), chat-notify (Rust) and siem-forward
+//! (Python). Performs Okta's verification handshake, posts real-format deliveries (three
+//! users added to `O365Guest`, the same delivery again, a user added to another group, a
+//! user removed, and a throttling burst from Graph), waits until the queue is idle, prints
+//! what happened — for one event, the guest, the chat message and the audit record, each
+//! from its own delivery — and exits 0 only if the outcome is right.
 //! With `KEEP=1` the service stays up until Ctrl-C.
 
 use std::path::{Path, PathBuf};
@@ -14,11 +17,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hookhost_tests::okta::{delivery, group_membership_event, timestamp, Membership};
-use hookhost_tests::{Fault, GraphEmulator, TenantConfig};
+use hookhost_tests::{Fault, GraphEmulator, TenantConfig, WebhookKind, WebhookReceiver};
 use serde_json::Value;
 
 const OKTA_SECRET: &str = "Basic ZGVtbzpkZW1vLXNlY3JldA==";
 const ADMIN_TOKEN: &str = "demo-admin-token";
+const HEC_TOKEN: &str = "d3m0-hec-70ken";
+const PLUGINS: [&str; 3] = ["graph-guest", "chat-notify", "siem-forward"];
 
 struct Service(Child);
 
@@ -48,21 +53,32 @@ async fn main() -> anyhow::Result<()> {
     let root = root();
     let bin = root.join("target/release/hookhost");
     let bundle = root.join("dist/plugins");
-    if !bin.exists() || !bundle.join("graph-guest.wasm").exists() {
-        bail!("run `make build` first (needs target/release/hookhost and dist/plugins/graph-guest.*)");
+    if !bin.exists() || PLUGINS.iter().any(|p| !bundle.join(format!("{p}.wasm")).exists()) {
+        bail!("run `make build` first (needs target/release/hookhost and dist/plugins/{{graph-guest,chat-notify,siem-forward}}.*)");
     }
     let dir = root.join("demo");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("plugins.d"))?;
-    for f in ["graph-guest.wasm", "graph-guest.toml"] {
-        std::fs::copy(bundle.join(f), dir.join("plugins.d").join(f))?;
+    for p in PLUGINS {
+        for ext in ["wasm", "toml"] {
+            let f = format!("{p}.{ext}");
+            std::fs::copy(bundle.join(&f), dir.join("plugins.d").join(&f))?;
+        }
     }
+    // Outside ./demo so it survives the next run: a warm cache skips compiling the Python
+    // plugin (seconds) at start.
+    let cache_dir = root.join("target/demo-artifact-cache");
+    let cache_was_warm = cache_dir.exists();
 
     println!("== Starting the Microsoft Graph emulator (tenant contoso.onmicrosoft.com)");
     let graph = GraphEmulator::start(TenantConfig::default()).await?;
     let base = graph.base_url();
     let member = graph.seed_member("it.admin@contoso.com", "IT Admin");
     println!("   {base}  (seeded Member it.admin@contoso.com, {member})");
+    let slack = WebhookReceiver::start(WebhookKind::Slack).await?;
+    println!("== Slack incoming webhook stand-in at {}", slack.base_url());
+    let hec = WebhookReceiver::start(WebhookKind::SplunkHec { token: HEC_TOKEN.into() }).await?;
+    println!("== Splunk HTTP Event Collector stand-in at {}", hec.base_url());
 
     let port = free_port()?;
     let cfg = TenantConfig::default();
@@ -79,6 +95,7 @@ url = "sqlite://demo.db"
 initial_backoff_ms = 200
 [plugins]
 dir = "plugins.d"
+cache_dir = "{cache}"
 [admin]
 token = {{ value = "{ADMIN_TOKEN}" }}
 [plugins.graph-guest]
@@ -87,11 +104,28 @@ allowed_hosts = ["{base}"]
 graph_url = "{base}"
 login_url = "{base}"
 [plugins.graph-guest.secrets]
-tenant_id = {{ value = "{}" }}
-client_id = {{ value = "{}" }}
-client_secret = {{ value = "{}" }}
+tenant_id = {{ value = "{tenant}" }}
+client_id = {{ value = "{client}" }}
+client_secret = {{ value = "{client_secret}" }}
+[plugins.chat-notify]
+allowed_hosts = ["{slack_origin}"]
+[plugins.chat-notify.secrets]
+webhook_url = {{ value = "{slack_url}" }}
+[plugins.siem-forward]
+allowed_hosts = ["{hec_origin}"]
+[plugins.siem-forward.config]
+hec_url = "{hec_origin}"
+index = "okta"
+[plugins.siem-forward.secrets]
+hec_token = {{ value = "{HEC_TOKEN}" }}
 "#,
-            cfg.tenant_id, cfg.client_id, cfg.client_secret
+            cache = cache_dir.display(),
+            tenant = cfg.tenant_id,
+            client = cfg.client_id,
+            client_secret = cfg.client_secret,
+            slack_origin = slack.base_url(),
+            slack_url = slack.url(),
+            hec_origin = hec.base_url(),
         ),
     )?;
 
@@ -114,12 +148,32 @@ client_secret = {{ value = "{}" }}
                 break;
             }
         }
-        if started.elapsed() > Duration::from_secs(30) {
+        if started.elapsed() > Duration::from_secs(120) {
             bail!("hookhost did not become healthy; see demo/hookhost.log");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("   ready in {} ms at {url}", started.elapsed().as_millis());
+    println!(
+        "   ready in {} ms at {url} ({})",
+        started.elapsed().as_millis(),
+        if cache_was_warm {
+            "warm artifact cache: the plugins were loaded precompiled"
+        } else {
+            "cold artifact cache: the plugins, the Python one above all, were compiled first"
+        }
+    );
+    let plugins = json(http.get(format!("{url}/api/plugins")).bearer_auth(ADMIN_TOKEN).send().await?).await?;
+    println!("== Plugins and their routes (GET /api/plugins)");
+    for p in plugins["plugins"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "   {:<13} {:<7} event_types {}  groups {}  supersede {}",
+            p["name"].as_str().unwrap_or(""),
+            p["version"].as_str().unwrap_or(""),
+            p["event_types"],
+            if p["groups"].is_null() { "(any)".to_string() } else { p["groups"].to_string() },
+            p["supersede"]
+        );
+    }
 
     println!("== Okta verification handshake");
     let v = json(
@@ -165,7 +219,7 @@ client_secret = {{ value = "{}" }}
     println!("== POST: alice, bob, carol added to O365Guest → {}", post(delivery(adds.clone())).await?);
     println!("== POST: the same events again (Okta's retry) → {}", post(delivery(adds.clone())).await?);
     let other = group_membership_event(Membership::Add, "00udemo4", "dave@fabrikam.example", "Dave Diaz", "00gENG", "Engineering", &timestamp(-50_000));
-    println!("== POST: dave added to Engineering (no plugin subscribed) → {}", post(delivery(vec![other.clone()])).await?);
+    println!("== POST: dave added to Engineering (only siem-forward subscribes to every group) → {}", post(delivery(vec![other.clone()])).await?);
     let removal = group_membership_event(Membership::Remove, "00udemo2", "bob@fabrikam.example", "Bob Brown", "00gO365", "O365Guest", &timestamp(-40_000));
     println!("== POST: bob removed from O365Guest → {}", post(delivery(vec![removal.clone()])).await?);
     let bad = http.post(format!("{url}/hooks/okta")).header("authorization", "Basic wrong").body("{}").send().await?;
@@ -198,21 +252,22 @@ client_secret = {{ value = "{}" }}
     };
 
     println!();
-    println!("{:<38} {:<30} {:<24} {:<12} {:<6} {:>8}", "event", "type", "user", "group", "status", "attempts");
+    println!("{:<38} {:<30} {:<24} {:<12} {:<13} {:<6} {:>8}", "event", "type", "user", "group", "plugin", "status", "attempts");
     for (e, v) in all.iter().zip(&views) {
         let user = e["target"].as_array().and_then(|t| t.iter().find(|x| x["type"] == "User")).map(|u| u["alternateId"].as_str().unwrap_or("")).unwrap_or("");
         let group = e["target"].as_array().and_then(|t| t.iter().find(|x| x["type"] == "UserGroup")).map(|g| g["displayName"].as_str().unwrap_or("")).unwrap_or("");
         let ds = v["deliveries"].as_array().cloned().unwrap_or_default();
         if ds.is_empty() {
-            println!("{:<38} {:<30} {:<24} {:<12} {:<6} {:>8}", v["id"].as_str().unwrap_or(""), v["event_type"].as_str().unwrap_or(""), user, group, "(none)", "-");
+            println!("{:<38} {:<30} {:<24} {:<12} {:<13} {:<6} {:>8}", v["id"].as_str().unwrap_or(""), v["event_type"].as_str().unwrap_or(""), user, group, "(none)", "-", "-");
         }
         for d in ds {
             println!(
-                "{:<38} {:<30} {:<24} {:<12} {:<6} {:>8}",
+                "{:<38} {:<30} {:<24} {:<12} {:<13} {:<6} {:>8}",
                 v["id"].as_str().unwrap_or(""),
                 v["event_type"].as_str().unwrap_or(""),
                 user,
                 group,
+                d["plugin"].as_str().unwrap_or(""),
                 d["status"].as_str().unwrap_or(""),
                 d["attempts"]
             );
@@ -227,6 +282,44 @@ client_secret = {{ value = "{}" }}
     }
     let throttled = graph.journal().iter().filter(|j| j.status == 429).count();
     println!("Graph answered 429 to {throttled} request(s); each was retried after Retry-After.");
+
+    let messages = slack.messages();
+    println!();
+    println!("Slack messages (chat-notify):");
+    for m in &messages {
+        println!("  {m}");
+    }
+    let records: Vec<Value> = hec.messages().iter().filter_map(|r| serde_json::from_str(r).ok()).collect();
+    println!("Splunk HEC records (siem-forward), {} in all:", records.len());
+    for r in &records {
+        println!(
+            "  index={} sourcetype={} {} {} → {}",
+            r["index"].as_str().unwrap_or("-"),
+            r["sourcetype"].as_str().unwrap_or("-"),
+            r["event"]["eventType"].as_str().unwrap_or(""),
+            r["event"]["targets"][0]["alternateId"].as_str().unwrap_or(""),
+            r["event"]["targets"][1]["displayName"].as_str().unwrap_or("")
+        );
+    }
+
+    // One event, three plugins, three deliveries.
+    let alice = &adds[0];
+    let alice_uuid = alice["uuid"].as_str().unwrap_or_default();
+    println!();
+    println!("One event, fanned out: alice added to O365Guest ({alice_uuid})");
+    for d in views[0]["deliveries"].as_array().cloned().unwrap_or_default() {
+        println!("  delivery {} → {} {} after {} attempt(s)", d["id"].as_str().unwrap_or(""), d["plugin"].as_str().unwrap_or(""), d["status"].as_str().unwrap_or(""), d["attempts"]);
+    }
+    if let Some(u) = graph.users().into_iter().find(|u| u.mail.as_deref() == Some("alice@fabrikam.example")) {
+        println!("  graph-guest  → Entra guest {} {} ({})", u.user_type, u.user_principal_name, u.id);
+    }
+    if let Some(m) = messages.iter().find(|m| m.contains("alice@fabrikam.example")) {
+        println!("  chat-notify  → Slack: {m}");
+    }
+    let alice_record = records.iter().find(|r| r["event"]["uuid"] == alice["uuid"]);
+    if let Some(r) = alice_record {
+        println!("  siem-forward → HEC (Authorization: Splunk …): {r}");
+    }
 
     let mut problems = Vec::new();
     let mut expected = vec!["alice@fabrikam.example".to_string(), "carol@fabrikam.example".to_string()];
@@ -243,8 +336,31 @@ client_secret = {{ value = "{}" }}
             }
         }
     }
-    if views[3]["deliveries"].as_array().is_some_and(|d| !d.is_empty()) {
-        problems.push("the Engineering event got a delivery".into());
+    let engineering: Vec<&str> = views[3]["deliveries"]
+        .as_array()
+        .map(|ds| ds.iter().filter_map(|d| d["plugin"].as_str()).collect())
+        .unwrap_or_default();
+    if engineering != ["siem-forward"] {
+        problems.push(format!("the Engineering event reached {engineering:?}, expected only siem-forward"));
+    }
+    for v in views.iter().take(3) {
+        if v["deliveries"].as_array().map_or(0, Vec::len) != 3 {
+            problems.push(format!("event {} has not one delivery per plugin: {}", v["id"], v["deliveries"]));
+        }
+    }
+    let expected_messages = [
+        "Guest access granted: Alice Adams <alice@fabrikam.example> joined O365Guest",
+        "Guest access granted: Bob Brown <bob@fabrikam.example> joined O365Guest",
+        "Guest access granted: Carol Chen <carol@fabrikam.example> joined O365Guest",
+        "Guest access removed: Bob Brown <bob@fabrikam.example> left O365Guest",
+    ];
+    let mut got_messages = messages.clone();
+    got_messages.sort();
+    if got_messages != expected_messages {
+        problems.push(format!("Slack got {got_messages:?}, expected {expected_messages:?}"));
+    }
+    if records.len() != 5 || alice_record.is_none() {
+        problems.push(format!("HEC got {} records, expected 5 (one per event, alice's among them)", records.len()));
     }
     if throttled == 0 {
         problems.push("the throttling burst was not exercised".into());
@@ -256,7 +372,7 @@ client_secret = {{ value = "{}" }}
         bail!("the demo outcome is wrong; see demo/hookhost.log");
     }
     println!();
-    println!("OK: 2 guests invited, bob's guest removed, duplicate stored once, Engineering ignored, throttling retried.");
+    println!("OK: 2 guests invited, bob's guest removed, 4 Slack messages, 5 HEC records, duplicate stored once, Engineering only audited, throttling retried.");
     println!("Admin API: curl -H 'Authorization: Bearer {ADMIN_TOKEN}' {url}/api/plugins");
     if std::env::var("KEEP").is_ok_and(|v| v == "1") {
         println!("KEEP=1: service left running at {url}; Ctrl-C to stop.");

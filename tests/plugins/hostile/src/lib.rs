@@ -1,7 +1,9 @@
 //! A deliberately badly-behaved plugin. Its `mode` config key picks the misbehaviour, so
 //! one component covers every case the sandbox must contain:
 //! `loop`, `memory`, `ungranted-origin`, `ungranted-secret`, `panic`, `log-flood`,
-//! `huge-response`, `http-budget`, `stack-overflow`, and `ok` (behaves).
+//! `huge-response`, `http-budget`, `stack-overflow`, `host-header` (a granted URL with its
+//! `Host` header set to config `host_header`, to reach another virtual host), and `ok`
+//! (behaves).
 
 wit_bindgen::generate!({ world: "plugin", path: "../../../wit" });
 
@@ -63,6 +65,22 @@ impl Guest for Hostile {
                 }),
                 Err(e) => Err(Failure::Permanent(describe(&e))),
             },
+            "host-header" => {
+                let host = config::get("host_header").unwrap_or_else(|| "internal.example".into());
+                let sent = http::send(&http::Request {
+                    method: http::Method::Get,
+                    url: url.clone(),
+                    headers: vec![("Host".to_string(), host)],
+                    body: None,
+                    timeout_ms: None,
+                });
+                match sent {
+                    Ok(r) => Ok(Outcome {
+                        summary: format!("got {} with {} bytes", r.status, r.body.len()),
+                    }),
+                    Err(e) => Err(Failure::Permanent(describe(&e))),
+                }
+            }
             "http-budget" => {
                 for i in 0..10_000 {
                     if let Err(e) = get(&url) {

@@ -1,0 +1,305 @@
+//! Fan-out through the real `hookhost serve`: one Okta event becomes one delivery per
+//! subscribed plugin — a guest in the Graph emulator (graph-guest, Rust), a Slack message
+//! (chat-notify, Rust) and a Splunk HEC record (siem-forward, Python) — each with its own
+//! attempts and history; an event for another group reaches only the plugins subscribed to
+//! it; and a plugin throttled for minutes holds up nobody else.
+//!
+//! The three plugins are the shipped bundles (`make dist`). The compiled-artifact cache is
+//! shared by these tests (`target/test-artifact-cache`), so the Python component (18 MB,
+//! seconds to compile) is compiled once per host build, not once per test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hookhost_tests::okta::{delivery, group_membership_event, timestamp, Membership};
+use hookhost_tests::{GraphEmulator, TenantConfig, WebhookKind, WebhookReceiver};
+use serde_json::Value;
+
+use crate::support::{hookhost_bin, workspace};
+
+const SECRET: &str = "Basic ZmFuOm91dA==";
+const ADMIN: &str = "fan-out-admin";
+const HEC_TOKEN: &str = "4a1c3e2f-0b6d-4e8a-9f10-2c3d4e5f6a7b";
+
+struct Serve {
+    child: Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    async fn get(&self, path: &str) -> Value {
+        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(ADMIN).send().await.unwrap();
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+    }
+
+    async fn post(&self, events: Vec<Value>) -> u16 {
+        self.http
+            .post(format!("{}/hooks/okta", self.url))
+            .header("authorization", SECRET)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&delivery(events)).unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// The event's deliveries, by plugin name.
+    async fn deliveries(&self, event: &Value) -> Vec<(String, Value)> {
+        let view = self.get(&format!("/api/events/{}", event["uuid"].as_str().unwrap())).await;
+        let mut ds: Vec<(String, Value)> = view["deliveries"]
+            .as_array()
+            .unwrap_or(&vec![])
+            .iter()
+            .map(|d| (d["plugin"].as_str().unwrap_or_default().to_owned(), d.clone()))
+            .collect();
+        ds.sort_by(|a, b| a.0.cmp(&b.0));
+        ds
+    }
+
+    /// Polls until `done(deliveries of each event)` holds, for at most `within`.
+    async fn wait_for(&self, events: &[Value], within: Duration, what: &str, done: impl Fn(&[(String, Value)]) -> bool) {
+        let t = Instant::now();
+        loop {
+            let mut all = Vec::new();
+            for e in events {
+                all.push(self.deliveries(e).await);
+            }
+            if all.iter().all(|ds| done(ds)) {
+                return;
+            }
+            assert!(t.elapsed() < within, "{what} did not happen within {within:?}: {all:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn dist(file: &str) -> PathBuf {
+    let p = workspace().join("dist/plugins").join(file);
+    assert!(p.exists(), "{} is missing: run `make dist` (make test does)", p.display());
+    p
+}
+
+struct World {
+    graph: GraphEmulator,
+    slack: WebhookReceiver,
+    hec: WebhookReceiver,
+}
+
+async fn world() -> World {
+    World {
+        graph: GraphEmulator::start(TenantConfig::default()).await.unwrap(),
+        slack: WebhookReceiver::start(WebhookKind::Slack).await.unwrap(),
+        hec: WebhookReceiver::start(WebhookKind::SplunkHec { token: HEC_TOKEN.into() }).await.unwrap(),
+    }
+}
+
+/// A service with graph-guest, chat-notify and siem-forward pointed at `w`; `chat` adds
+/// lines to the operator's `[plugins.chat-notify]` table.
+async fn start(dir: &Path, w: &World, chat: &str) -> Serve {
+    let plugins = dir.join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for name in ["graph-guest", "chat-notify", "siem-forward"] {
+        for ext in ["wasm", "toml"] {
+            std::fs::copy(dist(&format!("{name}.{ext}")), plugins.join(format!("{name}.{ext}"))).unwrap();
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cache = workspace().join("target/test-artifact-cache");
+    let (graph, cfg) = (w.graph.base_url(), w.graph.config());
+    std::fs::write(
+        dir.join("host.toml"),
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+[okta]
+auth_secret = {{ value = "{SECRET}" }}
+[store]
+url = "sqlite://state/hookhost.db"
+[dispatch]
+lease_secs = 5
+[dispatch.retry]
+initial_backoff_ms = 100
+[plugins]
+dir = "plugins.d"
+cache_dir = "{cache}"
+[admin]
+token = {{ value = "{ADMIN}" }}
+[plugins.graph-guest]
+allowed_hosts = ["{graph}"]
+[plugins.graph-guest.config]
+graph_url = "{graph}"
+login_url = "{graph}"
+[plugins.graph-guest.secrets]
+tenant_id = {{ value = "{tenant}" }}
+client_id = {{ value = "{client}" }}
+client_secret = {{ value = "{client_secret}" }}
+[plugins.chat-notify]
+allowed_hosts = ["{slack}"]
+{chat}
+[plugins.chat-notify.secrets]
+webhook_url = {{ value = "{slack_url}" }}
+[plugins.siem-forward]
+allowed_hosts = ["{hec}"]
+[plugins.siem-forward.config]
+hec_url = "{hec}"
+index = "okta"
+[plugins.siem-forward.secrets]
+hec_token = {{ value = "{HEC_TOKEN}" }}
+"#,
+            cache = cache.display(),
+            tenant = cfg.tenant_id,
+            client = cfg.client_id,
+            client_secret = cfg.client_secret,
+            slack = w.slack.base_url(),
+            slack_url = w.slack.url(),
+            hec = w.hec.base_url(),
+        ),
+    )
+    .unwrap();
+    // One start at a time: the first (on a cold cache) compiles the Python component, and
+    // the next starts from the artifact cache instead of compiling it again alongside.
+    static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = STARTING.lock().await;
+    let child = Command::new(hookhost_bin())
+        .args(["serve", "--config"])
+        .arg(dir.join("host.toml"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let serve = Serve { child, url: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+    let t = Instant::now();
+    // Bundles load before the listener opens; a cold cache compiles the Python component.
+    while !serve.http.get(format!("{}/healthz", serve.url)).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "serve did not become healthy: {}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serve
+}
+
+fn added(user: &str, login: &str, name: &str, group_id: &str, group: &str, offset_ms: i64) -> Value {
+    group_membership_event(Membership::Add, user, login, name, group_id, group, &timestamp(offset_ms))
+}
+
+fn plugin_names(ds: &[(String, Value)]) -> Vec<&str> {
+    ds.iter().map(|(p, _)| p.as_str()).collect()
+}
+
+fn all_done(ds: &[(String, Value)]) -> bool {
+    !ds.is_empty() && ds.iter().all(|(_, d)| d["status"] == "done")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_fans_out_to_a_guest_a_chat_message_and_an_audit_record() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = start(dir.path(), &w, "").await;
+
+    let jane = added("00ujane", "jane@example.net", "Jane Doe", "00gO365", "O365Guest", -2_000);
+    let bob = added("00ubob", "bob@example.net", "Bob Brown", "00gENG", "Engineering", -1_000);
+    assert_eq!(serve.post(vec![jane.clone(), bob.clone()]).await, 200);
+    serve.wait_for(&[jane.clone(), bob.clone()], Duration::from_secs(60), "all deliveries done", all_done).await;
+
+    // One delivery per subscribed plugin, each its own row with its own history.
+    let ds = serve.deliveries(&jane).await;
+    assert_eq!(plugin_names(&ds), ["chat-notify", "graph-guest", "siem-forward"], "{ds:?}");
+    let mut components = std::collections::BTreeSet::new();
+    for (plugin, d) in &ds {
+        assert_eq!(d["attempts"], 1, "{plugin}: {d}");
+        let history = serve.get(&format!("/api/deliveries/{}/attempts", d["id"].as_str().unwrap())).await;
+        let attempts = history["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{plugin}: {history}");
+        assert_eq!(attempts[0]["delivery_id"], d["id"], "{plugin}: {history}");
+        assert_eq!(attempts[0]["result"], "done", "{plugin}: {history}");
+        components.insert(attempts[0]["plugin_sha256"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(components.len(), 3, "each delivery ran its own plugin");
+
+    // graph-guest: the guest.
+    let guests: Vec<String> = w.graph.users().into_iter().filter(|u| u.user_type == "Guest").filter_map(|u| u.mail).collect();
+    assert_eq!(guests, ["jane@example.net"]);
+
+    // chat-notify: one Slack message, for jane only (it subscribes to O365Guest).
+    assert_eq!(w.slack.messages(), ["Guest access granted: Jane Doe <jane@example.net> joined O365Guest"]);
+    let slack_post = &w.slack.accepted()[0];
+    assert_eq!(slack_post.header("content-type"), Some("application/json"));
+
+    // siem-forward: one HEC record per event, any group, in HEC's envelope with the token.
+    let records: Vec<Value> = w.hec.accepted().iter().map(|p| {
+        assert_eq!(p.path, "/services/collector/event");
+        assert_eq!(p.header("authorization"), Some(format!("Splunk {HEC_TOKEN}").as_str()));
+        p.json()
+    }).collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let jane_record = records.iter().find(|r| r["event"]["uuid"] == jane["uuid"]).expect("jane's record");
+    assert_eq!(jane_record["sourcetype"], "okta:hookhost");
+    assert_eq!(jane_record["index"], "okta");
+    assert!(jane_record["time"].as_f64().is_some(), "{jane_record}");
+    assert_eq!(jane_record["event"]["eventType"], "group.user_membership.add");
+    assert_eq!(jane_record["event"]["targets"][0]["alternateId"], "jane@example.net");
+    assert_eq!(jane_record["event"]["targets"][1]["displayName"], "O365Guest");
+
+    // bob's Engineering event reached only the plugin subscribed to every group.
+    let ds = serve.deliveries(&bob).await;
+    assert_eq!(plugin_names(&ds), ["siem-forward"], "{ds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_throttled_for_minutes_does_not_delay_the_others() {
+    let w = world().await;
+    // Slack answers every post 429 with Retry-After: 300 (five minutes).
+    w.slack.throttle(usize::MAX, "300");
+    let dir = tempfile::tempdir().unwrap();
+    // The operator routes chat-notify by group id instead of the manifest's display name.
+    let serve = start(dir.path(), &w, "groups = [\"00gO365\"]").await;
+
+    let plugins = serve.get("/api/plugins").await;
+    let chat = plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "chat-notify").unwrap().clone();
+    assert_eq!(chat["groups"], serde_json::json!(["00gO365"]), "{chat}");
+    assert_eq!(chat["event_types"], serde_json::json!(["group.user_membership.add", "group.user_membership.remove"]));
+    assert_eq!(chat["supersede"], false);
+
+    let events: Vec<Value> = (0..3)
+        .map(|n| added(&format!("00uthr{n}"), &format!("user{n}@example.net"), &format!("User {n}"), "00gO365", "O365Guest", -3_000 + n))
+        .collect();
+    assert_eq!(serve.post(events.clone()).await, 200);
+
+    // graph-guest and siem-forward finish while every chat-notify delivery waits its five minutes.
+    serve
+        .wait_for(&events, Duration::from_secs(60), "graph-guest and siem-forward done, chat-notify retrying", |ds| {
+            ds.len() == 3
+                && ds.iter().all(|(p, d)| match p.as_str() {
+                    "chat-notify" => d["status"] == "retrying",
+                    _ => d["status"] == "done",
+                })
+        })
+        .await;
+    let now = chrono::Utc::now();
+    for e in &events {
+        let ds = serve.deliveries(e).await;
+        let (_, chat) = ds.iter().find(|(p, _)| p == "chat-notify").unwrap();
+        assert_eq!(chat["attempts"], 1, "{chat}");
+        let next: chrono::DateTime<chrono::Utc> = chat["next_attempt_at"].as_str().unwrap().parse().unwrap();
+        assert!(next - now > chrono::TimeDelta::seconds(250), "Retry-After: 300 not honoured: {chat}");
+        assert!(chat["last_error"].as_str().unwrap().contains("429"), "{chat}");
+    }
+    assert_eq!(w.graph.users().into_iter().filter(|u| u.user_type == "Guest").count(), 3);
+    assert_eq!(w.hec.accepted().len(), 3);
+    assert_eq!(w.slack.accepted().len(), 0);
+    assert_eq!(w.slack.posts().len(), 3, "each throttled delivery tried once, none again early");
+}
