@@ -37,14 +37,23 @@ pub fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     bail!("store.url {:?}: only sqlite:// is supported by this build", url.split('@').next_back().unwrap_or(""))
 }
 
-/// This process's identity in a shared store and in metrics: `<hostname>-<pid>`.
-pub fn host_id() -> String {
+/// This process's identity in the store's claims and in metrics.
+///
+/// With the embedded SQLite store there is one host per database, so the id is the stable
+/// `<hostname>`: a restart after a crash recognises the claims it left and takes them back at
+/// once, instead of waiting for their leases. With a shared store each process is
+/// `<hostname>-<pid>`, so hosts never mistake each other's claims for their own.
+pub fn host_id(store_url: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "host".into());
-    format!("{host}-{}", std::process::id())
+    if store_url.starts_with("sqlite://") {
+        host
+    } else {
+        format!("{host}-{}", std::process::id())
+    }
 }
 
 /// The router of a running service: Okta endpoint and admin API.
@@ -84,7 +93,7 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let registry = start_registry(&config, runtime.clone(), plugins.clone(), metrics.clone()).await?;
 
-    let host_id = host_id();
+    let host_id = host_id(&config.store.url);
     let dispatcher = Dispatcher::start(DispatchDeps {
         store: store.clone(),
         plugins: plugins.clone(),

@@ -188,7 +188,7 @@ fn durable_app(store: Arc<dyn Store>, runtime: &Arc<Runtime>, plugin_dir: &std::
             plugins,
             metrics,
             admin_token: None,
-            host_id: hookhost::server::host_id(),
+            host_id: hookhost::server::host_id("sqlite://bench"),
             on_replay: wake,
             registry: Some(registry),
         },
