@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hookhost::config::PluginOverride;
 use hookhost::okta::Event;
 use hookhost::registry::{self, PluginBundle, PluginSpec};
-use hookhost::runtime::{EngineOptions, LoadedPlugin, PluginIdentity, Runtime};
+use hookhost::runtime::{EngineOptions, LoadedPlugin, Runtime};
 use hookhost_tests::graph_emulator::JournalEntry;
 use hookhost_tests::okta::{delivery, group_membership_event, timestamp, Membership};
 use hookhost_tests::GraphEmulator;
@@ -83,20 +83,8 @@ pub fn runtime() -> Arc<Runtime> {
 /// Loads a bundle with operator overrides, as the host does.
 pub fn load(runtime: &Runtime, manifest: &Path, over: Option<&PluginOverride>) -> (PluginSpec, LoadedPlugin) {
     let bundle = PluginBundle::load(manifest).expect("bundle");
-    let spec = registry::effective(&bundle, over).expect("effective spec");
-    let component = runtime.compile(&bundle.wasm).expect("compile");
-    let loaded = runtime
-        .load(
-            &component,
-            PluginIdentity {
-                name: spec.name.clone(),
-                version: spec.version.clone(),
-                sha256: spec.sha256.clone(),
-            },
-            spec.grant.clone(),
-            spec.limits.clone(),
-        )
-        .expect("load");
+    let active = registry::activate(runtime, &bundle, over).expect("activate");
+    let (spec, loaded) = (active.spec, active.loaded);
     (spec, loaded)
 }
 
