@@ -345,7 +345,7 @@ fn serve(config: &Path) -> anyhow::Result<ExitCode> {
 
 fn open_store(config: &Path) -> anyhow::Result<Arc<dyn crate::store::Store>> {
     let config = HostConfig::load(config)?;
-    crate::server::open_store(&config.store.url)
+    crate::server::open_store(&config.store)
 }
 
 fn events_list(config: &Path, status: Option<&str>, limit: usize) -> anyhow::Result<ExitCode> {

@@ -100,12 +100,15 @@ impl Default for OktaConfig {
 pub struct StoreConfig {
     /// `sqlite://PATH` (relative to the config file) or `postgres://…`.
     pub url: String,
+    /// The PostgreSQL password, kept out of the URL (any secret source). Ignored by SQLite.
+    pub password: Option<SecretSource>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "sqlite://hookhost.db".into(),
+            password: None,
         }
     }
 }
@@ -296,8 +299,13 @@ impl HostConfig {
         }
         validate_retry(&raw.dispatch.retry, "dispatch.retry").map_err(err)?;
 
+        let mut password = raw.store.password;
+        if let Some(s) = password.as_mut() {
+            s.resolve_paths(base);
+        }
         let store = StoreConfig {
             url: resolve_store_url(&raw.store.url, base).map_err(err)?,
+            password,
         };
         let plugins = parse_plugins(raw.plugins, base).map_err(err)?;
         Ok(HostConfig {

@@ -22,19 +22,31 @@ use crate::ingest::{self, IngestState};
 use crate::metrics::Metrics;
 use crate::registry::{watch, PluginSet, Registry, SyncOutcome};
 use crate::runtime::{EngineOptions, Runtime};
-use crate::store::{SqliteStore, Store};
+use crate::config::StoreConfig;
+use crate::store::postgres::redact_url;
+use crate::store::{PostgresStore, SqliteStore, Store};
 
-/// Opens the store named by `store.url`.
+/// Opens the store named by `store.url` (with `store.password` for PostgreSQL).
 ///
 /// # Errors
-/// The URL is not supported or the store cannot be opened.
-pub fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+/// The URL is not supported, the password cannot be read, or the store cannot be opened.
+pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let url = config.url.as_str();
     if url.starts_with("sqlite://") {
         return Ok(Arc::new(
             SqliteStore::open_url(url).with_context(|| "opening the SQLite store (store.url)")?,
         ));
     }
-    bail!("store.url {:?}: only sqlite:// is supported by this build", url.split('@').next_back().unwrap_or(""))
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let password = match &config.password {
+            Some(src) => Some(src.read().context("store.password")?),
+            None => None,
+        };
+        let store = PostgresStore::open(url, password.as_ref().map(|p| p.expose()))
+            .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(url)))?;
+        return Ok(Arc::new(store));
+    }
+    bail!("store.url {:?}: use sqlite://PATH or postgres://USER@HOST/DATABASE", redact_url(url))
 }
 
 /// This process's identity in the store's claims and in metrics.
@@ -84,7 +96,7 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
     let header = axum::http::HeaderName::from_bytes(config.okta.auth_header.as_bytes())
         .with_context(|| format!("okta.auth_header {:?} is not a valid header name", config.okta.auth_header))?;
 
-    let store = open_store(&config.store.url)?;
+    let store = open_store(&config.store)?;
     let runtime = Arc::new(Runtime::new(&EngineOptions::default())?);
     if !runtime.uses_pooling() {
         tracing::warn!("running with on-demand instance allocation");

@@ -20,6 +20,12 @@ pub trait KvBackend: Send + Sync {
     fn get(&self, plugin: &str, key: &str) -> Result<Option<String>, String>;
     fn set(&self, plugin: &str, key: &str, value: &str) -> Result<(), String>;
     fn delete(&self, plugin: &str, key: &str) -> Result<(), String>;
+
+    /// Whether calls block on I/O (a database), so the runtime moves them to a blocking
+    /// thread instead of holding up an async worker. Only an in-process map answers false.
+    fn blocks(&self) -> bool {
+        true
+    }
 }
 
 /// A process-local KV, lost at exit.
@@ -47,6 +53,9 @@ impl KvBackend for MemoryKv {
         self.lock()?.remove(&(plugin.to_owned(), key.to_owned()));
         Ok(())
     }
+    fn blocks(&self) -> bool {
+        false
+    }
 }
 
 fn check_key(key: &str) -> Result<(), String> {
@@ -56,10 +65,29 @@ fn check_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+impl AttemptState {
+    /// Runs a backend call, on a blocking thread when the backend does I/O. (Returns a
+    /// future that owns what it needs: the attempt state is not `Sync`.)
+    fn kv_call<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn KvBackend, &str) -> Result<T, String> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, String>> + Send + 'static {
+        let (kv, plugin) = (self.kv.clone(), self.plugin.clone());
+        async move {
+            if !kv.blocks() {
+                return call(kv.as_ref(), &plugin.name);
+            }
+            tokio::task::spawn_blocking(move || call(kv.as_ref(), &plugin.name))
+                .await
+                .unwrap_or_else(|e| Err(format!("kv call failed: {e}")))
+        }
+    }
+}
+
 impl Host for AttemptState {
     async fn get(&mut self, key: String) -> Result<Option<String>, String> {
         check_key(&key)?;
-        self.kv.get(&self.plugin.name, &key)
+        self.kv_call(move |kv, plugin| kv.get(plugin, &key)).await
     }
 
     async fn set(&mut self, key: String, value: String) -> Result<(), String> {
@@ -67,11 +95,11 @@ impl Host for AttemptState {
         if value.len() > MAX_VALUE_BYTES {
             return Err(format!("kv values must be at most {MAX_VALUE_BYTES} bytes"));
         }
-        self.kv.set(&self.plugin.name, &key, &value)
+        self.kv_call(move |kv, plugin| kv.set(plugin, &key, &value)).await
     }
 
     async fn delete(&mut self, key: String) -> Result<(), String> {
         check_key(&key)?;
-        self.kv.delete(&self.plugin.name, &key)
+        self.kv_call(move |kv, plugin| kv.delete(plugin, &key)).await
     }
 }

@@ -9,7 +9,10 @@
 //! is one (event, plugin) pair, the unit that is claimed, retried and replayed; an
 //! **attempt** is one run of a delivery's plugin.
 
+pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ use serde::Serialize;
 
 use crate::okta::Event;
 use crate::runtime::{Attempt, KvBackend};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A store failure. The message never contains secret values.
@@ -25,7 +29,7 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    #[error("store url {0:?} is not supported here; use sqlite://PATH")]
+    #[error("store url {0:?} is not supported; use sqlite://PATH or postgres://USER@HOST/DATABASE")]
     UnsupportedUrl(String),
 }
 
@@ -172,6 +176,9 @@ pub enum ReplayOutcome {
 /// Durable state of hookhost. Every method is a short synchronous transaction; callers on
 /// the async runtime use `spawn_blocking` for them.
 pub trait Store: KvBackend + Send + Sync {
+    /// `"sqlite"` or `"postgresql"`: what `/healthz` and logs name.
+    fn kind(&self) -> &'static str;
+
     /// Stores a delivery's events and their deliveries in one durable commit. An event whose
     /// `uuid` is already stored is a duplicate: nothing is added for it.
     fn ingest(&self, okta_delivery_id: Option<&str>, events: &[NewEvent]) -> Result<IngestReport, StoreError>;
@@ -181,15 +188,16 @@ pub trait Store: KvBackend + Send + Sync {
     /// Ordering: for one (plugin, subject user), only the earliest-`published` unfinished
     /// delivery can be claimed, and only when no delivery of that pair is running; deliveries
     /// without a subject are independent. `max_running` caps running deliveries per plugin
-    /// (those already running, in this store, count); a plugin for which it answers 0 (e.g.
-    /// one not loaded now) is not claimed at all, so its deliveries wait.
+    /// that `host_id` runs (those it already runs count; other hosts bring their own capacity);
+    /// a plugin for which it answers 0 (e.g. one not loaded now) is not claimed at all, so its
+    /// deliveries wait.
     fn claim(
         &self,
         host_id: &str,
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
-        max_running: &dyn Fn(&str) -> usize,
+        max_running: &(dyn Fn(&str) -> usize + Sync),
     ) -> Result<Vec<Claim>, StoreError>;
 
     /// Extends a running claim's lease. Returns false when the claim is no longer ours.

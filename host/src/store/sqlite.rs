@@ -18,8 +18,6 @@ mod group_commit;
 mod queue;
 mod schema;
 mod views;
-#[cfg(test)]
-mod tests;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -35,6 +33,7 @@ use super::{
 use crate::okta::Event;
 use crate::runtime::{Attempt, KvBackend};
 use group_commit::IngestQueue;
+pub(crate) use queue::log_json;
 
 /// One SQLite database file.
 pub struct SqliteStore {
@@ -152,6 +151,10 @@ pub(crate) fn group_ids(event: &Event) -> Vec<String> {
 }
 
 impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
     fn ingest(&self, okta_delivery_id: Option<&str>, events: &[NewEvent]) -> Result<IngestReport, StoreError> {
         group_commit::ingest(self, okta_delivery_id, events)
     }
@@ -162,7 +165,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
-        max_running: &dyn Fn(&str) -> usize,
+        max_running: &(dyn Fn(&str) -> usize + Sync),
     ) -> Result<Vec<Claim>, StoreError> {
         queue::claim(&mut *self.conn()?, host_id, now, lease, limit, max_running)
     }

@@ -48,7 +48,7 @@ pub(super) fn claim(
     now_t: DateTime<Utc>,
     lease: Duration,
     limit: usize,
-    max_running: &dyn Fn(&str) -> usize,
+    max_running: &(dyn Fn(&str) -> usize + Sync),
 ) -> Result<Vec<Claim>, StoreError> {
     if limit == 0 {
         return Ok(Vec::new());
@@ -73,9 +73,9 @@ pub(super) fn claim(
     }
     let running: HashMap<String, usize> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT plugin, COUNT(*) FROM deliveries WHERE status = 'running' GROUP BY plugin",
+            "SELECT plugin, COUNT(*) FROM deliveries WHERE status = 'running' AND lease_owner = ?1 GROUP BY plugin",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = stmt.query_map([host_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         rows.map(|r| r.map(|(p, n)| (p, n.max(0) as usize)))
             .collect::<Result<_, _>>()?
     };
@@ -209,7 +209,7 @@ pub(super) fn release_claims(
 }
 
 /// The attempt's log lines as stored: a JSON array, plus a host line counting drops.
-fn log_json(a: &Attempt) -> String {
+pub(crate) fn log_json(a: &Attempt) -> String {
     let mut lines = serde_json::to_value(&a.log).unwrap_or_else(|_| Value::Array(Vec::new()));
     if a.log_dropped > 0 {
         if let Value::Array(v) = &mut lines {

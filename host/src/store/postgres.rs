@@ -1,0 +1,297 @@
+//! The PostgreSQL store: several hosts share one queue (`store.url = "postgres://…"`).
+//!
+//! Same semantics as the SQLite store, made safe for concurrent hosts:
+//!
+//! - **Acknowledged means committed.** Every write is one transaction; PostgreSQL's default
+//!   `synchronous_commit = on` makes a commit durable before it returns (and, with a
+//!   synchronous standby configured, replicated).
+//! - **One event, once.** `INSERT … ON CONFLICT (uuid) DO NOTHING`: two hosts receiving the
+//!   same Okta retry at once store it once (the second insert waits for the first to commit,
+//!   then counts a duplicate).
+//! - **One runner per delivery.** A claim locks its candidate rows `FOR UPDATE SKIP LOCKED`, so
+//!   two hosts claiming at once never take the same delivery and never wait on each other.
+//!   Per-(plugin, subject) order is guarded by a transaction-scoped advisory lock on the pair
+//!   and a re-check after taking it (see [`queue`]).
+//! - **Leases.** A claim carries a lease; a dead host's claims return to pending once the lease
+//!   has expired (any host sweeps them); a graceful shutdown releases its claims at once.
+//! - **Migrations** run under an advisory lock, so hosts starting together migrate once.
+//!
+//! The client is the synchronous `postgres` crate, behind a small connection pool. Like every
+//! [`Store`] method, calls are meant for blocking threads; when one is made from inside the
+//! async runtime anyway it is moved off the runtime's thread (the synchronous client drives
+//! its own small runtime, which must not nest in a running one) rather than panicking.
+//!
+//! Times are stored as the same fixed-width RFC 3339 text as in SQLite (`COLLATE "C"`, so
+//! text order is time order). Connections are plain TCP: use it on a trusted network or
+//! through a local TLS tunnel (`sslmode` other than `disable`/`prefer` is refused).
+
+mod queue;
+mod schema;
+pub mod testing;
+mod views;
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use postgres::{Client, Config, NoTls};
+
+use super::sqlite::now;
+use super::{
+    AttemptView, Claim, DeliveryView, EventView, IngestReport, NewEvent, Next, ReplayOutcome, Status,
+    Store, StoreError,
+};
+use crate::okta::Event;
+use crate::runtime::{Attempt, KvBackend};
+
+/// Idle connections kept for reuse; more may be open while busy.
+const MAX_IDLE: usize = 32;
+
+/// A PostgreSQL database shared by any number of hosts.
+pub struct PostgresStore {
+    config: Config,
+    idle: Mutex<Vec<Client>>,
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        // The driver's messages name the server's complaint, never the connection password.
+        StoreError::Unavailable(format!("postgresql: {e}"))
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at a `postgres://` (or `postgresql://`) URL and migrates it.
+    ///
+    /// # Errors
+    /// The URL is malformed or asks for TLS, the server cannot be reached or refuses the
+    /// login, or a migration fails.
+    pub fn open_url(url: &str) -> Result<PostgresStore, StoreError> {
+        Self::open(url, None)
+    }
+
+    /// As [`open_url`](Self::open_url), with the password given apart from the URL (it
+    /// replaces one in the URL).
+    ///
+    /// # Errors
+    /// As [`open_url`](Self::open_url).
+    pub fn open(url: &str, password: Option<&str>) -> Result<PostgresStore, StoreError> {
+        let mut config: Config = url.parse().map_err(|e| {
+            StoreError::Unavailable(format!("store.url {} is not a PostgreSQL URL: {e}", redact_url(url)))
+        })?;
+        if config.get_ssl_mode() == postgres::config::SslMode::Require {
+            return Err(StoreError::Unavailable(
+                "store.url asks for sslmode=require, but this build connects without TLS: \
+                 use sslmode=disable on a trusted network or a local TLS tunnel"
+                    .into(),
+            ));
+        }
+        if let Some(p) = password {
+            config.password(p);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("hookhost");
+        }
+        let store = PostgresStore { config, idle: Mutex::new(Vec::new()) };
+        store.with(|c| schema_migrate(c))?;
+        Ok(store)
+    }
+
+    fn idle(&self) -> MutexGuard<'_, Vec<Client>> {
+        // The pool holds no invariant a panic could break: recover it.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with a pooled connection (opening one if none is idle), off the async runtime.
+    pub(crate) fn with<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        off_runtime(|| {
+            let pooled = loop {
+                match self.idle().pop() {
+                    Some(c) if c.is_closed() => continue,
+                    Some(c) => break Some(c),
+                    None => break None,
+                }
+            };
+            let mut client = match pooled {
+                Some(c) => c,
+                None => self.config.connect(NoTls).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot connect to PostgreSQL (store.url): {e}"))
+                })?,
+            };
+            let result = f(&mut client);
+            if !client.is_closed() {
+                let mut idle = self.idle();
+                if idle.len() < MAX_IDLE {
+                    idle.push(client);
+                }
+            }
+            result
+        })
+    }
+}
+
+/// Runs a blocking call where the synchronous driver may run it: directly on a plain or
+/// blocking thread, through `block_in_place` on a multi-threaded runtime's worker, and on a
+/// scoped thread from a single-threaded runtime (tests, one-shot commands).
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Err(_) => f(),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+    }
+}
+
+fn schema_migrate(client: &mut Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )?;
+    let current: i64 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", &[])?
+        .get(0);
+    let newest = schema::MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0);
+    if current > newest {
+        return Err(StoreError::Unavailable(format!(
+            "the database schema is at version {current}, newer than this hookhost knows ({newest}): \
+             upgrade this host before pointing it at this database"
+        )));
+    }
+    for (version, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+            &[version, &now()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl Store for PostgresStore {
+    fn kind(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn ingest(&self, okta_delivery_id: Option<&str>, events: &[NewEvent]) -> Result<IngestReport, StoreError> {
+        self.with(|c| queue::ingest(c, okta_delivery_id, events))
+    }
+
+    fn claim(
+        &self,
+        host_id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        lease: Duration,
+        limit: usize,
+        max_running: &(dyn Fn(&str) -> usize + Sync),
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.with(|c| queue::claim(c, host_id, now, lease, limit, max_running))
+    }
+
+    fn renew(&self, delivery_id: &str, lease_token: &str, until: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
+        self.with(|c| queue::renew(c, delivery_id, lease_token, until))
+    }
+
+    fn release(&self, delivery_id: &str, lease_token: &str) -> Result<bool, StoreError> {
+        self.with(|c| queue::release(c, delivery_id, lease_token))
+    }
+
+    fn complete(
+        &self,
+        delivery_id: &str,
+        lease_token: &str,
+        attempt: Option<&Attempt>,
+        next: &Next,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| queue::complete(c, delivery_id, lease_token, attempt, next))
+    }
+
+    fn release_claims(&self, now: chrono::DateTime<chrono::Utc>, host_id: Option<&str>) -> Result<usize, StoreError> {
+        self.with(|c| queue::release_claims(c, now, host_id))
+    }
+
+    fn newer_done(&self, plugin: &str, event: &Event) -> Result<Option<String>, StoreError> {
+        self.with(|c| queue::newer_done(c, plugin, event))
+    }
+
+    fn event(&self, uuid: &str) -> Result<Option<EventView>, StoreError> {
+        self.with(|c| views::event(c, uuid))
+    }
+
+    fn deliveries(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<DeliveryView>, Option<String>), StoreError> {
+        self.with(|c| views::deliveries(c, status, limit, after))
+    }
+
+    fn attempts(&self, delivery_id: &str) -> Result<Vec<AttemptView>, StoreError> {
+        self.with(|c| views::attempts(c, delivery_id))
+    }
+
+    fn replay(&self, delivery_id: &str) -> Result<ReplayOutcome, StoreError> {
+        self.with(|c| queue::replay(c, delivery_id))
+    }
+
+    fn counts(&self) -> Result<Vec<(String, Status, u64)>, StoreError> {
+        self.with(views::counts)
+    }
+
+    fn busy(&self) -> Result<bool, StoreError> {
+        self.with(views::busy)
+    }
+}
+
+impl KvBackend for PostgresStore {
+    fn get(&self, plugin: &str, key: &str) -> Result<Option<String>, String> {
+        self.with(|c| {
+            Ok(c.query_opt("SELECT value FROM plugin_kv WHERE plugin = $1 AND key = $2", &[&plugin, &key])?
+                .map(|r| r.get(0)))
+        })
+        .map_err(|e| format!("kv get failed: {e}"))
+    }
+
+    fn set(&self, plugin: &str, key: &str, value: &str) -> Result<(), String> {
+        // One statement: atomic under concurrent writers (last writer wins, nobody fails).
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO plugin_kv (plugin, key, value, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                &[&plugin, &key, &value, &now()],
+            )?;
+            Ok(())
+        })
+        .map_err(|e| format!("kv set failed: {e}"))
+    }
+
+    fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
+        self.with(|c| {
+            c.execute("DELETE FROM plugin_kv WHERE plugin = $1 AND key = $2", &[&plugin, &key])?;
+            Ok(())
+        })
+        .map_err(|e| format!("kv delete failed: {e}"))
+    }
+}

@@ -1,0 +1,444 @@
+//! Ingest and the delivery queue on PostgreSQL: claim, lease renewal and release,
+//! completion, supersede, replay. The rules are the SQLite store's (`sqlite/queue.rs`); what
+//! differs is how they hold when several hosts run them at once.
+//!
+//! A claim runs in one READ COMMITTED transaction:
+//!
+//! 1. Per plugin with queued work, select the **heads** (the earliest unfinished delivery of
+//!    each (plugin, subject), none of the pair running, due now) with
+//!    `FOR UPDATE OF d SKIP LOCKED`: a row another host is claiming right now is skipped, not
+//!    waited for, and a row another host claimed and committed meanwhile is re-checked and
+//!    dropped (its status is no longer queued).
+//! 2. For a head with a subject, take `pg_try_advisory_xact_lock` on the (plugin, subject)
+//!    pair — held until commit, so no two claim transactions decide about one pair at once —
+//!    and re-check in a fresh statement (which sees every claim committed before the lock was
+//!    ours) that nothing of the pair runs and nothing earlier is queued. A pair locked by
+//!    another claimer is skipped: it is being served.
+//! 3. Mark the claimed rows running with this host, a fresh lease token and the lease end.
+//!
+//! `max_running` caps what **this host** runs per plugin (its `max_concurrency`): each host
+//! brings its own capacity.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use postgres::Client;
+use serde_json::Value;
+
+use crate::okta::Event;
+use crate::runtime::{Attempt, AttemptResult};
+use crate::store::sqlite::{fmt_time, group_ids, now, published_key};
+use crate::store::{Claim, IngestReport, NewEvent, Next, ReplayOutcome, Status, StoreError};
+
+/// A lease longer than this is clipped (it only has to outlive one renewal interval).
+const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+
+fn plus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    let d = TimeDelta::from_std(d.min(MAX_LEASE)).unwrap_or(TimeDelta::zero());
+    t.checked_add_signed(d).unwrap_or(t)
+}
+
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+pub(super) fn ingest(
+    client: &mut Client,
+    okta_delivery_id: Option<&str>,
+    events: &[NewEvent],
+) -> Result<IngestReport, StoreError> {
+    let received_at = now();
+    let mut report = IngestReport::default();
+    let mut tx = client.transaction()?;
+    let insert_event = tx.prepare(
+        "INSERT INTO events (uuid, event_type, published, published_key, received_at,
+                             okta_delivery_id, subject, group_ids, raw)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (uuid) DO NOTHING",
+    )?;
+    let insert_delivery = tx.prepare(
+        "INSERT INTO deliveries (seq, id, event_uuid, plugin, subject, published_key, status,
+                                 created_at, updated_at)
+         SELECT n.seq, 'd_' || lpad(to_hex(n.seq), 16, '0'), $1, $2, $3, $4, 'pending', $5, $5
+         FROM (SELECT nextval('delivery_seq') AS seq) n
+         ON CONFLICT (event_uuid, plugin) DO NOTHING",
+    )?;
+    for new in events {
+        let event = &new.event;
+        let key = published_key(&event.published);
+        let groups = serde_json::to_string(&group_ids(event))
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode group ids: {e}")))?;
+        let subject = event.subject();
+        let inserted = tx.execute(
+            &insert_event,
+            &[
+                &event.uuid,
+                &event.event_type,
+                &event.published,
+                &key,
+                &received_at,
+                &okta_delivery_id,
+                &subject,
+                &groups,
+                &event.raw,
+            ],
+        )?;
+        if inserted == 0 {
+            report.duplicates += 1;
+            continue;
+        }
+        report.stored += 1;
+        for plugin in &new.plugins {
+            let created = tx.execute(&insert_delivery, &[&event.uuid, plugin, &subject, &key, &received_at])?;
+            report.deliveries += count(created);
+        }
+    }
+    tx.commit()?;
+    Ok(report)
+}
+
+struct Candidate {
+    seq: i64,
+    id: String,
+    plugin: String,
+    subject: Option<String>,
+    published_key: String,
+    attempts: u32,
+    replay: bool,
+    raw: String,
+}
+
+pub(super) fn claim(
+    client: &mut Client,
+    host_id: &str,
+    now_t: DateTime<Utc>,
+    lease: Duration,
+    limit: usize,
+    max_running: &(dyn Fn(&str) -> usize + Sync),
+) -> Result<Vec<Claim>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let now_s = fmt_time(now_t);
+    let until = fmt_time(plus(now_t, lease));
+    let mut tx = client.transaction()?;
+
+    // Plugins with queued work: a loose index scan over `deliveries_queued` (one seek each).
+    let plugins: Vec<String> = tx
+        .query(
+            "WITH RECURSIVE p (plugin) AS (
+                 SELECT MIN(plugin) FROM deliveries WHERE status IN ('pending', 'retrying')
+                 UNION ALL
+                 SELECT (SELECT MIN(d.plugin) FROM deliveries d
+                         WHERE d.status IN ('pending', 'retrying') AND d.plugin > p.plugin)
+                 FROM p WHERE p.plugin IS NOT NULL)
+             SELECT plugin FROM p WHERE plugin IS NOT NULL",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let running: HashMap<String, usize> = tx
+        .query(
+            "SELECT plugin, COUNT(*) FROM deliveries
+             WHERE status = 'running' AND lease_owner = $1 GROUP BY plugin",
+            &[&host_id],
+        )?
+        .iter()
+        .map(|r| (r.get::<_, String>(0), usize::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
+        .collect();
+
+    let heads = tx.prepare(
+        "SELECT d.seq, d.id, d.subject, d.attempts, d.replay, e.raw, d.published_key
+         FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
+         WHERE d.status IN ('pending', 'retrying') AND d.plugin = $1
+           AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= $2)
+           AND (d.subject IS NULL OR (
+                 NOT EXISTS (SELECT 1 FROM deliveries r
+                             WHERE r.plugin = d.plugin AND r.subject = d.subject
+                               AND r.status = 'running')
+             AND NOT EXISTS (SELECT 1 FROM deliveries o
+                             WHERE o.plugin = d.plugin AND o.subject = d.subject
+                               AND o.status IN ('pending', 'retrying')
+                               AND (o.published_key < d.published_key
+                                    OR (o.published_key = d.published_key AND o.seq < d.seq)))))
+         ORDER BY d.seq
+         LIMIT $3
+         FOR UPDATE OF d SKIP LOCKED",
+    )?;
+    let mut candidates = Vec::new();
+    for plugin in plugins {
+        let room = max_running(&plugin)
+            .saturating_sub(running.get(&plugin).copied().unwrap_or(0))
+            .min(limit);
+        if room == 0 {
+            continue;
+        }
+        let room = i64::try_from(room).unwrap_or(i64::MAX);
+        for r in tx.query(&heads, &[&plugin, &now_s, &room])? {
+            candidates.push(Candidate {
+                seq: r.get(0),
+                id: r.get(1),
+                plugin: plugin.clone(),
+                subject: r.get(2),
+                attempts: u32::try_from(r.get::<_, i64>(3)).unwrap_or(u32::MAX),
+                replay: r.get(4),
+                raw: r.get(5),
+                published_key: r.get(6),
+            });
+        }
+    }
+    // Oldest first across plugins. Rows locked above but not taken are unlocked at commit.
+    candidates.sort_by_key(|c| c.seq);
+
+    let pair_lock = tx.prepare("SELECT pg_try_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 0))")?;
+    let still_head = tx.prepare(
+        "SELECT NOT EXISTS (SELECT 1 FROM deliveries
+                            WHERE plugin = $1 AND subject = $2 AND status = 'running')
+            AND NOT EXISTS (SELECT 1 FROM deliveries
+                            WHERE plugin = $1 AND subject = $2 AND status IN ('pending', 'retrying')
+                              AND id <> $3
+                              AND (published_key < $4 OR (published_key = $4 AND seq < $5)))",
+    )?;
+    let take = tx.prepare(
+        "UPDATE deliveries
+         SET status = 'running', lease_owner = $2, lease_token = $3, lease_until = $4,
+             next_attempt_at = NULL, updated_at = $5
+         WHERE id = $1",
+    )?;
+    let unreadable = tx.prepare(
+        "UPDATE deliveries SET status = 'dead', last_error = $2, next_attempt_at = NULL, updated_at = $3
+         WHERE id = $1",
+    )?;
+
+    let mut claims = Vec::with_capacity(candidates.len().min(limit));
+    for c in candidates {
+        if claims.len() >= limit {
+            break;
+        }
+        if let Some(subject) = &c.subject {
+            let locked: bool = tx.query_one(&pair_lock, &[&c.plugin, subject])?.get(0);
+            if !locked {
+                continue;
+            }
+            let head: bool = tx
+                .query_one(&still_head, &[&c.plugin, subject, &c.id, &c.published_key, &c.seq])?
+                .get(0);
+            if !head {
+                continue;
+            }
+        }
+        let event = serde_json::from_str::<Value>(&c.raw)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Event::from_value(&v));
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                // Only a hand-edited database gets here; running it again cannot help.
+                tx.execute(&unreadable, &[&c.id, &format!("the stored event cannot be read: {e}"), &now_s])?;
+                continue;
+            }
+        };
+        let lease_token = format!("{:016x}", fastrand::u64(..));
+        tx.execute(&take, &[&c.id, &host_id, &lease_token, &until, &now_s])?;
+        claims.push(Claim {
+            delivery_id: c.id,
+            plugin: c.plugin,
+            event,
+            attempts: c.attempts,
+            lease_token,
+            replay: c.replay,
+        });
+    }
+    tx.commit()?;
+    Ok(claims)
+}
+
+pub(super) fn renew(
+    client: &mut Client,
+    delivery_id: &str,
+    lease_token: &str,
+    until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = client.execute(
+        "UPDATE deliveries SET lease_until = $3, updated_at = $4
+         WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+        &[&delivery_id, &lease_token, &fmt_time(until), &now()],
+    )?;
+    Ok(n == 1)
+}
+
+pub(super) fn release(client: &mut Client, delivery_id: &str, lease_token: &str) -> Result<bool, StoreError> {
+    let n = client.execute(
+        "UPDATE deliveries
+         SET status = 'pending', lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $3
+         WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+        &[&delivery_id, &lease_token, &now()],
+    )?;
+    Ok(n == 1)
+}
+
+pub(super) fn release_claims(
+    client: &mut Client,
+    now_t: DateTime<Utc>,
+    host_id: Option<&str>,
+) -> Result<usize, StoreError> {
+    const SET: &str = "UPDATE deliveries
+         SET status = 'pending', next_attempt_at = NULL,
+             lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $2
+         WHERE status = 'running' AND ";
+    let n = match host_id {
+        None => client.execute(&format!("{SET} lease_until < $1"), &[&fmt_time(now_t), &now()])?,
+        Some(host) => client.execute(&format!("{SET} lease_owner = $1"), &[&host, &now()])?,
+    };
+    Ok(count(n))
+}
+
+pub(super) fn complete(
+    client: &mut Client,
+    delivery_id: &str,
+    lease_token: &str,
+    attempt: Option<&Attempt>,
+    next: &Next,
+) -> Result<bool, StoreError> {
+    let mut tx = client.transaction()?;
+    // Locks the row: a sweep or replay on another host waits for this decision.
+    let Some(row) = tx.query_opt(
+        "SELECT status, lease_token, attempts, last_error, replay FROM deliveries WHERE id = $1 FOR UPDATE",
+        &[&delivery_id],
+    )?
+    else {
+        return Ok(false);
+    };
+    let status: String = row.get(0);
+    let token: Option<String> = row.get(1);
+    let mut attempts: i64 = row.get(2);
+    let old_error: Option<String> = row.get(3);
+    let replay: bool = row.get(4);
+    if status != "running" || token.as_deref() != Some(lease_token) {
+        return Ok(false);
+    }
+    let mut number: i64 = tx
+        .query_one("SELECT COALESCE(MAX(number), 0)::BIGINT FROM attempts WHERE delivery_id = $1", &[&delivery_id])?
+        .get(0);
+    let now_s = now();
+    let record = tx.prepare(
+        "INSERT INTO attempts (delivery_id, number, plugin_version, plugin_sha256, started_at,
+                               duration_ms, result, error, log)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )?;
+    let mut failure = None;
+    if let Some(a) = attempt {
+        number += 1;
+        attempts += 1;
+        let error = match &a.result {
+            AttemptResult::Done { .. } => None,
+            other => Some(other.describe()),
+        };
+        tx.execute(
+            &record,
+            &[
+                &delivery_id,
+                &number,
+                &a.plugin_version,
+                &a.plugin_sha256,
+                &fmt_time(DateTime::<Utc>::from(a.started_at)),
+                &i64::try_from(a.duration.as_millis()).unwrap_or(i64::MAX),
+                &a.result.kind(),
+                &error,
+                &crate::store::sqlite::log_json(a),
+            ],
+        )?;
+        failure = error;
+    }
+    let (status, next_at, last_error, superseded_by, replay) = match next {
+        Next::Done => (Status::Done, None, None, None, false),
+        Next::Retry { at } => (Status::Retrying, Some(fmt_time(*at)), failure.or(old_error), None, replay),
+        Next::Dead => (Status::Dead, None, failure.or(old_error), None, false),
+        Next::Superseded { by_event } => {
+            number += 1;
+            tx.execute(
+                &record,
+                &[
+                    &delivery_id,
+                    &number,
+                    &"",
+                    &"",
+                    &now_s,
+                    &0_i64,
+                    &"superseded",
+                    &Some(format!("superseded by event {by_event}")),
+                    &"[]",
+                ],
+            )?;
+            (Status::Done, None, None, Some(by_event.clone()), false)
+        }
+    };
+    tx.execute(
+        "UPDATE deliveries
+         SET status = $2, attempts = $3, next_attempt_at = $4, last_error = $5,
+             plugin_version = COALESCE($6, plugin_version), superseded_by = $7, replay = $8,
+             lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $9
+         WHERE id = $1",
+        &[
+            &delivery_id,
+            &status.as_str(),
+            &attempts,
+            &next_at,
+            &last_error,
+            &attempt.map(|a| a.plugin_version.as_str()),
+            &superseded_by,
+            &replay,
+            &now_s,
+        ],
+    )?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Supersede: see the SQLite store's `newer_done` for the rule; the query is the same.
+pub(super) fn newer_done(client: &mut Client, plugin: &str, event: &Event) -> Result<Option<String>, StoreError> {
+    let Some(subject) = event.subject() else {
+        return Ok(None);
+    };
+    let mine = group_ids(event);
+    let rows = client.query(
+        "SELECT e.uuid, e.event_type, e.group_ids
+         FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
+         WHERE d.plugin = $1 AND d.subject = $2 AND d.status = 'done'
+           AND d.published_key > $3 AND d.superseded_by IS NULL AND d.event_uuid <> $4
+         ORDER BY d.published_key DESC, d.seq DESC",
+        &[&plugin, &subject, &published_key(&event.published), &event.uuid],
+    )?;
+    for r in rows {
+        let (uuid, event_type, groups): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let groups: Vec<String> = serde_json::from_str(&groups).unwrap_or_default();
+        if event_type.starts_with("user.lifecycle.") || groups.iter().any(|g| mine.contains(g)) {
+            return Ok(Some(uuid));
+        }
+    }
+    Ok(None)
+}
+
+pub(super) fn replay(client: &mut Client, delivery_id: &str) -> Result<ReplayOutcome, StoreError> {
+    let mut tx = client.transaction()?;
+    let Some(row) = tx.query_opt("SELECT status FROM deliveries WHERE id = $1 FOR UPDATE", &[&delivery_id])? else {
+        return Ok(ReplayOutcome::NotFound);
+    };
+    let status: String = row.get(0);
+    let status = Status::parse(&status)
+        .ok_or_else(|| StoreError::Unavailable(format!("delivery {delivery_id} has unknown status {status:?}")))?;
+    if !matches!(status, Status::Done | Status::Dead) {
+        return Ok(ReplayOutcome::Conflict(status));
+    }
+    tx.execute(
+        "UPDATE deliveries
+         SET status = 'pending', replay = TRUE, next_attempt_at = NULL, superseded_by = NULL,
+             lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $2
+         WHERE id = $1",
+        &[&delivery_id, &now()],
+    )?;
+    tx.commit()?;
+    Ok(ReplayOutcome::Accepted)
+}
