@@ -57,13 +57,17 @@ build: host dist
 
 ## One cargo invocation builds the host, the emulator and every test with one feature set
 ## (a separate `cargo build` first would compile wasmtime twice).
+## The PostgreSQL store tests use HOOKHOST_TEST_PG_URL, or start a throwaway loopback server
+## with scripts/test-postgres (needs Debian's postgresql package; .ci/run installs it).
 test: dist
 	cd plugins/siem-forward && python3 -B -m unittest -q
-	$(CARGO) test --workspace --release
+	HOOKHOST_TEST_PG_URL="$${HOOKHOST_TEST_PG_URL:-$$(scripts/test-postgres)}" && export HOOKHOST_TEST_PG_URL && \
+	  $(CARGO) test --workspace --release
 
-## make bench BENCH=runtime|graph|ingest|reload|languages — last line of output is one JSON object.
+## make bench BENCH=runtime|graph|ingest|reload|languages|scaleout — last line of output is one JSON object.
 bench: host dist
-	RUST_BACKTRACE=0 $(CARGO) bench -p hookhost-tests --bench $(BENCH)
+	HOOKHOST_TEST_PG_URL="$${HOOKHOST_TEST_PG_URL:-$$( [ "$(BENCH)" != scaleout ] || scripts/test-postgres)}" && export HOOKHOST_TEST_PG_URL && \
+	  RUST_BACKTRACE=0 $(CARGO) bench -p hookhost-tests --bench $(BENCH)
 
 ## The main job end to end on the embedded defaults (KEEP=1 leaves it running).
 demo: build

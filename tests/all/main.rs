@@ -13,6 +13,7 @@ mod hot_reload;
 mod ingest_okta;
 mod plugin_cli;
 mod plugin_new;
+mod scale_out;
 mod sandbox_limits;
 mod secrets_scan;
 mod serve_e2e;

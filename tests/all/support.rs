@@ -141,6 +141,8 @@ pub struct ServeSetup {
     pub extra: String,
     /// `HOOKHOST_LOG` for the process (default: its own default, `info`).
     pub log_filter: Option<String>,
+    /// `store.url`; default a SQLite file in the test's folder.
+    pub store_url: Option<String>,
 }
 
 impl Default for ServeSetup {
@@ -156,6 +158,7 @@ impl Default for ServeSetup {
             graph_guest: true,
             extra: String::new(),
             log_filter: None,
+            store_url: None,
         }
     }
 }
@@ -301,7 +304,7 @@ listen = "127.0.0.1:{port}"
 auth_secret = {okta_source}
 {okta_extra}
 [store]
-url = "sqlite://state/hookhost.db"
+url = {store_url:?}
 [dispatch]
 lease_secs = {lease_secs}
 {dispatch_extra}
@@ -317,6 +320,7 @@ token = {{ value = {admin:?} }}
         dispatch_extra = setup.dispatch_extra,
         retry = setup.retry,
         admin = setup.admin_token,
+        store_url = setup.store_url.as_deref().unwrap_or("sqlite://state/hookhost.db"),
     );
     if setup.graph_guest {
         std::fs::copy(wasm("graph-guest"), dir.join("plugins.d/graph-guest.wasm")).expect("copy graph-guest");

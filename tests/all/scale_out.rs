@@ -1,0 +1,250 @@
+//! Scale-out: real `hookhost serve` processes sharing one PostgreSQL database (the test
+//! server of `scripts/test-postgres`, one fresh database per test).
+//!
+//! - Two hosts receive interleaved deliveries, some sent to both (as Okta's retry may land on
+//!   the other host behind a load balancer): every event is stored once, runs once, and each
+//!   user's events run in published order — the tenant ends in the state only that order
+//!   gives.
+//! - A host killed with `kill -9` while its attempts run: the other host finishes its work
+//!   once the lease expires.
+//! - A host stopped gracefully releases its claims at once: the other host takes them over
+//!   long before their lease would have expired.
+//! - Both hosts started at once on a new database: the migrations run once.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use hookhost::store::postgres::testing::TestDatabase;
+use hookhost_tests::okta::Membership;
+use hookhost_tests::{Fault, GraphEmulator, TenantConfig};
+use serde_json::Value;
+
+use crate::support::{free_port, guests, membership, start_with, write_config_with, Serve, ServeSetup};
+
+fn pg_database(label: &str) -> TestDatabase {
+    TestDatabase::create(label).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Two configured hosts (own folders and ports, one store); not started.
+struct Pair {
+    dirs: [tempfile::TempDir; 2],
+    ports: [u16; 2],
+    setup: ServeSetup,
+}
+
+fn pair(graph: &GraphEmulator, db: &TestDatabase, setup: ServeSetup) -> Pair {
+    let setup = ServeSetup { store_url: Some(db.url.clone()), ..setup };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let ports = [free_port(), free_port()];
+    for (dir, port) in dirs.iter().zip(ports) {
+        write_config_with(dir.path(), port, graph, setup.clone());
+    }
+    Pair { dirs, ports, setup }
+}
+
+impl Pair {
+    async fn start(&self, i: usize) -> Serve {
+        start_with(self.dirs[i].path(), self.ports[i], self.setup.clone()).await
+    }
+}
+
+/// Attempts this process ran, from its own `/metrics` (labelled with its host id).
+async fn attempts_run(serve: &Serve) -> (String, u64) {
+    let (_, text) = serve.get_text("/metrics").await;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("hookhost_attempt_duration_seconds_count{"))
+        .unwrap_or("");
+    let host = line.split("host=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string();
+    let n = line.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    (host, n)
+}
+
+/// Invitations per invited mail, and the number of deleted users, in the tenant.
+fn graph_writes(graph: &GraphEmulator) -> (BTreeMap<String, usize>, usize) {
+    let mut invites = BTreeMap::new();
+    for invitation in graph.invitations() {
+        *invites.entry(invitation.email).or_insert(0) += 1;
+    }
+    (invites, graph.deleted_users().len())
+}
+
+async fn wait_until(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let t = Instant::now();
+    while !ok().await {
+        assert!(t.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_on_one_postgres_run_every_event_once_and_each_users_in_order() {
+    const USERS: u32 = 24;
+    let db = pg_database("two_hosts");
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let hosts = pair(&graph, &db, ServeSetup::default());
+    let (a, b) = (hosts.start(0).await, hosts.start(1).await);
+
+    // Per user: added, removed, added again, one second apart. Only that order leaves the
+    // user a guest after exactly two invitations and one deletion.
+    let mut sends: Vec<(usize, Vec<Value>)> = Vec::new();
+    for step in 0..3u32 {
+        for n in 0..USERS {
+            let kind = if step == 1 { Membership::Remove } else { Membership::Add };
+            let event = membership(kind, n, -60_000 + i64::from(step) * 1000);
+            // Interleave the hosts; every third delivery goes to both (an Okta retry through
+            // the load balancer): it must still be stored and run once.
+            let to = (n + step) as usize % 3;
+            sends.push((to, vec![event]));
+        }
+    }
+    let mut both = 0;
+    for (to, events) in sends {
+        let targets: &[&Serve] = match to {
+            0 => &[&a],
+            1 => &[&b],
+            _ => {
+                both += 1;
+                &[&a, &b]
+            }
+        };
+        for serve in targets {
+            assert_eq!(serve.post(events.clone()).await, Some(200));
+        }
+        // Each user's next event is sent only once this one is acknowledged: Okta publishes
+        // them in order; which host runs them, and when, is up to the hosts.
+    }
+    assert!(both > 0);
+    a.settle_all(Duration::from_secs(120)).await;
+
+    let (invites, deletes) = graph_writes(&graph);
+    assert_eq!(invites.len(), USERS as usize, "every user invited: {invites:?}");
+    assert!(invites.values().all(|n| *n == 2), "two invitations per user, no more: {invites:?}");
+    assert_eq!(deletes, USERS as usize, "one deletion per user");
+    let expected: Vec<String> = (0..USERS).map(|n| format!("user{n}@e2e.example")).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    assert_eq!(guests(&graph), expected, "each user is a guest once, as the last event (add) says");
+
+    for status in ["dead", "retrying", "pending", "running"] {
+        assert!(a.deliveries(status).await.is_empty(), "a delivery is {status}");
+    }
+    let done = b.deliveries("done").await;
+    assert_eq!(done.len(), 3 * USERS as usize, "one delivery per event, stored once by both hosts");
+    assert!(done.iter().all(|d| d["attempts"] == 1), "every event ran exactly once");
+    let (host_a, ran_a) = attempts_run(&a).await;
+    let (host_b, ran_b) = attempts_run(&b).await;
+    assert_ne!(host_a, host_b, "each host has its own id");
+    assert_eq!(ran_a + ran_b, 3 * u64::from(USERS));
+    assert!(ran_a > 0 && ran_b > 0, "both hosts worked: {ran_a} + {ran_b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_stream_has_its_work_finished_by_the_other_after_the_lease() {
+    const USERS: u32 = 16;
+    let db = pg_database("failover");
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let hosts = pair(&graph, &db, ServeSetup { lease_secs: 2, ..ServeSetup::default() });
+    let mut a = hosts.start(0).await;
+    // Invitations are slow, so host A is mid-attempt when it dies.
+    graph.inject_for(Some(Method::POST), "/v1.0/invitations", Fault::Latency { times: 4, delay: Duration::from_secs(3) });
+    for n in 0..USERS {
+        assert_eq!(a.post(vec![membership(Membership::Add, n, -1000)]).await, Some(200));
+    }
+    wait_until("attempts running on host A", Duration::from_secs(30), async || {
+        !a.deliveries("running").await.is_empty()
+    })
+    .await;
+    a.kill9();
+    let killed_at = Instant::now();
+
+    let b = hosts.start(1).await;
+    b.settle_all(Duration::from_secs(120)).await;
+    let took = killed_at.elapsed();
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = (0..USERS).map(|n| format!("user{n}@e2e.example")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(guests(&graph), expected, "every user a guest exactly once");
+    let done = b.deliveries("done").await;
+    assert_eq!(done.len(), USERS as usize);
+    assert!(b.deliveries("dead").await.is_empty());
+    assert!(took >= Duration::from_secs(2), "host B waited for the dead host's leases");
+}
+
+/// SIGTERM: the process stops claiming, waits `server.shutdown_grace_secs` for running
+/// attempts, then releases what it still holds.
+fn terminate(serve: &mut Serve) {
+    let pid = serve.child.id().to_string();
+    let ok = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success();
+    assert!(ok, "kill -TERM {pid}");
+    let t = Instant::now();
+    while serve.child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(30), "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_hands_its_claims_over_without_waiting_for_the_lease() {
+    const USERS: u32 = 6;
+    let db = pg_database("handover");
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    // A lease far longer than the test may take: only an explicit release can hand over.
+    let setup = ServeSetup { lease_secs: 600, extra: String::new(), ..ServeSetup::default() };
+    let hosts = pair(&graph, &db, setup);
+    for dir in &hosts.dirs {
+        let path = dir.path().join("host.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("[server]\n", "[server]\nshutdown_grace_secs = 0\n", 1)).unwrap();
+    }
+    let mut a = hosts.start(0).await;
+    graph.inject_for(Some(Method::POST), "/v1.0/invitations", Fault::Latency { times: 6, delay: Duration::from_secs(5) });
+    for n in 0..USERS {
+        assert_eq!(a.post(vec![membership(Membership::Add, n, -1000)]).await, Some(200));
+    }
+    wait_until("attempts running on host A", Duration::from_secs(30), async || {
+        !a.deliveries("running").await.is_empty()
+    })
+    .await;
+    terminate(&mut a);
+    assert!(a.logs().contains("released"), "host A says it released its claims: {}", a.logs());
+
+    let b = hosts.start(1).await;
+    b.settle_all(Duration::from_secs(60)).await;
+    assert_eq!(guests(&graph).len(), USERS as usize);
+    assert!(b.deliveries("dead").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_hosts_started_at_once_on_a_new_database_migrate_it_once() {
+    let db = pg_database("migrate_once");
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let hosts = pair(&graph, &db, ServeSetup::default());
+    for round in 0..2 {
+        let (a, b) = tokio::join!(hosts.start(0), hosts.start(1));
+        for serve in [&a, &b] {
+            let health = serve.get_json("/healthz").await;
+            assert_eq!(health["store"], "ok", "round {round}: {health}");
+            assert_eq!(health["store_backend"], "postgresql");
+        }
+        assert_eq!(a.post(vec![membership(Membership::Add, round, -1000)]).await, Some(200));
+        b.settle_all(Duration::from_secs(60)).await;
+        // Both hosts restarted at once for the next round.
+        drop((a, b));
+    }
+    let url = db.url.clone();
+    let versions: Vec<i64> = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.query("SELECT version FROM schema_migrations ORDER BY version", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    })
+    .await
+    .unwrap();
+    let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+    assert_eq!(versions, expected, "each migration recorded once");
+    assert_eq!(guests(&graph).len(), 2);
+}
