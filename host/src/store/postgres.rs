@@ -9,9 +9,8 @@
 //!   same Okta retry at once store it once (the second insert waits for the first to commit,
 //!   then counts a duplicate).
 //! - **One runner per delivery.** A claim locks its candidate rows `FOR UPDATE SKIP LOCKED`, so
-//!   two hosts claiming at once never take the same delivery and never wait on each other.
-//!   Per-(plugin, subject) order is guarded by a transaction-scoped advisory lock on the pair
-//!   and a re-check after taking it (see [`queue`]).
+//!   two hosts claiming at once never take the same delivery and never wait on each other;
+//!   per-(plugin, subject) order holds across hosts (see [`queue`] for why).
 //! - **Leases.** A claim carries a lease; a dead host's claims return to pending once the lease
 //!   has expired (any host sweeps them); a graceful shutdown releases its claims at once.
 //! - **Migrations** run under an advisory lock, so hosts starting together migrate once.

@@ -6,15 +6,18 @@
 //!
 //! 1. Per plugin with queued work, select the **heads** (the earliest unfinished delivery of
 //!    each (plugin, subject), none of the pair running, due now) with
-//!    `FOR UPDATE OF d SKIP LOCKED`: a row another host is claiming right now is skipped, not
-//!    waited for, and a row another host claimed and committed meanwhile is re-checked and
-//!    dropped (its status is no longer queued).
-//! 2. For a head with a subject, take `pg_try_advisory_xact_lock` on the (plugin, subject)
-//!    pair — held until commit, so no two claim transactions decide about one pair at once —
-//!    and re-check in a fresh statement (which sees every claim committed before the lock was
-//!    ours) that nothing of the pair runs and nothing earlier is queued. A pair locked by
-//!    another claimer is skipped: it is being served.
-//! 3. Mark the claimed rows running with this host, a fresh lease token and the lease end.
+//!    `FOR UPDATE OF d SKIP LOCKED`.
+//! 2. Mark them running with this host, a fresh lease token and the lease end; commit.
+//!
+//! Why that is enough for one runner per delivery and per-user order across hosts: a row
+//! another claimer has locked is skipped, never waited for; a row another host claimed and
+//! committed after this statement's snapshot is re-checked when locked (PostgreSQL re-reads
+//! the newest version) and dropped, its status no longer queued. And whether a delivery is a
+//! head depends only on its pair's statuses, which change only by committed transactions:
+//! in any snapshot where the earlier delivery H1 is queued, the later H2 is not a head (so a
+//! claimer that skipped the locked H1 does not take H2), and in any snapshot where H1 is
+//! running, H2 is excluded too. The two-host tests (`tests/all/scale_out.rs`) and the store
+//! suite's racing-hosts test check it.
 //!
 //! `max_running` caps what **this host** runs per plugin (its `max_concurrency`): each host
 //! brings its own capacity.
@@ -102,8 +105,6 @@ struct Candidate {
     seq: i64,
     id: String,
     plugin: String,
-    subject: Option<String>,
-    published_key: String,
     attempts: u32,
     replay: bool,
     raw: String,
@@ -150,7 +151,7 @@ pub(super) fn claim(
         .collect();
 
     let heads = tx.prepare(
-        "SELECT d.seq, d.id, d.subject, d.attempts, d.replay, e.raw, d.published_key
+        "SELECT d.seq, d.id, d.attempts, d.replay, e.raw
          FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
          WHERE d.status IN ('pending', 'retrying') AND d.plugin = $1
            AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= $2)
@@ -181,26 +182,15 @@ pub(super) fn claim(
                 seq: r.get(0),
                 id: r.get(1),
                 plugin: plugin.clone(),
-                subject: r.get(2),
-                attempts: u32::try_from(r.get::<_, i64>(3)).unwrap_or(u32::MAX),
-                replay: r.get(4),
-                raw: r.get(5),
-                published_key: r.get(6),
+                attempts: u32::try_from(r.get::<_, i64>(2)).unwrap_or(u32::MAX),
+                replay: r.get(3),
+                raw: r.get(4),
             });
         }
     }
     // Oldest first across plugins. Rows locked above but not taken are unlocked at commit.
     candidates.sort_by_key(|c| c.seq);
 
-    let pair_lock = tx.prepare("SELECT pg_try_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 0))")?;
-    let still_head = tx.prepare(
-        "SELECT NOT EXISTS (SELECT 1 FROM deliveries
-                            WHERE plugin = $1 AND subject = $2 AND status = 'running')
-            AND NOT EXISTS (SELECT 1 FROM deliveries
-                            WHERE plugin = $1 AND subject = $2 AND status IN ('pending', 'retrying')
-                              AND id <> $3
-                              AND (published_key < $4 OR (published_key = $4 AND seq < $5)))",
-    )?;
     let take = tx.prepare(
         "UPDATE deliveries
          SET status = 'running', lease_owner = $2, lease_token = $3, lease_until = $4,
@@ -212,23 +202,9 @@ pub(super) fn claim(
          WHERE id = $1",
     )?;
 
-    let mut claims = Vec::with_capacity(candidates.len().min(limit));
+    candidates.truncate(limit);
+    let mut claims = Vec::with_capacity(candidates.len());
     for c in candidates {
-        if claims.len() >= limit {
-            break;
-        }
-        if let Some(subject) = &c.subject {
-            let locked: bool = tx.query_one(&pair_lock, &[&c.plugin, subject])?.get(0);
-            if !locked {
-                continue;
-            }
-            let head: bool = tx
-                .query_one(&still_head, &[&c.plugin, subject, &c.id, &c.published_key, &c.seq])?
-                .get(0);
-            if !head {
-                continue;
-            }
-        }
         let event = serde_json::from_str::<Value>(&c.raw)
             .map_err(|e| e.to_string())
             .and_then(|v| Event::from_value(&v));

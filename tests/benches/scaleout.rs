@@ -1,0 +1,206 @@
+//! `make bench BENCH=scaleout`: end-to-end events per second with one `hookhost serve` and
+//! with two on the same PostgreSQL database, in one run.
+//!
+//! Each phase: a fresh database (on the `scripts/test-postgres` server, or
+//! `HOOKHOST_TEST_PG_URL`), a fresh Graph emulator, real `hookhost serve` processes running
+//! graph-guest against it. After a warm-up (plugin compiled, connections open), `EVENTS`
+//! Okta deliveries — one `group.user_membership.add` each, every one a different user so
+//! per-user ordering never holds work back — are posted by 16 concurrent senders, spread
+//! round-robin over the hosts. The clock stops when the store counts every delivery done.
+//! events/s = EVENTS / (first post → last done).
+//!
+//! Everything (hosts, emulator, PostgreSQL, senders) shares this machine's cores, so the
+//! ratio says how much a second host adds *here*; see the issue note for where the limit is.
+//! Last line: `{"bench":"scaleout","one_host_eps":…,"two_hosts_eps":…,"ratio":…}`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hookhost::store::postgres::testing::TestDatabase;
+use hookhost_tests::okta::{delivery, group_membership_event, timestamp, Membership};
+use hookhost_tests::{GraphEmulator, TenantConfig};
+
+const EVENTS: usize = 3000;
+const WARMUP: usize = 40;
+const SENDERS: usize = 16;
+const SECRET: &str = "Basic YmVuY2g6YmVuY2g=";
+const ADMIN: &str = "bench-admin";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+}
+
+fn required(p: PathBuf) -> PathBuf {
+    assert!(p.exists(), "{} is missing: run `make build` first (make bench does)", p.display());
+    p
+}
+
+/// A `hookhost serve` process, killed when dropped.
+struct Host {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start_host(dir: &Path, graph: &GraphEmulator, store_url: &str) -> Host {
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("plugins.d")).unwrap();
+    std::fs::copy(required(workspace().join("dist/plugins/graph-guest.wasm")), dir.join("plugins.d/graph-guest.wasm")).unwrap();
+    std::fs::copy(workspace().join("dist/plugins/graph-guest.toml"), dir.join("plugins.d/graph-guest.toml")).unwrap();
+    let base = graph.base_url();
+    let cfg = graph.config();
+    std::fs::write(
+        dir.join("host.toml"),
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+[okta]
+auth_secret = {{ value = {SECRET:?} }}
+[store]
+url = {store_url:?}
+[dispatch]
+max_concurrency = 32
+[plugins]
+dir = "plugins.d"
+watch = false
+[admin]
+token = {{ value = {ADMIN:?} }}
+[plugins.graph-guest]
+allowed_hosts = ["{base}"]
+[plugins.graph-guest.config]
+graph_url = "{base}"
+login_url = "{base}"
+[plugins.graph-guest.secrets]
+tenant_id = {{ value = {:?} }}
+client_id = {{ value = {:?} }}
+client_secret = {{ value = {:?} }}
+"#,
+            cfg.tenant_id, cfg.client_id, cfg.client_secret
+        ),
+    )
+    .unwrap();
+    let child = Command::new(required(workspace().join("target/release/hookhost")))
+        .args(["serve", "--config"])
+        .arg(dir.join("host.toml"))
+        .env("HOOKHOST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+        .spawn()
+        .expect("spawn hookhost serve");
+    let host = Host { child, url: format!("http://127.0.0.1:{port}") };
+    let http = reqwest::Client::new();
+    let t = Instant::now();
+    while !matches!(http.get(format!("{}/healthz", host.url)).send().await, Ok(r) if r.status().is_success()) {
+        assert!(t.elapsed() < Duration::from_secs(60), "serve did not start: {}", std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    host
+}
+
+/// Deliveries the store counts done (a gauge every host reads from the shared store).
+async fn done(http: &reqwest::Client, host: &Host) -> usize {
+    let text = match http.get(format!("{}/metrics", host.url)).bearer_auth(ADMIN).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return 0,
+    };
+    text.lines()
+        .filter(|l| l.starts_with("hookhost_deliveries_total{") && l.contains("status=\"done\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
+        .sum()
+}
+
+/// Posts deliveries for users `first..first + n`, spread over `hosts`, then waits until the
+/// store counts `expect_done` deliveries done. Returns the elapsed time.
+async fn run(hosts: &[Host], first: usize, n: usize, expect_done: usize) -> Duration {
+    let http = reqwest::Client::new();
+    let urls: Arc<Vec<String>> = Arc::new(hosts.iter().map(|h| h.url.clone()).collect());
+    let next = Arc::new(AtomicUsize::new(first));
+    let t = Instant::now();
+    let mut senders = Vec::new();
+    for _ in 0..SENDERS {
+        let (http, urls, next) = (http.clone(), urls.clone(), next.clone());
+        senders.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= first + n {
+                    return;
+                }
+                let event = group_membership_event(
+                    Membership::Add,
+                    &format!("00ubench{i}"),
+                    &format!("bench{i}@scale.example"),
+                    &format!("Bench {i}"),
+                    "00gO365",
+                    "O365Guest",
+                    &timestamp(-1000),
+                );
+                let body = serde_json::to_vec(&delivery(vec![event])).unwrap();
+                let r = http
+                    .post(format!("{}/hooks/okta", urls[i % urls.len()]))
+                    .header("authorization", SECRET)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(r.status().as_u16(), 200);
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    loop {
+        if done(&http, &hosts[0]).await >= expect_done {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < Duration::from_secs(600), "deliveries did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn phase(label: &str, hosts_n: usize) -> f64 {
+    let db = TestDatabase::create(&format!("bench_{label}")).unwrap_or_else(|e| panic!("{e}"));
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..hosts_n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut hosts = Vec::new();
+    for d in &dirs {
+        hosts.push(start_host(d.path(), &graph, &db.url).await);
+    }
+    run(&hosts, 0, WARMUP, WARMUP).await;
+    let elapsed = run(&hosts, WARMUP, EVENTS, WARMUP + EVENTS).await;
+    let guests = graph.users().len();
+    assert_eq!(guests, WARMUP + EVENTS, "every event made one guest");
+    let eps = EVENTS as f64 / elapsed.as_secs_f64();
+    println!("{label}: {hosts_n} host(s), {EVENTS} events in {:.2} s = {eps:.0} events/s", elapsed.as_secs_f64());
+    drop(hosts);
+    eps
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let one = phase("one", 1).await;
+    let two = phase("two", 2).await;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "scaleout",
+            "one_host_eps": (one * 10.0).round() / 10.0,
+            "two_hosts_eps": (two * 10.0).round() / 10.0,
+            "ratio": (two / one * 100.0).round() / 100.0,
+        })
+    );
+}
