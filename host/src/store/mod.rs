@@ -14,6 +14,7 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -240,4 +241,129 @@ pub trait Store: KvBackend + Send + Sync {
     fn counts(&self) -> Result<Vec<(String, Status, u64)>, StoreError>;
     /// Whether any delivery is pending, running or retrying.
     fn busy(&self) -> Result<bool, StoreError>;
+
+    // What the operator console reads. Two plain queries, so every backend answers them the
+    // same way; the semantics are on the types ([`EventFilter`], [`QueueStats`]).
+
+    /// A page of events, most recently received first (`received_at` descending, then `id`
+    /// descending), matching every filter that is set. `next` is an opaque cursor for
+    /// [`EventFilter::before`], or `None` on the last page.
+    fn search_events(&self, filter: &EventFilter) -> Result<EventPage, StoreError>;
+
+    /// The queue at a glance, as of `now`: delivery counts and the oldest queued delivery per
+    /// plugin, and plugin runs per minute over the last hour.
+    fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats, StoreError>;
+}
+
+/// What [`Store::search_events`] selects. Unset fields select everything; set ones combine
+/// with AND. Text filters are case-insensitive substring matches (SQL `LOWER(col) LIKE
+/// '%' || LOWER(text) || '%'`, with `%`, `_` and backslash in the text matched literally;
+/// see [`like_pattern`]); blank text counts as unset.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Matches the subject user's login (the `User` target's `alternateId`, usually the
+    /// email), display name or Okta id, or the event's uuid.
+    pub text: Option<String>,
+    /// Matches the event type (`membership` finds both add and remove).
+    pub event_type: Option<String>,
+    /// Matches the display name or the Okta id of any `UserGroup` target of the event.
+    pub group: Option<String>,
+    /// The event has at least one delivery in this status.
+    pub status: Option<Status>,
+    /// Page size; backends clamp it to 1..=[`MAX_EVENT_PAGE`].
+    pub limit: usize,
+    /// Only events after this cursor in the order above (a `next` from an earlier page).
+    pub before: Option<String>,
+}
+
+/// Largest page [`Store::search_events`] returns.
+pub const MAX_EVENT_PAGE: usize = 200;
+
+/// The SQL `LIKE` pattern for a case-insensitive substring search of `text` (compare it with
+/// `LOWER(col) LIKE ? ESCAPE` backslash): lower-cased, with the wildcards `%`, `_` and the
+/// backslash itself escaped, so an operator's text is matched literally.
+pub fn like_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.trim().to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// One page of [`Store::search_events`].
+#[derive(Debug, Clone, Serialize)]
+pub struct EventPage {
+    pub events: Vec<EventSummary>,
+    /// Cursor for the next (older) page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// An event as the console's list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventSummary {
+    pub id: String,
+    pub event_type: String,
+    /// RFC 3339 UTC, as in [`EventView`].
+    pub published: String,
+    pub received_at: String,
+    /// The subject (the first `User` target); `None` for an event without one.
+    pub user: Option<EventUser>,
+    /// Display names of the event's `UserGroup` targets (the id where a target has no name),
+    /// in the event's order.
+    pub groups: Vec<String>,
+    /// Number of the event's deliveries in each status; absent statuses are left out, so an
+    /// event no plugin subscribed to has an empty map.
+    pub statuses: BTreeMap<&'static str, u64>,
+}
+
+/// The user an event is about, as Okta names it in the event (no lookup).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventUser {
+    /// Okta user id.
+    pub id: String,
+    /// The `alternateId` (the Okta login).
+    pub login: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// [`Store::queue_stats`]: what an on-call admin looks at first.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStats {
+    /// One entry per plugin that has any delivery, by name.
+    pub plugins: Vec<PluginQueue>,
+    /// Exactly 60 one-minute buckets, oldest first; the last is the minute `now` falls in
+    /// (so it is partial). Empty minutes are present with zeros.
+    pub attempts_per_minute: Vec<MinuteAttempts>,
+}
+
+/// One plugin's deliveries by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PluginQueue {
+    pub plugin: String,
+    pub pending: u64,
+    pub running: u64,
+    pub retrying: u64,
+    pub done: u64,
+    pub dead: u64,
+    /// When the oldest delivery still waiting (pending or retrying) was created; `None` when
+    /// nothing waits.
+    pub oldest_pending_at: Option<String>,
+    /// `now - oldest_pending_at` in whole seconds (0 if the clock went back).
+    pub oldest_pending_age_secs: Option<u64>,
+}
+
+/// Plugin runs that started within one UTC minute (`minute <= started_at < minute + 60 s`).
+/// Superseded deliveries did not run and are not counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MinuteAttempts {
+    /// The minute's start, RFC 3339 UTC (`2026-11-28T10:41:00.000Z`).
+    pub minute: String,
+    pub attempts: u64,
+    /// Those whose result was not `done` (retryable, permanent, trapped, timed out, ...).
+    pub failed: u64,
 }

@@ -24,6 +24,7 @@
 //! text order is time order). Connections are plain TCP: use it on a trusted network or
 //! through a local TLS tunnel (`sslmode` other than `disable`/`prefer` is refused).
 
+mod console;
 mod queue;
 mod schema;
 pub mod testing;
@@ -36,8 +37,8 @@ use postgres::{Client, Config, NoTls};
 
 use super::sqlite::now;
 use super::{
-    AttemptView, Claim, DeliveryView, EventView, IngestReport, NewEvent, Next, ReplayOutcome, Status,
-    Store, StoreError,
+    AttemptView, Claim, DeliveryView, EventFilter, EventPage, EventView, IngestReport, NewEvent, Next, QueueStats,
+    ReplayOutcome, Status, Store, StoreError,
 };
 use crate::okta::Event;
 use crate::runtime::{Attempt, KvBackend};
@@ -261,6 +262,14 @@ impl Store for PostgresStore {
 
     fn busy(&self) -> Result<bool, StoreError> {
         self.with(views::busy)
+    }
+
+    fn search_events(&self, filter: &EventFilter) -> Result<EventPage, StoreError> {
+        self.with(|c| console::search_events(c, filter))
+    }
+
+    fn queue_stats(&self, now: chrono::DateTime<chrono::Utc>) -> Result<QueueStats, StoreError> {
+        self.with(|c| console::queue_stats(c, now))
     }
 }
 

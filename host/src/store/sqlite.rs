@@ -12,11 +12,13 @@
 //! it decides the order of a user's events.
 //!
 //! Files: [`schema`] (migrations), [`group_commit`] (ingest), [`queue`] (claim, complete,
-//! leases, supersede, replay), [`views`] (what the API reads).
+//! leases, supersede, replay), [`views`] (what the API reads), [`console`] (the operator
+//! console's search and queue summary).
 
+mod console;
 mod group_commit;
 mod queue;
-mod schema;
+pub(crate) mod schema;
 mod views;
 
 use std::path::Path;
@@ -27,8 +29,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    AttemptView, Claim, EventView, DeliveryView, IngestReport, NewEvent, Next, ReplayOutcome, Status,
-    Store, StoreError,
+    AttemptView, Claim, DeliveryView, EventFilter, EventPage, EventView, IngestReport, NewEvent, Next, QueueStats,
+    ReplayOutcome, Status, Store, StoreError,
 };
 use crate::okta::Event;
 use crate::runtime::{Attempt, KvBackend};
@@ -223,6 +225,14 @@ impl Store for SqliteStore {
 
     fn busy(&self) -> Result<bool, StoreError> {
         views::busy(&*self.conn()?)
+    }
+
+    fn search_events(&self, filter: &EventFilter) -> Result<EventPage, StoreError> {
+        console::search_events(&*self.conn()?, filter)
+    }
+
+    fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
+        console::queue_stats(&*self.conn()?, now)
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::*;
 use crate::okta::Event;
 use crate::runtime::{Attempt, AttemptResult};
-use crate::store::{NewEvent, Next, ReplayOutcome, Status, Store};
+use crate::store::{EventFilter, EventSummary, EventUser, NewEvent, Next, ReplayOutcome, Status, Store};
 
 /// A folder under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -22,6 +22,9 @@ impl TempDir {
         let dir = std::env::temp_dir().join(format!("hookhost-{name}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
+    }
+    fn db(&self) -> PathBuf {
+        self.0.join("hookhost.db")
     }
 }
 
@@ -90,6 +93,9 @@ on_both_backends!(
     state_survives_reopen,
     two_hosts_claiming_at_once_never_share_a_delivery_or_break_a_users_order,
     hosts_opening_one_new_database_at_once_migrate_it_once,
+    search_events_filters_by_user_type_group_and_status_newest_first,
+    search_events_pages_by_cursor_without_gaps_or_repeats,
+    queue_stats_count_per_plugin_and_chart_the_last_hour,
 );
 
 fn event(uuid: &str, event_type: &str, published: &str, user: Option<&str>, group: Option<&str>) -> Event {
@@ -628,4 +634,176 @@ fn hosts_opening_one_new_database_at_once_migrate_it_once(b: &dyn Backend) {
     for s in &stores[1..] {
         assert_eq!(s.ingest(None, &[new(add("e1", "2024-05-01T10:00:00.000Z", "u1", "g"), &["p"])]).unwrap().duplicates, 1);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The operator console's reads.
+
+/// A membership event with a named user and group, as the console lists it.
+fn named(uuid: &str, event_type: &str, user: (&str, &str, &str), group: (&str, &str)) -> Event {
+    Event::from_value(&json!({
+        "uuid": uuid, "eventType": event_type, "published": "2024-05-01T10:00:00Z",
+        "target": [
+            {"id": user.0, "type": "User", "alternateId": user.1, "displayName": user.2},
+            {"id": group.0, "type": "UserGroup", "displayName": group.1},
+        ],
+    }))
+    .unwrap()
+}
+
+fn search(s: &dyn Store, f: EventFilter) -> Vec<String> {
+    s.search_events(&EventFilter { limit: 50, ..f }).unwrap().events.into_iter().map(|e| e.id).collect()
+}
+
+fn text(t: &str) -> Option<String> {
+    Some(t.to_string())
+}
+
+fn search_events_filters_by_user_type_group_and_status_newest_first(b: &dyn Backend) {
+    let s = b.open();
+    let add = "group.user_membership.add";
+    // Uuids grow with ingest order, so ties in `received_at` (same millisecond) order the same.
+    s.ingest(None, &[new(named("e1", add, ("00u1", "jane.doe@example.com", "Jane Doe"), ("00gA", "O365Guest")), &["p"])]).unwrap();
+    s.ingest(None, &[new(named("e2", "group.user_membership.remove", ("00u2", "bob@example.com", "Bob 100%_Sure"), ("00gB", "Engineering")), &["p", "q"])]).unwrap();
+    s.ingest(None, &[new(named("e3", add, ("00u1", "jane.doe@example.com", "Jane Doe"), ("00gB", "Engineering")), &[])]).unwrap();
+    s.ingest(None, &[new(event("e4", "user.lifecycle.deactivate", "2024-05-01T10:00:00Z", None, None), &["p"])]).unwrap();
+
+    assert_eq!(search(&*s, EventFilter::default()), ["e4", "e3", "e2", "e1"]);
+    // The login, the display name and the Okta id, case-insensitively; blank is no filter.
+    assert_eq!(search(&*s, EventFilter { text: text("JANE.DOE@"), ..Default::default() }), ["e3", "e1"]);
+    assert_eq!(search(&*s, EventFilter { text: text("bob 100"), ..Default::default() }), ["e2"]);
+    assert_eq!(search(&*s, EventFilter { text: text("00U2"), ..Default::default() }), ["e2"]);
+    assert_eq!(search(&*s, EventFilter { text: text("  "), ..Default::default() }).len(), 4);
+    // LIKE wildcards in the text are literal.
+    assert_eq!(search(&*s, EventFilter { text: text("100%_s"), ..Default::default() }), ["e2"]);
+    assert!(search(&*s, EventFilter { text: text("j_ne"), ..Default::default() }).is_empty());
+    assert_eq!(search(&*s, EventFilter { text: text("%"), ..Default::default() }), ["e2"]);
+    // Event type and group: substrings; a group by display name or id.
+    assert_eq!(search(&*s, EventFilter { event_type: text("membership"), ..Default::default() }), ["e3", "e2", "e1"]);
+    assert_eq!(search(&*s, EventFilter { event_type: text("REMOVE"), ..Default::default() }), ["e2"]);
+    assert_eq!(search(&*s, EventFilter { group: text("engineer"), ..Default::default() }), ["e3", "e2"]);
+    assert_eq!(search(&*s, EventFilter { group: text("00ga"), ..Default::default() }), ["e1"]);
+    // Status: any delivery in it; filters combine with AND.
+    let c = claim_at(&*s, "h", t0());
+    let e2p = c.iter().find(|c| c.event.uuid == "e2" && c.plugin == "p").unwrap();
+    assert!(s.complete(&e2p.delivery_id, &e2p.lease_token, Some(&attempt(AttemptResult::Permanent("no".into()))), &Next::Dead).unwrap());
+    assert_eq!(search(&*s, EventFilter { status: Some(Status::Dead), ..Default::default() }), ["e2"]);
+    assert!(search(&*s, EventFilter { status: Some(Status::Dead), text: text("jane"), ..Default::default() }).is_empty());
+
+    let page = s.search_events(&EventFilter { text: text("bob"), limit: 10, ..Default::default() }).unwrap();
+    let e2 = &page.events[0];
+    assert_eq!(e2.event_type, "group.user_membership.remove");
+    assert_eq!(e2.published, "2024-05-01T10:00:00.000Z");
+    assert_eq!(
+        e2.user,
+        Some(EventUser { id: "00u2".into(), login: text("bob@example.com"), display_name: text("Bob 100%_Sure") })
+    );
+    assert_eq!(e2.groups, ["Engineering"]);
+    let statuses: Vec<(&str, u64)> = e2.statuses.iter().map(|(k, v)| (*k, *v)).collect();
+    assert!(statuses.contains(&("dead", 1)) && statuses.len() == 2, "{statuses:?}");
+    let e4 = &search_one(&*s, "e4");
+    assert_eq!((e4.user.as_ref(), e4.groups.len()), (None, 0));
+    assert!(search_one(&*s, "e3").statuses.is_empty(), "no plugin subscribed");
+}
+
+fn search_one(s: &dyn Store, uuid: &str) -> EventSummary {
+    s.search_events(&EventFilter { text: text(uuid), limit: 1, ..Default::default() }).unwrap().events.remove(0)
+}
+
+fn search_events_pages_by_cursor_without_gaps_or_repeats(b: &dyn Backend) {
+    let s = b.open();
+    // One batch: every event has the same `received_at`, so the uuid breaks the tie.
+    let events: Vec<NewEvent> = (0..7).map(|i| new(add(&format!("e{i}"), "2024-05-01T10:00:00Z", "u", "g"), &["p"])).collect();
+    s.ingest(None, &events).unwrap();
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s.search_events(&EventFilter { limit: 3, before: before.clone(), ..Default::default() }).unwrap();
+        assert!(page.events.len() <= 3);
+        seen.extend(page.events.into_iter().map(|e| e.id));
+        match page.next {
+            Some(n) => before = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["e6", "e5", "e4", "e3", "e2", "e1", "e0"]);
+    // The limit is clamped.
+    assert_eq!(s.search_events(&EventFilter::default()).unwrap().events.len(), 1);
+}
+
+#[test]
+fn migration_3_backfills_the_search_columns_of_existing_events() {
+    let dir = TempDir::new("migration3");
+    {
+        // A database as version 2 left it, with one event.
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);").unwrap();
+        for (version, sql) in crate::store::sqlite::schema::MIGRATIONS.iter().filter(|(v, _)| *v <= 2) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, 'then')", [version]).unwrap();
+        }
+        let e = named("old", "group.user_membership.add", ("00u7", "old.timer@example.com", "Old Timer"), ("00gX", "O365Guest"));
+        let mut raw: serde_json::Value = serde_json::from_str(&e.raw).unwrap();
+        // A second group target and a repeat of the first: kept in order, once each.
+        raw["target"].as_array_mut().unwrap().push(json!({"id": "00gY", "type": "UserGroup", "displayName": "Second"}));
+        raw["target"].as_array_mut().unwrap().push(json!({"id": "00gX", "type": "UserGroup", "displayName": "O365Guest"}));
+        conn.execute(
+            "INSERT INTO events (uuid, event_type, published, published_key, received_at, subject, group_ids, raw)
+             VALUES ('old', ?1, ?2, ?2, '2024-05-01T10:00:00.000Z', '00u7', '[\"00gX\",\"00gY\"]', ?3)",
+            rusqlite::params![e.event_type, e.published, raw.to_string()],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO events (uuid, event_type, published, published_key, received_at, subject, group_ids, raw)
+             VALUES ('bare', 't', ?1, ?1, '2024-05-01T10:00:00.000Z', NULL, '[]', '{\"uuid\":\"bare\"}')",
+            [&e.published],
+        )
+        .unwrap();
+    }
+    let s: Box<dyn Store> = Box::new(SqliteStore::open(&dir.db()).unwrap());
+    let old = search_one(&*s, "old.timer");
+    assert_eq!(old.id, "old");
+    assert_eq!(old.user.unwrap().display_name.as_deref(), Some("Old Timer"));
+    assert_eq!(old.groups, ["O365Guest", "Second"]);
+    assert_eq!(search(&*s, EventFilter { group: text("second"), ..Default::default() }), ["old"]);
+    assert_eq!(search(&*s, EventFilter::default()), ["old", "bare"]);
+}
+
+fn queue_stats_count_per_plugin_and_chart_the_last_hour(b: &dyn Backend) {
+    let s = b.open();
+    for (i, plugins) in [&["p", "q"][..], &["p"], &["p"]].iter().enumerate() {
+        s.ingest(None, &[new(add(&format!("e{i}"), "2024-05-01T10:00:00Z", &format!("u{i}"), "g"), plugins)]).unwrap();
+    }
+    let now = Utc::now();
+    let claims = claim_at(&*s, "h", t0());
+    let on = |uuid: &str, plugin: &str, minutes_ago: i64, result: AttemptResult, next: Next| {
+        let c = claims.iter().find(|c| c.event.uuid == uuid && c.plugin == plugin).unwrap();
+        let mut a = attempt(result);
+        a.started_at = (now - TimeDelta::minutes(minutes_ago)).into();
+        assert!(s.complete(&c.delivery_id, &c.lease_token, Some(&a), &next).unwrap());
+    };
+    on("e0", "p", 0, AttemptResult::Done { summary: "ok".into() }, Next::Done);
+    on("e1", "p", 0, AttemptResult::Permanent("403".into()), Next::Dead);
+    on("e0", "q", 5, AttemptResult::Retryable { message: "503".into(), retry_after: None }, Next::Retry { at: t0() });
+    // e2/p goes back to pending, waiting since it was ingested.
+    let c = claims.iter().find(|c| c.event.uuid == "e2").unwrap();
+    assert!(s.release(&c.delivery_id, &c.lease_token).unwrap());
+    let later = now + TimeDelta::seconds(90);
+    let stats = s.queue_stats(later).unwrap();
+
+    let p = &stats.plugins[0];
+    assert_eq!((p.plugin.as_str(), p.pending, p.running, p.retrying, p.done, p.dead), ("p", 1, 0, 0, 1, 1));
+    let q = &stats.plugins[1];
+    assert_eq!((q.plugin.as_str(), q.pending, q.retrying, q.dead), ("q", 0, 1, 0));
+    let age = p.oldest_pending_age_secs.unwrap();
+    assert!((90..=100).contains(&age), "{age}");
+    assert!(p.oldest_pending_at.is_some());
+
+    assert_eq!(stats.attempts_per_minute.len(), 60);
+    let total: u64 = stats.attempts_per_minute.iter().map(|m| m.attempts).sum();
+    let failed: u64 = stats.attempts_per_minute.iter().map(|m| m.failed).sum();
+    assert_eq!((total, failed), (3, 2));
+    let last = stats.attempts_per_minute.last().unwrap();
+    let this_minute = crate::store::sqlite::fmt_time(later)[..16].to_string();
+    assert!(last.minute.starts_with(&this_minute) && last.minute.ends_with(":00.000Z"), "{}", last.minute);
 }

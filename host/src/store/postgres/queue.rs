@@ -56,9 +56,13 @@ pub(super) fn ingest(
     let mut tx = client.transaction()?;
     let insert_event = tx.prepare(
         "INSERT INTO events (uuid, event_type, published, published_key, received_at,
-                             okta_delivery_id, subject, group_ids, raw)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                             okta_delivery_id, subject, group_ids, raw, subject_login, subject_name)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (uuid) DO NOTHING",
+    )?;
+    let insert_group = tx.prepare(
+        "INSERT INTO event_groups (event_uuid, group_id, group_name, position) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (event_uuid, group_id) DO NOTHING",
     )?;
     let insert_delivery = tx.prepare(
         "INSERT INTO deliveries (seq, id, event_uuid, plugin, subject, published_key, status,
@@ -73,6 +77,7 @@ pub(super) fn ingest(
         let groups = serde_json::to_string(&group_ids(event))
             .map_err(|e| StoreError::Unavailable(format!("cannot encode group ids: {e}")))?;
         let subject = event.subject();
+        let user = event.target("User");
         let inserted = tx.execute(
             &insert_event,
             &[
@@ -85,6 +90,8 @@ pub(super) fn ingest(
                 &subject,
                 &groups,
                 &event.raw,
+                &user.and_then(|u| u.alternate_id.as_deref()),
+                &user.and_then(|u| u.display_name.as_deref()),
             ],
         )?;
         if inserted == 0 {
@@ -92,6 +99,10 @@ pub(super) fn ingest(
             continue;
         }
         report.stored += 1;
+        for (position, group) in event.targets.iter().enumerate().filter(|(_, t)| t.kind == "UserGroup") {
+            let position = i64::try_from(position).unwrap_or(i64::MAX);
+            tx.execute(&insert_group, &[&event.uuid, &group.id, &group.display_name, &position])?;
+        }
         for plugin in &new.plugins {
             let created = tx.execute(&insert_delivery, &[&event.uuid, plugin, &subject, &key, &received_at])?;
             report.deliveries += count(created);

@@ -7,6 +7,8 @@
 //!   times are fixed-width RFC 3339 text whose byte order is time order, and ids page by
 //!   byte order; a database created with a natural-language collation would otherwise
 //!   compare them by its own rules (which may skip punctuation).
+//! - Migration 1 already has what the SQLite store's migration 3 added for the operator
+//!   console (`events.subject_login`/`subject_name`, `event_groups` and the two indexes).
 //! - `seq`, the ingest order, comes from a sequence shared by every host, so delivery ids stay
 //!   unique and ordered whoever ingests.
 //!
@@ -34,7 +36,17 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
         okta_delivery_id TEXT,
         subject TEXT COLLATE "C",
         group_ids TEXT NOT NULL,
-        raw TEXT NOT NULL
+        raw TEXT NOT NULL,
+        subject_login TEXT,
+        subject_name TEXT
+    );
+    CREATE INDEX events_received ON events (received_at, uuid);
+    CREATE TABLE event_groups (
+        event_uuid TEXT COLLATE "C" NOT NULL REFERENCES events (uuid),
+        group_id TEXT COLLATE "C" NOT NULL,
+        group_name TEXT,
+        position BIGINT NOT NULL,
+        PRIMARY KEY (event_uuid, group_id)
     );
     CREATE SEQUENCE delivery_seq;
     CREATE TABLE deliveries (
@@ -73,5 +85,6 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
         error TEXT,
         log TEXT NOT NULL,
         PRIMARY KEY (delivery_id, number)
-    );"#,
+    );
+    CREATE INDEX attempts_started ON attempts (started_at);"#,
 )];

@@ -28,7 +28,7 @@ fn delivery(r: &Row) -> DeliveryView {
     }
 }
 
-fn show_published(published: &str) -> String {
+pub(super) fn show_published(published: &str) -> String {
     DateTime::parse_from_rfc3339(published)
         .map(|t| fmt_time(t.with_timezone(&Utc)))
         .unwrap_or_else(|_| published.to_owned())

@@ -163,9 +163,13 @@ fn apply_batch(tx: &Connection, batch: &Batch, next_seq: &mut i64) -> Result<Ing
     let mut report = IngestReport::default();
     let mut insert_event = tx.prepare_cached(
         "INSERT INTO events (uuid, event_type, published, published_key, received_at,
-                             okta_delivery_id, subject, group_ids, raw)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                             okta_delivery_id, subject, group_ids, raw, subject_login, subject_name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (uuid) DO NOTHING",
+    )?;
+    let mut insert_group = tx.prepare_cached(
+        "INSERT INTO event_groups (event_uuid, group_id, group_name, position) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (event_uuid, group_id) DO NOTHING",
     )?;
     let mut insert_delivery = tx.prepare_cached(
         "INSERT INTO deliveries (seq, id, event_uuid, plugin, subject, published_key, status,
@@ -178,6 +182,7 @@ fn apply_batch(tx: &Connection, batch: &Batch, next_seq: &mut i64) -> Result<Ing
         let key = published_key(&event.published);
         let groups = serde_json::to_string(&group_ids(event))
             .map_err(|e| StoreError::Unavailable(format!("cannot encode group ids: {e}")))?;
+        let user = event.target("User");
         let inserted = insert_event.execute(params![
             event.uuid,
             event.event_type,
@@ -188,12 +193,17 @@ fn apply_batch(tx: &Connection, batch: &Batch, next_seq: &mut i64) -> Result<Ing
             event.subject(),
             groups,
             event.raw,
+            user.and_then(|u| u.alternate_id.as_deref()),
+            user.and_then(|u| u.display_name.as_deref()),
         ])?;
         if inserted == 0 {
             report.duplicates += 1;
             continue;
         }
         report.stored += 1;
+        for (position, group) in event.targets.iter().enumerate().filter(|(_, t)| t.kind == "UserGroup") {
+            insert_group.execute(params![event.uuid, group.id, group.display_name, position as i64])?;
+        }
         for plugin in &new.plugins {
             let seq = *next_seq;
             let created = insert_delivery.execute(params![

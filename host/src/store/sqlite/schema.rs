@@ -15,8 +15,19 @@
 //!   `lease_*` describe the live claim of a running delivery.
 //! - `attempts`: the execution history, one row per run (or per supersede decision),
 //!   numbered from 1 within a delivery.
+//!
+//! Migration 3 (what the operator console searches):
+//!
+//! - `events.subject_login` / `events.subject_name`: the `alternateId` (Okta login) and
+//!   `displayName` of the event's first `User` target, the same target as `subject`.
+//! - `event_groups`: one row per distinct `UserGroup` target id of an event, with its
+//!   `displayName`, so "which events touched group X" is a plain indexed join.
+//! - `events_received` orders the console's list (newest first); `attempts_started` serves
+//!   the attempts-per-minute chart, which reads only the last hour.
+//! - Existing rows are backfilled from `raw` (the LogEvent JSON) with SQLite's JSON
+//!   functions, picking the same targets, in the same order, as ingest does.
 
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
         "CREATE TABLE plugin_kv (
@@ -79,5 +90,34 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         log TEXT NOT NULL,
         PRIMARY KEY (delivery_id, number)
     ) WITHOUT ROWID;",
+    ),
+    (
+        3,
+        "ALTER TABLE events ADD COLUMN subject_login TEXT;
+    ALTER TABLE events ADD COLUMN subject_name TEXT;
+    CREATE TABLE event_groups (
+        event_uuid TEXT NOT NULL REFERENCES events (uuid),
+        group_id TEXT NOT NULL,
+        group_name TEXT,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (event_uuid, group_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_received ON events (received_at, uuid);
+    CREATE INDEX attempts_started ON attempts (started_at);
+    UPDATE events SET
+        subject_login = (
+            SELECT json_extract(t.value, '$.alternateId') FROM json_each(events.raw, '$.target') t
+            WHERE json_extract(t.value, '$.type') = 'User' ORDER BY t.key LIMIT 1),
+        subject_name = (
+            SELECT json_extract(t.value, '$.displayName') FROM json_each(events.raw, '$.target') t
+            WHERE json_extract(t.value, '$.type') = 'User' ORDER BY t.key LIMIT 1)
+    WHERE json_type(raw, '$.target') = 'array';
+    INSERT INTO event_groups (event_uuid, group_id, group_name, position)
+        SELECT e.uuid, COALESCE(json_extract(t.value, '$.id'), ''),
+               json_extract(t.value, '$.displayName'), t.key
+        FROM events e, json_each(e.raw, '$.target') t
+        WHERE json_type(e.raw, '$.target') = 'array' AND json_extract(t.value, '$.type') = 'UserGroup'
+        ORDER BY e.uuid, t.key
+    ON CONFLICT (event_uuid, group_id) DO NOTHING;",
     ),
 ];

@@ -29,7 +29,7 @@ fn delivery(r: &Row<'_>) -> rusqlite::Result<DeliveryView> {
 }
 
 /// `published` shown as RFC 3339 UTC with milliseconds, like every other time.
-fn show_published(published: &str) -> String {
+pub(super) fn show_published(published: &str) -> String {
     DateTime::parse_from_rfc3339(published)
         .map(|t| fmt_time(t.with_timezone(&Utc)))
         .unwrap_or_else(|_| published.to_owned())
