@@ -248,3 +248,30 @@ async fn both_hosts_started_at_once_on_a_new_database_migrate_it_once() {
     assert_eq!(versions, expected, "each migration recorded once");
     assert_eq!(guests(&graph).len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_database_goes_away_okta_gets_503_and_healthz_says_why() {
+    let db = pg_database("db_gone");
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let hosts = pair(&graph, &db, ServeSetup::default());
+    let a = hosts.start(0).await;
+    assert_eq!(a.post(vec![membership(Membership::Add, 1, -1000)]).await, Some(200));
+    a.settle_all(Duration::from_secs(60)).await;
+
+    // The database disappears (its connections are terminated with it).
+    drop(db);
+    assert_eq!(a.post(vec![membership(Membership::Add, 2, -1000)]).await, Some(503), "never 200 for an event not stored");
+    let (code, body) = crate::support::http_client()
+        .get(format!("{}/healthz", a.url))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map(|c| (c, ()))
+        .unwrap();
+    assert_eq!((code, body), (503, ()));
+    let health = a.get_json("/healthz").await;
+    assert_eq!(health["store"], "unavailable", "{health}");
+    let why = health["store_error"].as_str().unwrap_or("");
+    assert!(why.contains("PostgreSQL") && why.contains("does not exist"), "the server's reason is shown: {health}");
+    assert!(!health.to_string().contains(&hosts.setup.okta_secret));
+}

@@ -30,7 +30,7 @@ mod schema;
 pub mod testing;
 mod views;
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use postgres::{Client, Config, NoTls};
@@ -43,19 +43,42 @@ use super::{
 use crate::okta::Event;
 use crate::runtime::{Attempt, KvBackend};
 
-/// Idle connections kept for reuse; more may be open while busy.
-const MAX_IDLE: usize = 32;
+/// Connections one host opens at most (PostgreSQL's default `max_connections` is 100, so a
+/// handful of hosts fit). Callers beyond it wait for a connection to come back.
+const MAX_CONNECTIONS: usize = 16;
+/// How long a caller waits for a free connection before the call fails.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The connection pool: idle connections, and how many exist in all (idle or in use).
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Client>,
+    open: usize,
+}
 
 /// A PostgreSQL database shared by any number of hosts.
 pub struct PostgresStore {
     config: Config,
-    idle: Mutex<Vec<Client>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a connection is returned or closed.
+    returned: Condvar,
 }
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
-        // The driver's messages name the server's complaint, never the connection password.
-        StoreError::Unavailable(format!("postgresql: {e}"))
+        StoreError::Unavailable(format!("postgresql: {}", describe(&e)))
+    }
+}
+
+/// The driver's error with the server's own message (its `Display` says only "db error")
+/// or the I/O cause. Neither ever contains the connection password.
+fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({}: {})", db.message(), db.severity(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }
 
@@ -106,42 +129,84 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("hookhost");
         }
-        let store = PostgresStore { config, idle: Mutex::new(Vec::new()) };
+        let store = PostgresStore { config, pool: Mutex::new(Pool::default()), returned: Condvar::new() };
         store.with(|c| schema_migrate(c))?;
         Ok(store)
     }
 
-    fn idle(&self) -> MutexGuard<'_, Vec<Client>> {
+    fn pool(&self) -> MutexGuard<'_, Pool> {
         // The pool holds no invariant a panic could break: recover it.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` with a pooled connection (opening one if none is idle), off the async runtime.
+    /// An idle connection, or a new one while fewer than [`MAX_CONNECTIONS`] exist, or the
+    /// next one returned.
+    fn checkout(&self) -> Result<Client, StoreError> {
+        let deadline = std::time::Instant::now() + CHECKOUT_TIMEOUT;
+        let mut pool = self.pool();
+        loop {
+            while let Some(c) = pool.idle.pop() {
+                if !c.is_closed() {
+                    return Ok(c);
+                }
+                pool.open -= 1;
+            }
+            if pool.open < MAX_CONNECTIONS {
+                pool.open += 1;
+                drop(pool);
+                return self.config.connect(NoTls).map_err(|e| {
+                    self.closed();
+                    StoreError::Unavailable(format!("cannot connect to PostgreSQL (store.url): {}", describe(&e)))
+                });
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Unavailable(format!(
+                    "all {MAX_CONNECTIONS} PostgreSQL connections stayed busy for {}s",
+                    CHECKOUT_TIMEOUT.as_secs()
+                )));
+            }
+            pool = self.returned.wait_timeout(pool, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    fn checkin(&self, client: Client) {
+        if client.is_closed() {
+            self.closed();
+        } else {
+            self.pool().idle.push(client);
+            self.returned.notify_one();
+        }
+    }
+
+    /// A connection was dropped (broken, or never opened).
+    fn closed(&self) {
+        let mut pool = self.pool();
+        pool.open = pool.open.saturating_sub(1);
+        drop(pool);
+        self.returned.notify_one();
+    }
+
+    /// Runs `f` with a pooled connection, off the async runtime.
     pub(crate) fn with<T: Send>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
         off_runtime(|| {
-            let pooled = loop {
-                match self.idle().pop() {
-                    Some(c) if c.is_closed() => continue,
-                    Some(c) => break Some(c),
-                    None => break None,
-                }
-            };
-            let mut client = match pooled {
-                Some(c) => c,
-                None => self.config.connect(NoTls).map_err(|e| {
-                    StoreError::Unavailable(format!("cannot connect to PostgreSQL (store.url): {e}"))
-                })?,
-            };
-            let result = f(&mut client);
-            if !client.is_closed() {
-                let mut idle = self.idle();
-                if idle.len() < MAX_IDLE {
-                    idle.push(client);
+            // Returned to the pool however `f` ends, a panic included (a transaction it left
+            // open was rolled back when the transaction was dropped).
+            struct Lent<'a>(&'a PostgresStore, Option<Client>);
+            impl Drop for Lent<'_> {
+                fn drop(&mut self) {
+                    if let Some(c) = self.1.take() {
+                        self.0.checkin(c);
+                    }
                 }
             }
+            let mut lent = Lent(self, Some(self.checkout()?));
+            let client = lent.1.as_mut().expect("a lent connection");
+            let result = f(client);
+            drop(lent);
             result
         })
     }
@@ -301,5 +366,28 @@ impl KvBackend for PostgresStore {
             Ok(())
         })
         .map_err(|e| format!("kv delete failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_never_shows_in_a_redacted_url() {
+        let shown = redact_url("postgres://hookhost:s3cret@db.internal:5432/hookhost");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("db.internal:5432/hookhost"), "{shown}");
+        assert_eq!(redact_url("not a url"), "<unparseable url>");
+    }
+
+    #[test]
+    fn open_errors_name_the_problem() {
+        let e = PostgresStore::open_url("postgres://hookhost:pw@127.0.0.1:5432/x?sslmode=require").err().unwrap();
+        assert!(e.to_string().contains("sslmode=require"), "{e}");
+        let e = PostgresStore::open_url("postgres://hookhost@127.0.0.1:9/x?connect_timeout=2").err().unwrap();
+        assert!(e.to_string().contains("cannot connect to PostgreSQL"), "{e}");
+        let e = PostgresStore::open_url("postgres://h@/x?port=notanumber").err().unwrap();
+        assert!(e.to_string().contains("not a PostgreSQL URL"), "{e}");
     }
 }
