@@ -172,6 +172,39 @@ async fn run(hosts: &[Host], first: usize, n: usize, expect_done: usize) -> Dura
     }
 }
 
+/// CPU seconds a process has used (utime + stime from `/proc/<pid>/stat`; 100 ticks/s).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`, which may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used so far by every running `postgres` process (server and backends).
+fn postgres_cpu() -> f64 {
+    let mut sum = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if pid.bytes().all(|b| b.is_ascii_digit())
+            && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
+        {
+            sum += cpu_secs(&pid);
+        }
+    }
+    sum
+}
+
+/// Busy and total CPU seconds of the whole machine so far (`/proc/stat`).
+fn machine_cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: f64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    ((total - idle) / 100.0, total / 100.0)
+}
+
 async fn phase(label: &str, hosts_n: usize) -> f64 {
     let db = TestDatabase::create(&format!("bench_{label}")).unwrap_or_else(|e| panic!("{e}"));
     let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
@@ -181,7 +214,21 @@ async fn phase(label: &str, hosts_n: usize) -> f64 {
         hosts.push(start_host(d.path(), &graph, &db.url).await);
     }
     run(&hosts, 0, WARMUP, WARMUP).await;
+    let pids: Vec<String> = hosts.iter().map(|h| h.child.id().to_string()).collect();
+    let hosts_cpu = |pids: &[String]| pids.iter().map(|p| cpu_secs(p)).sum::<f64>();
+    let (h0, b0, p0, m0) = (hosts_cpu(&pids), cpu_secs("self"), postgres_cpu(), machine_cpu());
     let elapsed = run(&hosts, WARMUP, EVENTS, WARMUP + EVENTS).await;
+    let (h1, b1, p1, m1) = (hosts_cpu(&pids), cpu_secs("self"), postgres_cpu(), machine_cpu());
+    let (busy, total) = (m1.0 - m0.0, m1.1 - m0.1);
+    let per_k = |secs: f64| secs * 1000.0 / EVENTS as f64;
+    println!(
+        "{label}: CPU s per 1000 events: hookhost {:.2}, PostgreSQL {:.2}, emulator+senders {:.2}, anything else {:.2}; machine busy {:.0}%",
+        per_k(h1 - h0),
+        per_k(p1 - p0),
+        per_k(b1 - b0),
+        per_k(busy - (h1 - h0) - (p1 - p0) - (b1 - b0)),
+        100.0 * busy / total.max(0.001),
+    );
     let guests = graph.users().len();
     assert_eq!(guests, WARMUP + EVENTS, "every event made one guest");
     let eps = EVENTS as f64 / elapsed.as_secs_f64();

@@ -33,7 +33,9 @@ mod views;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use postgres::{Client, Config, NoTls};
+use std::collections::HashMap;
+
+use postgres::{Client, Config, GenericClient, NoTls, Statement};
 
 use super::sqlite::now;
 use super::{
@@ -52,8 +54,63 @@ const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The connection pool: idle connections, and how many exist in all (idle or in use).
 #[derive(Default)]
 struct Pool {
-    idle: Vec<Client>,
+    idle: Vec<Conn>,
     open: usize,
+}
+
+/// One connection and its prepared statements: the queue's statements are parsed and
+/// planned once per connection instead of on every call (most of PostgreSQL's CPU per event
+/// otherwise). Derefs to the client for one-off queries.
+pub(crate) struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// `sql` prepared on this connection (once; then from `cache`). Takes the client or an open
+/// transaction of it: a named statement outlives the transaction it was prepared in.
+pub(crate) fn prepared(
+    cache: &mut HashMap<String, Statement>,
+    client: &mut impl GenericClient,
+    sql: &str,
+) -> Result<Statement, postgres::Error> {
+    if let Some(st) = cache.get(sql) {
+        return Ok(st.clone());
+    }
+    let st = client.prepare(sql)?;
+    cache.insert(sql.to_owned(), st.clone());
+    Ok(st)
+}
+
+impl Conn {
+    /// The client and the statement cache, borrowed apart (to prepare inside a transaction).
+    pub(crate) fn parts(&mut self) -> (&mut Client, &mut HashMap<String, Statement>) {
+        (&mut self.client, &mut self.statements)
+    }
+
+    /// Runs one cached statement outside a transaction; the number of rows it changed.
+    pub(crate) fn exec(&mut self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<u64, postgres::Error> {
+        let st = prepared(&mut self.statements, &mut self.client, sql)?;
+        self.client.execute(&st, params)
+    }
+
+    /// Runs one cached query outside a transaction.
+    pub(crate) fn rows(&mut self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<Vec<postgres::Row>, postgres::Error> {
+        let st = prepared(&mut self.statements, &mut self.client, sql)?;
+        self.client.query(&st, params)
+    }
 }
 
 /// A PostgreSQL database shared by any number of hosts.
@@ -141,7 +198,7 @@ impl PostgresStore {
 
     /// An idle connection, or a new one while fewer than [`MAX_CONNECTIONS`] exist, or the
     /// next one returned.
-    fn checkout(&self) -> Result<Client, StoreError> {
+    fn checkout(&self) -> Result<Conn, StoreError> {
         let deadline = std::time::Instant::now() + CHECKOUT_TIMEOUT;
         let mut pool = self.pool();
         loop {
@@ -154,10 +211,16 @@ impl PostgresStore {
             if pool.open < MAX_CONNECTIONS {
                 pool.open += 1;
                 drop(pool);
-                return self.config.connect(NoTls).map_err(|e| {
-                    self.closed();
-                    StoreError::Unavailable(format!("cannot connect to PostgreSQL (store.url): {}", describe(&e)))
-                });
+                return match self.config.connect(NoTls) {
+                    Ok(client) => Ok(Conn { client, statements: HashMap::new() }),
+                    Err(e) => {
+                        self.closed();
+                        Err(StoreError::Unavailable(format!(
+                            "cannot connect to PostgreSQL (store.url): {}",
+                            describe(&e)
+                        )))
+                    }
+                };
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
@@ -170,7 +233,7 @@ impl PostgresStore {
         }
     }
 
-    fn checkin(&self, client: Client) {
+    fn checkin(&self, client: Conn) {
         if client.is_closed() {
             self.closed();
         } else {
@@ -190,12 +253,12 @@ impl PostgresStore {
     /// Runs `f` with a pooled connection, off the async runtime.
     pub(crate) fn with<T: Send>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
         off_runtime(|| {
             // Returned to the pool however `f` ends, a panic included (a transaction it left
             // open was rolled back when the transaction was dropped).
-            struct Lent<'a>(&'a PostgresStore, Option<Client>);
+            struct Lent<'a>(&'a PostgresStore, Option<Conn>);
             impl Drop for Lent<'_> {
                 fn drop(&mut self) {
                     if let Some(c) = self.1.take() {
@@ -227,7 +290,7 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
-fn schema_migrate(client: &mut Client) -> Result<(), StoreError> {
+fn schema_migrate(client: &mut Conn) -> Result<(), StoreError> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::MIGRATION_LOCK])?;
     tx.batch_execute(
@@ -341,7 +404,8 @@ impl Store for PostgresStore {
 impl KvBackend for PostgresStore {
     fn get(&self, plugin: &str, key: &str) -> Result<Option<String>, String> {
         self.with(|c| {
-            Ok(c.query_opt("SELECT value FROM plugin_kv WHERE plugin = $1 AND key = $2", &[&plugin, &key])?
+            Ok(c.rows("SELECT value FROM plugin_kv WHERE plugin = $1 AND key = $2", &[&plugin, &key])?
+                .first()
                 .map(|r| r.get(0)))
         })
         .map_err(|e| format!("kv get failed: {e}"))
@@ -350,7 +414,7 @@ impl KvBackend for PostgresStore {
     fn set(&self, plugin: &str, key: &str, value: &str) -> Result<(), String> {
         // One statement: atomic under concurrent writers (last writer wins, nobody fails).
         self.with(|c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO plugin_kv (plugin, key, value, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                 &[&plugin, &key, &value, &now()],
@@ -362,7 +426,7 @@ impl KvBackend for PostgresStore {
 
     fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
         self.with(|c| {
-            c.execute("DELETE FROM plugin_kv WHERE plugin = $1 AND key = $2", &[&plugin, &key])?;
+            c.exec("DELETE FROM plugin_kv WHERE plugin = $1 AND key = $2", &[&plugin, &key])?;
             Ok(())
         })
         .map_err(|e| format!("kv delete failed: {e}"))

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use postgres::types::ToSql;
-use postgres::Client;
+use super::Conn;
 
 use crate::store::sqlite::fmt_time;
 use crate::store::{
@@ -26,7 +26,7 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-pub(super) fn search_events(client: &mut Client, filter: &EventFilter) -> Result<EventPage, StoreError> {
+pub(super) fn search_events(client: &mut Conn, filter: &EventFilter) -> Result<EventPage, StoreError> {
     let limit = filter.limit.clamp(1, MAX_EVENT_PAGE);
     let mut sql = String::from(
         "SELECT e.uuid, e.event_type, e.published, e.received_at, e.subject, e.subject_login, e.subject_name
@@ -114,7 +114,7 @@ pub(super) fn search_events(client: &mut Client, filter: &EventFilter) -> Result
     Ok(EventPage { events, next })
 }
 
-pub(super) fn queue_stats(client: &mut Client, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
+pub(super) fn queue_stats(client: &mut Conn, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
     let mut plugins: BTreeMap<String, PluginQueue> = BTreeMap::new();
     for r in client.query("SELECT plugin, status, COUNT(*) FROM deliveries GROUP BY plugin, status", &[])? {
         let plugin: String = r.get(0);

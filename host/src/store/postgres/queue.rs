@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use postgres::Client;
+use super::{prepared, Conn};
 use serde_json::Value;
 
 use crate::okta::Event;
@@ -47,24 +47,25 @@ fn count(n: u64) -> usize {
 }
 
 pub(super) fn ingest(
-    client: &mut Client,
+    conn: &mut Conn,
     okta_delivery_id: Option<&str>,
     events: &[NewEvent],
 ) -> Result<IngestReport, StoreError> {
     let received_at = now();
     let mut report = IngestReport::default();
+    let (client, cache) = conn.parts();
     let mut tx = client.transaction()?;
-    let insert_event = tx.prepare(
+    let insert_event = prepared(cache, &mut tx, 
         "INSERT INTO events (uuid, event_type, published, published_key, received_at,
                              okta_delivery_id, subject, group_ids, raw, subject_login, subject_name)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (uuid) DO NOTHING",
     )?;
-    let insert_group = tx.prepare(
+    let insert_group = prepared(cache, &mut tx, 
         "INSERT INTO event_groups (event_uuid, group_id, group_name, position) VALUES ($1, $2, $3, $4)
          ON CONFLICT (event_uuid, group_id) DO NOTHING",
     )?;
-    let insert_delivery = tx.prepare(
+    let insert_delivery = prepared(cache, &mut tx, 
         "INSERT INTO deliveries (seq, id, event_uuid, plugin, subject, published_key, status,
                                  created_at, updated_at)
          SELECT n.seq, 'd_' || lpad(to_hex(n.seq), 16, '0'), $1, $2, $3, $4, 'pending', $5, $5
@@ -122,7 +123,7 @@ struct Candidate {
 }
 
 pub(super) fn claim(
-    client: &mut Client,
+    conn: &mut Conn,
     host_id: &str,
     now_t: DateTime<Utc>,
     lease: Duration,
@@ -134,34 +135,38 @@ pub(super) fn claim(
     }
     let now_s = fmt_time(now_t);
     let until = fmt_time(plus(now_t, lease));
+    let (client, cache) = conn.parts();
     let mut tx = client.transaction()?;
 
     // Plugins with queued work: a loose index scan over `deliveries_queued` (one seek each).
-    let plugins: Vec<String> = tx
-        .query(
-            "WITH RECURSIVE p (plugin) AS (
+    let plugins_with_work = prepared(
+        cache,
+        &mut tx,
+        "WITH RECURSIVE p (plugin) AS (
                  SELECT MIN(plugin) FROM deliveries WHERE status IN ('pending', 'retrying')
                  UNION ALL
                  SELECT (SELECT MIN(d.plugin) FROM deliveries d
                          WHERE d.status IN ('pending', 'retrying') AND d.plugin > p.plugin)
                  FROM p WHERE p.plugin IS NOT NULL)
              SELECT plugin FROM p WHERE plugin IS NOT NULL",
-            &[],
-        )?
+    )?;
+    let plugins: Vec<String> = tx
+        .query(&plugins_with_work, &[])?
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let running_here = prepared(
+        cache,
+        &mut tx,
+        "SELECT plugin, COUNT(*) FROM deliveries WHERE status = 'running' AND lease_owner = $1 GROUP BY plugin",
+    )?;
     let running: HashMap<String, usize> = tx
-        .query(
-            "SELECT plugin, COUNT(*) FROM deliveries
-             WHERE status = 'running' AND lease_owner = $1 GROUP BY plugin",
-            &[&host_id],
-        )?
+        .query(&running_here, &[&host_id])?
         .iter()
         .map(|r| (r.get::<_, String>(0), usize::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
         .collect();
 
-    let heads = tx.prepare(
+    let heads = prepared(cache, &mut tx, 
         "SELECT d.seq, d.id, d.attempts, d.replay, e.raw
          FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
          WHERE d.status IN ('pending', 'retrying') AND d.plugin = $1
@@ -202,13 +207,13 @@ pub(super) fn claim(
     // Oldest first across plugins. Rows locked above but not taken are unlocked at commit.
     candidates.sort_by_key(|c| c.seq);
 
-    let take = tx.prepare(
+    let take = prepared(cache, &mut tx, 
         "UPDATE deliveries
          SET status = 'running', lease_owner = $2, lease_token = $3, lease_until = $4,
              next_attempt_at = NULL, updated_at = $5
          WHERE id = $1",
     )?;
-    let unreadable = tx.prepare(
+    let unreadable = prepared(cache, &mut tx, 
         "UPDATE deliveries SET status = 'dead', last_error = $2, next_attempt_at = NULL, updated_at = $3
          WHERE id = $1",
     )?;
@@ -243,12 +248,12 @@ pub(super) fn claim(
 }
 
 pub(super) fn renew(
-    client: &mut Client,
+    conn: &mut Conn,
     delivery_id: &str,
     lease_token: &str,
     until: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let n = client.execute(
+    let n = conn.exec(
         "UPDATE deliveries SET lease_until = $3, updated_at = $4
          WHERE id = $1 AND lease_token = $2 AND status = 'running'",
         &[&delivery_id, &lease_token, &fmt_time(until), &now()],
@@ -256,8 +261,8 @@ pub(super) fn renew(
     Ok(n == 1)
 }
 
-pub(super) fn release(client: &mut Client, delivery_id: &str, lease_token: &str) -> Result<bool, StoreError> {
-    let n = client.execute(
+pub(super) fn release(conn: &mut Conn, delivery_id: &str, lease_token: &str) -> Result<bool, StoreError> {
+    let n = conn.exec(
         "UPDATE deliveries
          SET status = 'pending', lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $3
          WHERE id = $1 AND lease_token = $2 AND status = 'running'",
@@ -267,7 +272,7 @@ pub(super) fn release(client: &mut Client, delivery_id: &str, lease_token: &str)
 }
 
 pub(super) fn release_claims(
-    client: &mut Client,
+    conn: &mut Conn,
     now_t: DateTime<Utc>,
     host_id: Option<&str>,
 ) -> Result<usize, StoreError> {
@@ -276,26 +281,28 @@ pub(super) fn release_claims(
              lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $2
          WHERE status = 'running' AND ";
     let n = match host_id {
-        None => client.execute(&format!("{SET} lease_until < $1"), &[&fmt_time(now_t), &now()])?,
-        Some(host) => client.execute(&format!("{SET} lease_owner = $1"), &[&host, &now()])?,
+        None => conn.execute(&format!("{SET} lease_until < $1"), &[&fmt_time(now_t), &now()])?,
+        Some(host) => conn.execute(&format!("{SET} lease_owner = $1"), &[&host, &now()])?,
     };
     Ok(count(n))
 }
 
 pub(super) fn complete(
-    client: &mut Client,
+    conn: &mut Conn,
     delivery_id: &str,
     lease_token: &str,
     attempt: Option<&Attempt>,
     next: &Next,
 ) -> Result<bool, StoreError> {
+    let (client, cache) = conn.parts();
     let mut tx = client.transaction()?;
     // Locks the row: a sweep or replay on another host waits for this decision.
-    let Some(row) = tx.query_opt(
+    let lock = prepared(
+        cache,
+        &mut tx,
         "SELECT status, lease_token, attempts, last_error, replay FROM deliveries WHERE id = $1 FOR UPDATE",
-        &[&delivery_id],
-    )?
-    else {
+    )?;
+    let Some(row) = tx.query_opt(&lock, &[&delivery_id])? else {
         return Ok(false);
     };
     let status: String = row.get(0);
@@ -306,11 +313,14 @@ pub(super) fn complete(
     if status != "running" || token.as_deref() != Some(lease_token) {
         return Ok(false);
     }
-    let mut number: i64 = tx
-        .query_one("SELECT COALESCE(MAX(number), 0)::BIGINT FROM attempts WHERE delivery_id = $1", &[&delivery_id])?
-        .get(0);
+    let last_number = prepared(
+        cache,
+        &mut tx,
+        "SELECT COALESCE(MAX(number), 0)::BIGINT FROM attempts WHERE delivery_id = $1",
+    )?;
+    let mut number: i64 = tx.query_one(&last_number, &[&delivery_id])?.get(0);
     let now_s = now();
-    let record = tx.prepare(
+    let record = prepared(cache, &mut tx, 
         "INSERT INTO attempts (delivery_id, number, plugin_version, plugin_sha256, started_at,
                                duration_ms, result, error, log)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -362,12 +372,17 @@ pub(super) fn complete(
             (Status::Done, None, None, Some(by_event.clone()), false)
         }
     };
-    tx.execute(
+    let finish = prepared(
+        cache,
+        &mut tx,
         "UPDATE deliveries
          SET status = $2, attempts = $3, next_attempt_at = $4, last_error = $5,
              plugin_version = COALESCE($6, plugin_version), superseded_by = $7, replay = $8,
              lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $9
          WHERE id = $1",
+    )?;
+    tx.execute(
+        &finish,
         &[
             &delivery_id,
             &status.as_str(),
@@ -385,12 +400,12 @@ pub(super) fn complete(
 }
 
 /// Supersede: see the SQLite store's `newer_done` for the rule; the query is the same.
-pub(super) fn newer_done(client: &mut Client, plugin: &str, event: &Event) -> Result<Option<String>, StoreError> {
+pub(super) fn newer_done(conn: &mut Conn, plugin: &str, event: &Event) -> Result<Option<String>, StoreError> {
     let Some(subject) = event.subject() else {
         return Ok(None);
     };
     let mine = group_ids(event);
-    let rows = client.query(
+    let rows = conn.rows(
         "SELECT e.uuid, e.event_type, e.group_ids
          FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
          WHERE d.plugin = $1 AND d.subject = $2 AND d.status = 'done'
@@ -408,8 +423,8 @@ pub(super) fn newer_done(client: &mut Client, plugin: &str, event: &Event) -> Re
     Ok(None)
 }
 
-pub(super) fn replay(client: &mut Client, delivery_id: &str) -> Result<ReplayOutcome, StoreError> {
-    let mut tx = client.transaction()?;
+pub(super) fn replay(conn: &mut Conn, delivery_id: &str) -> Result<ReplayOutcome, StoreError> {
+    let mut tx = conn.transaction()?;
     let Some(row) = tx.query_opt("SELECT status FROM deliveries WHERE id = $1 FOR UPDATE", &[&delivery_id])? else {
         return Ok(ReplayOutcome::NotFound);
     };

@@ -2,7 +2,9 @@
 //! with the same shapes and paging.
 
 use chrono::{DateTime, Utc};
-use postgres::{Client, Row};
+use postgres::Row;
+
+use super::Conn;
 
 use crate::store::sqlite::fmt_time;
 use crate::store::{AttemptView, DeliveryView, EventView, Status, StoreError};
@@ -34,7 +36,7 @@ pub(super) fn show_published(published: &str) -> String {
         .unwrap_or_else(|_| published.to_owned())
 }
 
-pub(super) fn event(client: &mut Client, uuid: &str) -> Result<Option<EventView>, StoreError> {
+pub(super) fn event(client: &mut Conn, uuid: &str) -> Result<Option<EventView>, StoreError> {
     let Some(r) = client.query_opt(
         "SELECT uuid, event_type, published, received_at, okta_delivery_id FROM events WHERE uuid = $1",
         &[&uuid],
@@ -61,7 +63,7 @@ pub(super) fn event(client: &mut Client, uuid: &str) -> Result<Option<EventView>
 }
 
 pub(super) fn deliveries(
-    client: &mut Client,
+    client: &mut Conn,
     status: Option<Status>,
     limit: usize,
     after: Option<&str>,
@@ -89,7 +91,7 @@ pub(super) fn deliveries(
     Ok((page, next))
 }
 
-pub(super) fn attempts(client: &mut Client, delivery_id: &str) -> Result<Vec<AttemptView>, StoreError> {
+pub(super) fn attempts(client: &mut Conn, delivery_id: &str) -> Result<Vec<AttemptView>, StoreError> {
     let rows = client.query(
         "SELECT delivery_id, number, plugin_version, plugin_sha256, started_at, duration_ms,
                 result, error, log
@@ -112,8 +114,8 @@ pub(super) fn attempts(client: &mut Client, delivery_id: &str) -> Result<Vec<Att
         .collect())
 }
 
-pub(super) fn counts(client: &mut Client) -> Result<Vec<(String, Status, u64)>, StoreError> {
-    let rows = client.query(
+pub(super) fn counts(client: &mut Conn) -> Result<Vec<(String, Status, u64)>, StoreError> {
+    let rows = client.rows(
         "SELECT plugin, status, COUNT(*) FROM deliveries GROUP BY plugin, status ORDER BY plugin, status",
         &[],
     )?;
@@ -126,11 +128,12 @@ pub(super) fn counts(client: &mut Client) -> Result<Vec<(String, Status, u64)>, 
         .collect())
 }
 
-pub(super) fn busy(client: &mut Client) -> Result<bool, StoreError> {
+pub(super) fn busy(client: &mut Conn) -> Result<bool, StoreError> {
     Ok(client
-        .query_one(
+        .rows(
             "SELECT EXISTS (SELECT 1 FROM deliveries WHERE status IN ('pending', 'running', 'retrying'))",
             &[],
         )?
-        .get(0))
+        .first()
+        .is_some_and(|r| r.get(0)))
 }
