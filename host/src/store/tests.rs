@@ -96,6 +96,7 @@ on_both_backends!(
     search_events_filters_by_user_type_group_and_status_newest_first,
     search_events_pages_by_cursor_without_gaps_or_repeats,
     queue_stats_count_per_plugin_and_chart_the_last_hour,
+    kv_writes_from_many_hosts_at_once_all_succeed,
 );
 
 fn event(uuid: &str, event_type: &str, published: &str, user: Option<&str>, group: Option<&str>) -> Event {
@@ -806,4 +807,29 @@ fn queue_stats_count_per_plugin_and_chart_the_last_hour(b: &dyn Backend) {
     let last = stats.attempts_per_minute.last().unwrap();
     let this_minute = crate::store::sqlite::fmt_time(later)[..16].to_string();
     assert!(last.minute.starts_with(&this_minute) && last.minute.ends_with(":00.000Z"), "{}", last.minute);
+}
+
+/// Plugin KV under concurrent writers on separate connections (hosts): the graph-guest
+/// token cache and user mapping are written by whichever attempt runs. Every write succeeds,
+/// the value read afterwards is one that was written, and other keys are untouched.
+fn kv_writes_from_many_hosts_at_once_all_succeed(b: &dyn Backend) {
+    let stores: Vec<Box<dyn Store>> = (0..4).map(|_| b.open()).collect();
+    stores[0].set("graph-guest", "other", "kept").unwrap();
+    std::thread::scope(|scope| {
+        for (t, s) in stores.iter().enumerate() {
+            scope.spawn(move || {
+                for i in 0..50 {
+                    s.set("graph-guest", "token", &format!("t{t}-{i}")).unwrap();
+                    s.set("graph-guest", &format!("map-{t}"), &i.to_string()).unwrap();
+                    assert!(s.get("graph-guest", "token").unwrap().is_some());
+                }
+            });
+        }
+    });
+    let token = stores[0].get("graph-guest", "token").unwrap().unwrap();
+    assert!(token.ends_with("-49"), "the last write of some writer wins: {token}");
+    for t in 0..4 {
+        assert_eq!(stores[1].get("graph-guest", &format!("map-{t}")).unwrap().as_deref(), Some("49"));
+    }
+    assert_eq!(stores[2].get("graph-guest", "other").unwrap().as_deref(), Some("kept"));
 }
