@@ -275,3 +275,29 @@ async fn when_the_database_goes_away_okta_gets_503_and_healthz_says_why() {
     assert!(why.contains("PostgreSQL") && why.contains("does not exist"), "the server's reason is shown: {health}");
     assert!(!health.to_string().contains(&hosts.setup.okta_secret));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_longer_than_the_lease_keep_it_by_renewing_so_no_other_host_runs_them_again() {
+    const USERS: u32 = 6;
+    let db = pg_database("renewal");
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    // Leases of 1 s; every invitation takes 2.5 s to answer.
+    let hosts = pair(&graph, &db, ServeSetup { lease_secs: 1, ..ServeSetup::default() });
+    let (a, b) = (hosts.start(0).await, hosts.start(1).await);
+    graph.inject_for(
+        Some(Method::POST),
+        "/v1.0/invitations",
+        Fault::Latency { times: USERS as usize, delay: Duration::from_millis(2500) },
+    );
+    for n in 0..USERS {
+        let serve = if n % 2 == 0 { &a } else { &b };
+        assert_eq!(serve.post(vec![membership(Membership::Add, n, -1000)]).await, Some(200));
+    }
+    a.settle_all(Duration::from_secs(60)).await;
+    let done = b.deliveries("done").await;
+    assert_eq!(done.len(), USERS as usize);
+    assert!(done.iter().all(|d| d["attempts"] == 1), "no delivery ran twice: {done:?}");
+    let (invites, _) = graph_writes(&graph);
+    assert!(invites.values().all(|n| *n == 1), "one invitation per user: {invites:?}");
+    assert_eq!(guests(&graph).len(), USERS as usize);
+}
