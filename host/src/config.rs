@@ -272,6 +272,16 @@ impl HostConfig {
         if !okta.path.starts_with('/') {
             return Err(err(format!("okta.path must start with '/', got {:?}", okta.path)));
         }
+        // The admin API and the console share the listener; their routes cannot be shadowed.
+        if matches!(okta.path.as_str(), "/" | "/console.js" | "/console.css" | "/healthz" | "/metrics")
+            || okta.path == "/api"
+            || okta.path.starts_with("/api/")
+        {
+            return Err(err(format!(
+                "okta.path {:?} is taken by the admin API or the console; use e.g. \"/hooks/okta\"",
+                okta.path
+            )));
+        }
         if okta.max_body_bytes == 0 {
             return Err(err("okta.max_body_bytes must be at least 1".into()));
         }
