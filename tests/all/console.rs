@@ -1,8 +1,8 @@
 //! The operator console (`GET /`) in real headless Chromium, against the real `hookhost serve`
 //! with graph-guest and the Graph emulator: sign in with the admin token, see the plugin,
 //! find an event by the user's login, open its dead delivery, press Replay and watch it end
-//! `done`; a display name carrying `<script>` shows as text and runs nothing. The events view
-//! is saved as `target/console.png`.
+//! `done`; a display name carrying `<script>` shows as text and runs nothing; a refused
+//! reload is marked on the plugin. The events view is saved as `target/console.png`.
 //!
 //! The browser is Debian's `chromium` driven through `chromedriver` (WebDriver, over plain
 //! HTTP on 127.0.0.1) by fantoccini. Missing either binary fails the test with the package
@@ -312,6 +312,23 @@ async fn console_in_chromium_finds_an_event_and_replays_its_dead_delivery() {
         .await
         .unwrap();
     assert_eq!(ran, json!([true, 0]), "the display name was rendered as HTML");
+
+    // A refused reload: the running version stays, and its row says the reload failed.
+    let manifest = dir.path().join("plugins.d/graph-guest.toml");
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("bogus = 1\n{good}")).unwrap();
+    let r = serve.admin(reqwest::Method::POST, "/api/plugins/reload").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let row = browser
+        .wait_for(
+            "the reload-failed mark",
+            "const r = document.querySelector('#plugin-rows tr[data-plugin=\"graph-guest\"]');
+             return r && r.querySelector('.reload-failed') && r.innerText",
+            vec![],
+        )
+        .await;
+    let row = row.as_str().unwrap();
+    assert!(row.contains("active") && row.contains("bogus"), "{row}");
 
     // Signing out forgets the token.
     browser.click("Sign out", "#sign-out").await;
