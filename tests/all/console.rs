@@ -9,6 +9,7 @@
 //! names to install; it is never skipped. Waits poll the page with a generous deadline
 //! (the page itself polls the API every 2 s), so a loaded machine is slower, not flaky.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,8 +26,9 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How long any one thing may take to show up on the page.
 const WAIT: Duration = Duration::from_secs(45);
 
-/// A chromedriver process and one browser session; both end when dropped (the session is
-/// closed explicitly by [`Browser::close`] on success).
+/// A chromedriver process and one browser session. On success [`Browser::close`] ends the
+/// session (Chromium quits); whatever happens, dropping it kills chromedriver's whole process
+/// group, which the Chromium it started belongs to, so a failed test leaves no browser behind.
 struct Browser {
     client: Client,
     driver: Child,
@@ -35,7 +37,8 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // Killing chromedriver also ends the Chromium it started.
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -53,6 +56,8 @@ impl Browser {
         let port = free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            // Its own process group, shared by the browser it starts (see `Drop`).
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -132,7 +137,8 @@ async fn connect(port: u16, profile: &Path) -> Client {
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1440,1000",
+                "--disable-component-update", "--disable-sync", "--disable-breakpad",
+                "--window-size=1440,1000",
                 format!("--user-data-dir={}", profile.display()),
             ],
         }),
