@@ -489,6 +489,15 @@ client_secret = { file = "secrets/azure_client_secret" }
     }
 
     #[test]
+    fn okta_path_cannot_shadow_the_console_or_the_admin_api() {
+        for path in ["/", "/console.js", "/healthz", "/metrics", "/api", "/api/events"] {
+            let e = parse(&format!("[okta]\npath = {path:?}\n")).unwrap_err().to_string();
+            assert!(e.contains("okta.path") && e.contains("taken"), "{path}: {e}");
+        }
+        assert_eq!(parse("[okta]\npath = \"/apix/okta\"\n").unwrap().okta.path, "/apix/okta");
+    }
+
+    #[test]
     fn read_timeout_defaults_to_10_and_must_be_positive() {
         assert_eq!(parse("").unwrap().okta.read_timeout_secs, 10);
         assert_eq!(parse("[okta]\nread_timeout_secs = 2\n").unwrap().okta.read_timeout_secs, 2);

@@ -643,7 +643,7 @@ fn queue_stats_count_per_plugin_and_chart_the_last_hour() {
     }
     let now = Utc::now();
     let claims = claim_at(&s, "h", t0());
-    let mut on = |uuid: &str, plugin: &str, minutes_ago: i64, result: AttemptResult, next: Next| {
+    let on = |uuid: &str, plugin: &str, minutes_ago: i64, result: AttemptResult, next: Next| {
         let c = claims.iter().find(|c| c.event.uuid == uuid && c.plugin == plugin).unwrap();
         let mut a = attempt(result);
         a.started_at = (now - TimeDelta::minutes(minutes_ago)).into();
