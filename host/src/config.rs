@@ -275,6 +275,16 @@ impl HostConfig {
         if !okta.path.starts_with('/') {
             return Err(err(format!("okta.path must start with '/', got {:?}", okta.path)));
         }
+        // The admin API and the console share the listener; their routes cannot be shadowed.
+        if matches!(okta.path.as_str(), "/" | "/console.js" | "/console.css" | "/healthz" | "/metrics")
+            || okta.path == "/api"
+            || okta.path.starts_with("/api/")
+        {
+            return Err(err(format!(
+                "okta.path {:?} is taken by the admin API or the console; use e.g. \"/hooks/okta\"",
+                okta.path
+            )));
+        }
         if okta.max_body_bytes == 0 {
             return Err(err("okta.max_body_bytes must be at least 1".into()));
         }
@@ -484,6 +494,15 @@ client_secret = { file = "secrets/azure_client_secret" }
     fn lease_secs_must_be_positive() {
         assert!(parse("[dispatch]\nlease_secs = 0\n").is_err());
         assert_eq!(parse("[dispatch]\nlease_secs = 1\n").unwrap().dispatch.lease_secs, 1);
+    }
+
+    #[test]
+    fn okta_path_cannot_shadow_the_console_or_the_admin_api() {
+        for path in ["/", "/console.js", "/healthz", "/metrics", "/api", "/api/events"] {
+            let e = parse(&format!("[okta]\npath = {path:?}\n")).unwrap_err().to_string();
+            assert!(e.contains("okta.path") && e.contains("taken"), "{path}: {e}");
+        }
+        assert_eq!(parse("[okta]\npath = \"/apix/okta\"\n").unwrap().okta.path, "/apix/okta");
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //!   `secrets`, `kv`, `config`, `log`), one module each.
 //! - [`dispatch`]: claims due deliveries in per-user `published` order, runs them on the
 //!   runtime, renews leases, applies supersede and the retry policy.
-//! - [`api`]: `/healthz`, `/metrics` and the `/api/*` admin endpoints; [`metrics`]: counters.
+//! - [`api`]: `/healthz`, `/metrics`, the `/api/*` admin endpoints and the operator console
+//!   (`GET /`, a static page embedded in the binary); [`metrics`]: counters.
 //! - [`server`]: `hookhost serve` wiring and graceful shutdown; [`cli`]: the `hookhost` command;
 //!   [`scaffold`]: the templates of `hookhost plugin new`.
 

@@ -3,6 +3,7 @@
 mod support;
 
 mod bad_input;
+mod console;
 mod crash_recovery;
 mod egress;
 mod fan_out;

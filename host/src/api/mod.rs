@@ -4,6 +4,12 @@
 //! `Authorization: Bearer <admin.token>`; without a configured token it is closed (401),
 //! never open. Shapes and status names are the contract of DESIGN.md. `POST
 //! /api/plugins/reload` rescans the plugin directory on demand (as SIGHUP does).
+//!
+//! The operator [`console`] (`GET /`) is a static shell; the data it shows comes from the
+//! same protected endpoints, two of which exist for it: `GET /api/events` (search, newest
+//! first) and `GET /api/queue` (the queue at a glance).
+
+mod console;
 
 use std::sync::Arc;
 
@@ -20,7 +26,7 @@ use subtle::ConstantTimeEq;
 use crate::metrics::Metrics;
 use crate::registry::{PluginSet, Registry, SyncOutcome};
 use crate::secret::Secret;
-use crate::store::{ReplayOutcome, Status, Store, StoreError};
+use crate::store::{EventFilter, ReplayOutcome, Status, Store, StoreError};
 
 /// What the API needs.
 #[derive(Clone)]
@@ -43,13 +49,16 @@ pub fn routes(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/plugins", get(plugins))
         .route("/api/plugins/reload", post(reload))
+        .route("/api/events", get(events))
         .route("/api/events/{uuid}", get(event))
+        .route("/api/queue", get(queue))
         .route("/api/deliveries", get(deliveries))
         .route("/api/deliveries/{id}/attempts", get(attempts))
         .route("/api/deliveries/{id}/replay", post(replay))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(console::routes())
         .merge(protected)
         .with_state(state)
 }
@@ -175,6 +184,58 @@ async fn event(State(state): State<ApiState>, Path(uuid): Path<String>) -> Respo
 }
 
 #[derive(Deserialize)]
+struct EventsQuery {
+    q: Option<String>,
+    event_type: Option<String>,
+    group: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+/// `GET /api/events?q=&event_type=&group=&status=&limit=&before=`: the console's event list.
+async fn events(State(state): State<ApiState>, Query(q): Query<EventsQuery>) -> Response {
+    let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match parse_status(s) {
+            Ok(s) => Some(s),
+            Err(r) => return r,
+        },
+    };
+    let filter = EventFilter {
+        text: q.q,
+        event_type: q.event_type,
+        group: q.group,
+        status,
+        limit: q.limit.unwrap_or(50),
+        before: q.before,
+    };
+    let store = state.store.clone();
+    match blocking(move || store.search_events(&filter)).await {
+        Ok(page) => Json(page).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/queue`: counts per plugin, the oldest waiting delivery, attempts per minute.
+async fn queue(State(state): State<ApiState>) -> Response {
+    let store = state.store.clone();
+    match blocking(move || store.queue_stats(chrono::Utc::now())).await {
+        Ok(stats) => Json(stats).into_response(),
+        Err(r) => r,
+    }
+}
+
+fn parse_status(s: &str) -> Result<Status, Response> {
+    Status::parse(s).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("status must be pending, running, retrying, done or dead; got {s:?}"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
 struct DeliveriesQuery {
     status: Option<String>,
     limit: Option<usize>,
@@ -182,17 +243,10 @@ struct DeliveriesQuery {
 }
 
 async fn deliveries(State(state): State<ApiState>, Query(q): Query<DeliveriesQuery>) -> Response {
-    let status = match q.status.as_deref() {
+    let status = match q.status.as_deref().map(parse_status) {
         None => None,
-        Some(s) => match Status::parse(s) {
-            Some(s) => Some(s),
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("status must be pending, running, retrying, done or dead; got {s:?}"),
-                )
-            }
-        },
+        Some(Ok(s)) => Some(s),
+        Some(Err(r)) => return r,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let store = state.store.clone();

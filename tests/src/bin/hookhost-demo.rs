@@ -9,7 +9,8 @@
 //! user removed, and a throttling burst from Graph), waits until the queue is idle, prints
 //! what happened — for one event, the guest, the chat message and the audit record, each
 //! from its own delivery — and exits 0 only if the outcome is right.
-//! With `KEEP=1` the service stays up until Ctrl-C.
+//! It ends by printing the operator console's URL and the admin token to sign in with; with
+//! `KEEP=1` the service stays up until Ctrl-C so the console can be opened.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -374,9 +375,15 @@ hec_token = {{ value = "{HEC_TOKEN}" }}
     println!();
     println!("OK: 2 guests invited, bob's guest removed, 4 Slack messages, 5 HEC records, duplicate stored once, Engineering only audited, throttling retried.");
     println!("Admin API: curl -H 'Authorization: Bearer {ADMIN_TOKEN}' {url}/api/plugins");
+    println!();
+    println!("Operator console: {url}/");
+    println!("   sign in with the demo's admin token: {ADMIN_TOKEN}");
+    println!("   (`[admin] token` in demo/host.toml; the page keeps it in that browser tab only)");
     if std::env::var("KEEP").is_ok_and(|v| v == "1") {
-        println!("KEEP=1: service left running at {url}; Ctrl-C to stop.");
+        println!("KEEP=1: the service, the Graph emulator and the webhook stand-ins keep running; Ctrl-C to stop.");
         let _ = tokio::signal::ctrl_c().await;
+    } else {
+        println!("   `make demo KEEP=1` leaves the service running (until Ctrl-C) so you can open it.");
     }
     Ok(())
 }
