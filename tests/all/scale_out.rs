@@ -131,6 +131,17 @@ async fn two_hosts_on_one_postgres_run_every_event_once_and_each_users_in_order(
     let done = b.deliveries("done").await;
     assert_eq!(done.len(), 3 * USERS as usize, "one delivery per event, stored once by both hosts");
     assert!(done.iter().all(|d| d["attempts"] == 1), "every event ran exactly once");
+    // The console's reads, from PostgreSQL, answer the same on either host.
+    for serve in [&a, &b] {
+        let found = serve.get_json("/api/events?q=USER3@e2e").await;
+        let events = found["events"].as_array().cloned().unwrap_or_default();
+        assert_eq!(events.len(), 3, "user3's add, remove and add: {found}");
+        assert!(events.iter().all(|e| e["user"]["login"] == "user3@e2e.example" && e["statuses"]["done"] == 1));
+        let queue = serve.get_json("/api/queue").await;
+        assert_eq!(queue["plugins"][0]["done"], 3 * USERS, "{queue}");
+        let ran: u64 = queue["attempts_per_minute"].as_array().unwrap().iter().map(|m| m["attempts"].as_u64().unwrap()).sum();
+        assert_eq!(ran, 3 * u64::from(USERS));
+    }
     let (host_a, ran_a) = attempts_run(&a).await;
     let (host_b, ran_b) = attempts_run(&b).await;
     assert_ne!(host_a, host_b, "each host has its own id");
