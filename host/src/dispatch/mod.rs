@@ -149,11 +149,17 @@ async fn claim_loop(ctx: Arc<Shared>, notify: Arc<Notify>, mut stop: oneshot::Re
         Err(e) => tracing::warn!(error = %e, "cannot take back this host's earlier claims; they return when their leases expire"),
     }
 
+    // The sweep for expired leases runs at most once per POLL, not after every finished
+    // attempt: leases are whole seconds, and on a busy host the loop turns per event.
+    let mut last_sweep: Option<tokio::time::Instant> = None;
     let grace = loop {
-        match blocking(&ctx.store, |s| s.release_claims(now(), None)).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(released = n, "claims whose lease expired (a host stopped or stalled) are pending again"),
-            Err(e) => tracing::warn!(error = %e, "cannot release expired claims"),
+        if last_sweep.is_none_or(|t| t.elapsed() >= POLL) {
+            last_sweep = Some(tokio::time::Instant::now());
+            match blocking(&ctx.store, |s| s.release_claims(now(), None)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(released = n, "claims whose lease expired (a host stopped or stalled) are pending again"),
+                Err(e) => tracing::warn!(error = %e, "cannot release expired claims"),
+            }
         }
         let free = (ctx.config.workers as usize).saturating_sub(tasks.len());
         if free > 0 {

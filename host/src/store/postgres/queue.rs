@@ -281,8 +281,8 @@ pub(super) fn release_claims(
              lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $2
          WHERE status = 'running' AND ";
     let n = match host_id {
-        None => conn.execute(&format!("{SET} lease_until < $1"), &[&fmt_time(now_t), &now()])?,
-        Some(host) => conn.execute(&format!("{SET} lease_owner = $1"), &[&host, &now()])?,
+        None => conn.exec(&format!("{SET} lease_until < $1"), &[&fmt_time(now_t), &now()])?,
+        Some(host) => conn.exec(&format!("{SET} lease_owner = $1"), &[&host, &now()])?,
     };
     Ok(count(n))
 }
