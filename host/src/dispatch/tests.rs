@@ -149,7 +149,7 @@ fn plugin(source: &str, edit: impl FnOnce(String) -> String) -> ActivePlugin {
     ActivePlugin {
         spec,
         loaded,
-        loaded_at: crate::store::sqlite::now(),
+        loaded_at: crate::store::common::now(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! is one (event, plugin) pair, the unit that is claimed, retried and replayed; an
 //! **attempt** is one run of a delivery's plugin.
 
+pub(crate) mod common;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]

@@ -37,7 +37,7 @@ use std::collections::HashMap;
 
 use postgres::{Client, Config, GenericClient, NoTls, Statement};
 
-use super::sqlite::now;
+use super::common::now;
 use super::{
     AttemptView, Claim, DeliveryView, EventFilter, EventPage, EventView, IngestReport, NewEvent, Next, QueueStats,
     ReplayOutcome, Status, Store, StoreError,

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
@@ -35,7 +35,7 @@ use super::{
 use crate::okta::Event;
 use crate::runtime::{Attempt, KvBackend};
 use group_commit::IngestQueue;
-pub(crate) use queue::log_json;
+pub(crate) use super::common::{fmt_time, group_ids, now, published_key};
 
 /// One SQLite database file.
 pub struct SqliteStore {
@@ -120,36 +120,6 @@ impl SqliteStore {
         tx.commit()?;
         Ok(())
     }
-}
-
-/// Now as RFC 3339 UTC with milliseconds.
-pub(crate) fn now() -> String {
-    fmt_time(Utc::now())
-}
-
-/// A time as stored and shown: RFC 3339 UTC with milliseconds (fixed width, so sortable).
-pub(crate) fn fmt_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// The sortable form of an Okta `published` time: UTC with nanoseconds, fixed width, so
-/// two events compare by instant whatever offset Okta wrote. A value that is not RFC 3339
-/// (only possible for a hand-made [`Event`]; parsed events are checked) is kept as is.
-pub(crate) fn published_key(published: &str) -> String {
-    match DateTime::parse_from_rfc3339(published) {
-        Ok(t) => t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::Nanos, true),
-        Err(_) => published.to_owned(),
-    }
-}
-
-/// Okta group ids the event names (its `UserGroup` targets): what supersede compares.
-pub(crate) fn group_ids(event: &Event) -> Vec<String> {
-    event
-        .targets
-        .iter()
-        .filter(|t| t.kind == "UserGroup")
-        .map(|t| t.id.clone())
-        .collect()
 }
 
 impl Store for SqliteStore {

@@ -805,7 +805,7 @@ fn queue_stats_count_per_plugin_and_chart_the_last_hour(b: &dyn Backend) {
     let failed: u64 = stats.attempts_per_minute.iter().map(|m| m.failed).sum();
     assert_eq!((total, failed), (3, 2));
     let last = stats.attempts_per_minute.last().unwrap();
-    let this_minute = crate::store::sqlite::fmt_time(later)[..16].to_string();
+    let this_minute = crate::store::common::fmt_time(later)[..16].to_string();
     assert!(last.minute.starts_with(&this_minute) && last.minute.ends_with(":00.000Z"), "{}", last.minute);
 }
 

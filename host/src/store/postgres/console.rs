@@ -4,19 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use postgres::types::ToSql;
 use super::Conn;
 
-use crate::store::sqlite::fmt_time;
+use crate::store::common::{age_secs, chart, chart_start, fmt_time, show_published};
 use crate::store::{
-    like_pattern, EventFilter, EventPage, EventSummary, EventUser, MinuteAttempts, PluginQueue, QueueStats, Status,
+    like_pattern, EventFilter, EventPage, EventSummary, EventUser, PluginQueue, QueueStats, Status,
     StoreError, MAX_EVENT_PAGE,
 };
-
-use super::views::show_published;
-
-const CHART_MINUTES: i64 = 60;
 
 fn set(text: &Option<String>) -> Option<&str> {
     text.as_deref().map(str::trim).filter(|t| !t.is_empty())
@@ -135,15 +131,12 @@ pub(super) fn queue_stats(client: &mut Conn, now: DateTime<Utc>) -> Result<Queue
     )? {
         let (plugin, created_at): (String, String) = (r.get(0), r.get(1));
         if let Some(q) = plugins.get_mut(&plugin) {
-            q.oldest_pending_age_secs = DateTime::parse_from_rfc3339(&created_at)
-                .ok()
-                .map(|t| u64::try_from((now - t.with_timezone(&Utc)).num_seconds()).unwrap_or(0));
+            q.oldest_pending_age_secs = age_secs(now, &created_at);
             q.oldest_pending_at = Some(created_at);
         }
     }
 
-    let this_minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
-    let first = this_minute - TimeDelta::minutes(CHART_MINUTES - 1);
+    let first = chart_start(now);
     let mut per_minute: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for r in client.query(
         "SELECT substr(started_at, 1, 16), COUNT(*), SUM(CASE WHEN result = 'done' THEN 0 ELSE 1 END)
@@ -152,13 +145,7 @@ pub(super) fn queue_stats(client: &mut Conn, now: DateTime<Utc>) -> Result<Queue
     )? {
         per_minute.insert(r.get(0), (count(r.get(1)), count(r.get(2))));
     }
-    let attempts_per_minute = (0..CHART_MINUTES)
-        .map(|i| {
-            let text = fmt_time(first + TimeDelta::minutes(i));
-            let (attempts, failed) = per_minute.get(&text[..16]).copied().unwrap_or((0, 0));
-            MinuteAttempts { minute: text, attempts, failed }
-        })
-        .collect();
+    let attempts_per_minute = chart(first, &per_minute);
     Ok(QueueStats {
         plugins: plugins.into_values().collect(),
         attempts_per_minute,

@@ -25,22 +25,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use super::{prepared, Conn};
 use serde_json::Value;
 
 use crate::okta::Event;
 use crate::runtime::{Attempt, AttemptResult};
-use crate::store::sqlite::{fmt_time, group_ids, now, published_key};
+use crate::store::common::{fmt_time, group_ids, landing, lease_end, log_json, now, published_key, superseded_note};
 use crate::store::{Claim, IngestReport, NewEvent, Next, ReplayOutcome, Status, StoreError};
-
-/// A lease longer than this is clipped (it only has to outlive one renewal interval).
-const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
-
-fn plus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    let d = TimeDelta::from_std(d.min(MAX_LEASE)).unwrap_or(TimeDelta::zero());
-    t.checked_add_signed(d).unwrap_or(t)
-}
 
 fn count(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
@@ -134,7 +126,7 @@ pub(super) fn claim(
         return Ok(Vec::new());
     }
     let now_s = fmt_time(now_t);
-    let until = fmt_time(plus(now_t, lease));
+    let until = fmt_time(lease_end(now_t, lease));
     let (client, cache) = conn.parts();
     let mut tx = client.transaction()?;
 
@@ -344,34 +336,19 @@ pub(super) fn complete(
                 &i64::try_from(a.duration.as_millis()).unwrap_or(i64::MAX),
                 &a.result.kind(),
                 &error,
-                &crate::store::sqlite::log_json(a),
+                &log_json(a),
             ],
         )?;
         failure = error;
     }
-    let (status, next_at, last_error, superseded_by, replay) = match next {
-        Next::Done => (Status::Done, None, None, None, false),
-        Next::Retry { at } => (Status::Retrying, Some(fmt_time(*at)), failure.or(old_error), None, replay),
-        Next::Dead => (Status::Dead, None, failure.or(old_error), None, false),
-        Next::Superseded { by_event } => {
-            number += 1;
-            tx.execute(
-                &record,
-                &[
-                    &delivery_id,
-                    &number,
-                    &"",
-                    &"",
-                    &now_s,
-                    &0_i64,
-                    &"superseded",
-                    &Some(format!("superseded by event {by_event}")),
-                    &"[]",
-                ],
-            )?;
-            (Status::Done, None, None, Some(by_event.clone()), false)
-        }
-    };
+    if let Next::Superseded { by_event } = next {
+        number += 1;
+        tx.execute(
+            &record,
+            &[&delivery_id, &number, &"", &"", &now_s, &0_i64, &"superseded", &Some(superseded_note(by_event)), &"[]"],
+        )?;
+    }
+    let landing = landing(next, failure, old_error, replay);
     let finish = prepared(
         cache,
         &mut tx,
@@ -385,13 +362,13 @@ pub(super) fn complete(
         &finish,
         &[
             &delivery_id,
-            &status.as_str(),
+            &landing.status.as_str(),
             &attempts,
-            &next_at,
-            &last_error,
+            &landing.next_attempt_at,
+            &landing.last_error,
             &attempt.map(|a| a.plugin_version.as_str()),
-            &superseded_by,
-            &replay,
+            &landing.superseded_by,
+            &landing.replay,
             &now_s,
         ],
     )?;

@@ -1,12 +1,11 @@
 //! What the admin API reads, from PostgreSQL: the SQLite store's views (`sqlite/views.rs`),
 //! with the same shapes and paging.
 
-use chrono::{DateTime, Utc};
 use postgres::Row;
 
 use super::Conn;
 
-use crate::store::sqlite::fmt_time;
+use crate::store::common::show_published;
 use crate::store::{AttemptView, DeliveryView, EventView, Status, StoreError};
 
 /// Largest page [`deliveries`] returns, whatever `limit` asks for.
@@ -28,12 +27,6 @@ fn delivery(r: &Row) -> DeliveryView {
         next_attempt_at: r.get(6),
         last_error: r.get(7),
     }
-}
-
-pub(super) fn show_published(published: &str) -> String {
-    DateTime::parse_from_rfc3339(published)
-        .map(|t| fmt_time(t.with_timezone(&Utc)))
-        .unwrap_or_else(|_| published.to_owned())
 }
 
 pub(super) fn event(client: &mut Conn, uuid: &str) -> Result<Option<EventView>, StoreError> {

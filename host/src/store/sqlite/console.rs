@@ -8,19 +8,18 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection};
 
 use super::fmt_time;
+use crate::store::common::{age_secs, chart, chart_start};
 use super::views::show_published;
 use crate::store::{
-    like_pattern, EventFilter, EventPage, EventSummary, EventUser, MinuteAttempts, PluginQueue, QueueStats, Status,
+    like_pattern, EventFilter, EventPage, EventSummary, EventUser, PluginQueue, QueueStats, Status,
     StoreError, MAX_EVENT_PAGE,
 };
 
-/// How far back the attempts chart looks, in one-minute buckets.
-const CHART_MINUTES: i64 = 60;
 
 /// `received_at|uuid` of the last event of a page: the next page starts strictly after it.
 /// `received_at` is fixed-width RFC 3339 and never contains `|`, so the first `|` splits.
@@ -155,17 +154,14 @@ pub(super) fn queue_stats(conn: &Connection, now: DateTime<Utc>) -> Result<Queue
     for row in oldest.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
         let (plugin, created_at) = row?;
         if let Some(q) = plugins.get_mut(&plugin) {
-            q.oldest_pending_age_secs = DateTime::parse_from_rfc3339(&created_at)
-                .ok()
-                .map(|t| (now - t.with_timezone(&Utc)).num_seconds().max(0) as u64);
+            q.oldest_pending_age_secs = age_secs(now, &created_at);
             q.oldest_pending_at = Some(created_at);
         }
     }
 
     // Buckets keyed by the minute's text prefix (`YYYY-MM-DDTHH:MM`), which is how stored
     // times begin, so SQL groups by plain text.
-    let this_minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
-    let first = this_minute - TimeDelta::minutes(CHART_MINUTES - 1);
+    let first = chart_start(now);
     let mut per_minute: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut attempts = conn.prepare_cached(
         "SELECT substr(started_at, 1, 16), COUNT(*), SUM(CASE WHEN result = 'done' THEN 0 ELSE 1 END)
@@ -177,14 +173,7 @@ pub(super) fn queue_stats(conn: &Connection, now: DateTime<Utc>) -> Result<Queue
         let (minute, n, failed) = row?;
         per_minute.insert(minute, (n.max(0) as u64, failed.max(0) as u64));
     }
-    let attempts_per_minute = (0..CHART_MINUTES)
-        .map(|i| {
-            let minute = first + TimeDelta::minutes(i);
-            let text = fmt_time(minute);
-            let (attempts, failed) = per_minute.get(&text[..16]).copied().unwrap_or((0, 0));
-            MinuteAttempts { minute: text, attempts, failed }
-        })
-        .collect();
+    let attempts_per_minute = chart(first, &per_minute);
     Ok(QueueStats {
         plugins: plugins.into_values().collect(),
         attempts_per_minute,

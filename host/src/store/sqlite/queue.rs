@@ -16,22 +16,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
 use super::{fmt_time, group_ids, now, published_key};
+use crate::store::common::{landing, lease_end, log_json, superseded_note};
 use crate::okta::Event;
 use crate::runtime::{Attempt, AttemptResult};
 use crate::store::{Claim, Next, ReplayOutcome, Status, StoreError};
-
-/// A lease longer than this is clipped (it only has to outlive one renewal interval).
-const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
-
-fn plus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    let d = TimeDelta::from_std(d.min(MAX_LEASE)).unwrap_or(TimeDelta::zero());
-    t.checked_add_signed(d).unwrap_or(t)
-}
 
 struct Candidate {
     seq: i64,
@@ -54,7 +47,7 @@ pub(super) fn claim(
         return Ok(Vec::new());
     }
     let now_s = fmt_time(now_t);
-    let until = fmt_time(plus(now_t, lease));
+    let until = fmt_time(lease_end(now_t, lease));
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
 
     let mut plugins = Vec::new();
@@ -208,25 +201,6 @@ pub(super) fn release_claims(
     Ok(n)
 }
 
-/// The attempt's log lines as stored: a JSON array, plus a host line counting drops.
-pub(crate) fn log_json(a: &Attempt) -> String {
-    let mut lines = serde_json::to_value(&a.log).unwrap_or_else(|_| Value::Array(Vec::new()));
-    if a.log_dropped > 0 {
-        if let Value::Array(v) = &mut lines {
-            v.push(serde_json::json!({
-                "at_ms": u64::try_from(a.duration.as_millis()).unwrap_or(u64::MAX),
-                "level": "warn",
-                "source": "host",
-                "message": format!(
-                    "{} more log lines were dropped ([limits] max_log_lines / max_log_bytes)",
-                    a.log_dropped
-                ),
-            }));
-        }
-    }
-    lines.to_string()
-}
-
 pub(super) fn complete(
     conn: &mut Connection,
     delivery_id: &str,
@@ -288,27 +262,12 @@ pub(super) fn complete(
         ])?;
         failure = error;
     }
-    let (status, next_at, last_error, superseded_by, replay) = match next {
-        Next::Done => (Status::Done, None, None, None, false),
-        Next::Retry { at } => (Status::Retrying, Some(fmt_time(*at)), failure.or(old_error), None, replay),
-        Next::Dead => (Status::Dead, None, failure.or(old_error), None, false),
-        Next::Superseded { by_event } => {
-            // Nothing ran: the history row says why, and which event made this one stale.
-            number += 1;
-            record.execute(params![
-                delivery_id,
-                number,
-                "",
-                "",
-                now_s,
-                0,
-                "superseded",
-                format!("superseded by event {by_event}"),
-                "[]",
-            ])?;
-            (Status::Done, None, None, Some(by_event.clone()), false)
-        }
-    };
+    if let Next::Superseded { by_event } = next {
+        // Nothing ran: the history row says why, and which event made this one stale.
+        number += 1;
+        record.execute(params![delivery_id, number, "", "", now_s, 0, "superseded", superseded_note(by_event), "[]"])?;
+    }
+    let landing = landing(next, failure, old_error, replay);
     drop(record);
     tx.execute(
         "UPDATE deliveries
@@ -318,13 +277,13 @@ pub(super) fn complete(
          WHERE id = ?1",
         params![
             delivery_id,
-            status.as_str(),
+            landing.status.as_str(),
             attempts,
-            next_at,
-            last_error,
+            landing.next_attempt_at,
+            landing.last_error,
             attempt.map(|a| a.plugin_version.as_str()),
-            superseded_by,
-            replay,
+            landing.superseded_by,
+            landing.replay,
             now_s,
         ],
     )?;

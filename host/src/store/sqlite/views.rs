@@ -1,10 +1,9 @@
 //! What the admin API reads: events with their deliveries, delivery pages, attempt history,
 //! counts.
 
-use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::fmt_time;
+pub(super) use crate::store::common::show_published;
 use crate::store::{AttemptView, DeliveryView, EventView, Status, StoreError};
 
 /// Largest page [`deliveries`] returns, whatever `limit` asks for.
@@ -26,13 +25,6 @@ fn delivery(r: &Row<'_>) -> rusqlite::Result<DeliveryView> {
         next_attempt_at: r.get(6)?,
         last_error: r.get(7)?,
     })
-}
-
-/// `published` shown as RFC 3339 UTC with milliseconds, like every other time.
-pub(super) fn show_published(published: &str) -> String {
-    DateTime::parse_from_rfc3339(published)
-        .map(|t| fmt_time(t.with_timezone(&Utc)))
-        .unwrap_or_else(|_| published.to_owned())
 }
 
 pub(super) fn event(conn: &Connection, uuid: &str) -> Result<Option<EventView>, StoreError> {
