@@ -106,27 +106,24 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
 async fn healthz(State(state): State<ApiState>) -> Response {
     let store = state.store.clone();
     let backend = store.kind();
-    match tokio::task::spawn_blocking(move || store.busy()).await {
-        Ok(Ok(_)) => Json(json!({
-            "status": "ok", "store": "ok", "store_backend": backend, "host": state.host_id,
-        }))
-        .into_response(),
-        outcome => {
-            let why = match outcome {
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => format!("store check failed: {e}"),
-                Ok(Ok(_)) => unreachable!(),
-            };
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({
-                    "status": "degraded", "store": "unavailable", "store_backend": backend,
-                    "store_error": why, "host": state.host_id,
-                })),
-            )
-                .into_response()
+    let why = match tokio::task::spawn_blocking(move || store.busy()).await {
+        Ok(Ok(_)) => {
+            return Json(json!({
+                "status": "ok", "store": "ok", "store_backend": backend, "host": state.host_id,
+            }))
+            .into_response()
         }
-    }
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("store check failed: {e}"),
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "degraded", "store": "unavailable", "store_backend": backend,
+            "store_error": why, "host": state.host_id,
+        })),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

@@ -35,7 +35,7 @@ use super::{
 use crate::okta::Event;
 use crate::runtime::{Attempt, KvBackend};
 use group_commit::IngestQueue;
-pub(crate) use super::common::{fmt_time, group_ids, now, published_key};
+use super::common::now;
 
 /// One SQLite database file.
 pub struct SqliteStore {

@@ -12,9 +12,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection};
 
-use super::fmt_time;
-use crate::store::common::{age_secs, chart, chart_start};
-use super::views::show_published;
+use crate::store::common::{age_secs, chart, chart_start, fmt_time, show_published};
 use crate::store::{
     like_pattern, EventFilter, EventPage, EventSummary, EventUser, PluginQueue, QueueStats, Status,
     StoreError, MAX_EVENT_PAGE,

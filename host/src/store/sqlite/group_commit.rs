@@ -18,7 +18,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection};
 
-use super::{group_ids, now, published_key, SqliteStore};
+use super::SqliteStore;
+use crate::store::common::{group_ids, now, published_key};
 use crate::store::{IngestReport, NewEvent, StoreError};
 
 type Outcome = Result<IngestReport, StoreError>;

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-pub(super) use crate::store::common::show_published;
+use crate::store::common::show_published;
 use crate::store::{AttemptView, DeliveryView, EventView, Status, StoreError};
 
 /// Largest page [`deliveries`] returns, whatever `limit` asks for.
