@@ -13,12 +13,17 @@ COMPONENTIZE_PY := $(PY_VENV)/bin/componentize-py
 TEST_PLUGINS := echo hostile wrong-world
 BENCH ?= runtime
 
-.PHONY: all build plugins py-toolchain dist host test bench demo clean
+.PHONY: all build plugins wasm-target py-toolchain dist host test bench demo lint setup-demo setup-test clean
 
 all: build
 
+## The wasm target of the pinned toolchain (rust-toolchain.toml), added when missing: rustup
+## does not add it by itself where RUSTUP_AUTO_INSTALL=0.
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
 ## Every plugin and test plugin as a WASI 0.2 component (release, small).
-plugins:
+plugins: wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(PLUGINS) $(TEST_PLUGINS))
 
 ## componentize-py in $(PY_VENV): the venv is made once, pip runs only while the tool is missing.
@@ -32,7 +37,7 @@ $(COMPONENTIZE_PY):
 define py_plugin
 dist/plugins/$(1).wasm: $(wildcard plugins/$(1)/*.py) wit/plugin.wit | $(COMPONENTIZE_PY)
 	mkdir -p dist/plugins
-	cd plugins/$(1) && ../../$(COMPONENTIZE_PY) --wit-path ../../wit --world plugin componentize app -o ../../dist/plugins/$(1).wasm.tmp
+	cd plugins/$(1) && $(CURDIR)/$(COMPONENTIZE_PY) --wit-path $(CURDIR)/wit --world plugin componentize app -o $(CURDIR)/dist/plugins/$(1).wasm.tmp
 	mv dist/plugins/$(1).wasm.tmp dist/plugins/$(1).wasm
 dist/plugins/$(1).toml: plugins/$(1)/$(1).toml
 	mkdir -p dist/plugins
@@ -59,7 +64,14 @@ build: host dist
 ## (a separate `cargo build` first would compile wasmtime twice).
 ## The PostgreSQL store tests use HOOKHOST_TEST_PG_URL, or start a throwaway loopback server
 ## with scripts/test-postgres (needs Debian's postgresql package; .ci/run installs it).
-test: dist
+## What a fresh machine lacks for each of the two commands (scripts/setup says what it does).
+setup-demo:
+	scripts/setup demo
+setup-test:
+	scripts/setup test
+
+test: setup-test
+	$(MAKE) dist
 	cd plugins/siem-forward && python3 -B -m unittest -q
 	HOOKHOST_TEST_PG_URL="$${HOOKHOST_TEST_PG_URL:-$$(scripts/test-postgres)}" && export HOOKHOST_TEST_PG_URL && \
 	  $(CARGO) test --workspace --release
@@ -70,8 +82,14 @@ bench: host dist
 	  RUST_BACKTRACE=0 $(CARGO) bench -p hookhost-tests --bench $(BENCH)
 
 ## The main job end to end on the embedded defaults (KEEP=1 leaves it running).
-demo: build
+demo: setup-demo
+	$(MAKE) build
 	./target/release/hookhost-demo
+
+## Formatting and lints exactly as CI checks them (lint rules: [workspace.lints] in Cargo.toml).
+lint: wasm-target
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
 clean:
 	rm -rf dist demo

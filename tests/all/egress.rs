@@ -69,7 +69,7 @@ async fn a_granted_name_resolving_to_loopback_is_refused_and_nothing_connects() 
     // `localhost` is granted by name, and resolves to 127.0.0.1 (and ::1): the grant does
     // not name that address, so the name must not lead there.
     let granted = format!("http://localhost:{port}");
-    let a = fetch(&rt, "ungranted-origin", &format!("{granted}/latest/meta-data/"), &[granted.clone()], "").await;
+    let a = fetch(&rt, "ungranted-origin", &format!("{granted}/latest/meta-data/"), std::slice::from_ref(&granted), "").await;
     let AttemptResult::Permanent(msg) = &a.result else {
         panic!("expected a permanent failure, got {:?}", a.result)
     };
@@ -85,7 +85,7 @@ async fn an_internal_address_granted_as_a_literal_is_reached() {
     let rt = support::runtime();
     let (addr, hits) = origin(200, None).await;
     let granted = format!("http://{addr}");
-    let a = fetch(&rt, "huge-response", &format!("{granted}/ok"), &[granted.clone()], "").await;
+    let a = fetch(&rt, "huge-response", &format!("{granted}/ok"), std::slice::from_ref(&granted), "").await;
     assert_eq!(a.result, AttemptResult::Done { summary: "got 200 with 5 bytes".into() });
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     // The same address under another spelling of the literal is the same origin.
@@ -108,7 +108,7 @@ async fn metadata_and_other_internal_literals_need_their_own_grant() {
         format!("http://[::ffff:127.0.0.1]:{port}/"),
         format!("http://0.0.0.0:{port}/"),
     ] {
-        let a = fetch(&rt, "ungranted-origin", &url, &[granted.clone()], "").await;
+        let a = fetch(&rt, "ungranted-origin", &url, std::slice::from_ref(&granted), "").await;
         let AttemptResult::Permanent(msg) = &a.result else {
             panic!("{url}: expected a permanent failure, got {:?}", a.result)
         };
@@ -123,7 +123,7 @@ async fn a_redirect_comes_back_to_the_plugin_and_is_not_followed() {
     let (elsewhere, elsewhere_port) = silent_listener();
     let (addr, hits) = origin(302, Some(format!("http://127.0.0.1:{elsewhere_port}/internal"))).await;
     let granted = format!("http://{addr}");
-    let a = fetch(&rt, "huge-response", &format!("{granted}/start"), &[granted.clone()], "").await;
+    let a = fetch(&rt, "huge-response", &format!("{granted}/start"), std::slice::from_ref(&granted), "").await;
     // The plugin sees the 302 itself; the ungranted target was never contacted, and the
     // granted origin was asked exactly once.
     assert_eq!(a.result, AttemptResult::Done { summary: "got 302 with 5 bytes".into() });
@@ -133,7 +133,7 @@ async fn a_redirect_comes_back_to_the_plugin_and_is_not_followed() {
     // A redirect to the same granted origin is not followed either.
     let (addr, hits) = origin(301, Some("/b".into())).await;
     let granted = format!("http://{addr}");
-    let a = fetch(&rt, "huge-response", &format!("{granted}/a"), &[granted.clone()], "").await;
+    let a = fetch(&rt, "huge-response", &format!("{granted}/a"), std::slice::from_ref(&granted), "").await;
     assert_eq!(a.result, AttemptResult::Done { summary: "got 301 with 5 bytes".into() });
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
@@ -144,7 +144,7 @@ async fn the_host_header_cannot_be_overridden() {
     let (addr, hits) = origin(200, None).await;
     let granted = format!("http://{addr}");
     for host in ["metadata.google.internal", "127.0.0.1", &addr.to_string()] {
-        let a = fetch(&rt, "host-header", &format!("{granted}/"), &[granted.clone()], &format!("host_header = \"{host}\"")).await;
+        let a = fetch(&rt, "host-header", &format!("{granted}/"), std::slice::from_ref(&granted), &format!("host_header = \"{host}\"")).await;
         let AttemptResult::Permanent(msg) = &a.result else {
             panic!("expected a permanent failure, got {:?}", a.result)
         };

@@ -248,7 +248,7 @@ async fn a_login_that_is_not_an_email_is_resolved_through_okta() {
     let okta = OktaUsersEmulator::start("okta-token-123").await.unwrap();
     okta.add_user("00uc", "jdoe", "jane.doe@example.net");
     let okta_url = okta.base_url();
-    let s = setup_with(&format!("okta_url = \"{okta_url}\""), None, &[okta_url.clone()]).await;
+    let s = setup_with(&format!("okta_url = \"{okta_url}\""), None, std::slice::from_ref(&okta_url)).await;
     assert_done(&s.run(&membership(Membership::Add, "00uc", "jdoe")).await);
     assert_eq!(s.guests(), vec!["jane.doe@example.net".to_string()]);
     assert_eq!(okta.requests(), 1);

@@ -87,7 +87,7 @@ fn post(body: impl Into<Body>, auth: Option<&str>) -> Request<Body> {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(support::workspace().join("../shared/fixtures/okta").join(name)).unwrap()
+    std::fs::read(support::workspace().join("tests/fixtures/okta").join(name)).unwrap()
 }
 
 fn membership_delivery(uuid: &str, login: &str) -> Vec<u8> {

@@ -51,7 +51,7 @@ fn check_rejects_a_core_module_and_a_bad_manifest() {
 fn run_accepts_a_full_delivery_and_reports_each_event() {
     let b = bundle("echo", "echo", &test_manifest("echo"));
     let fixture = workspace()
-        .join("../shared/fixtures/okta/okta-docs_event-hook-delivery_user.session.start_2023.json");
+        .join("tests/fixtures/okta/okta-docs_event-hook-delivery_user.session.start_2023.json");
     let (ok, out, err) = run(&[
         "plugin",
         "run",
@@ -71,7 +71,7 @@ fn run_exits_non_zero_when_the_plugin_fails() {
         "hostile",
         &test_manifest("hostile").replace("mode = \"ok\"", "mode = \"panic\""),
     );
-    let fixture = workspace().join("../shared/fixtures/okta/demisto-content_logevent_group.user_membership.remove.json");
+    let fixture = workspace().join("tests/fixtures/okta/demisto-content_logevent_group.user_membership.remove.json");
     let (ok, out, _) = run(&[
         "plugin",
         "run",

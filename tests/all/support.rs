@@ -239,13 +239,20 @@ impl Serve {
     }
 
     /// Waits until no delivery at all is pending, running or retrying.
+    ///
+    /// Reads one snapshot per look (`/api/queue` counts every status in one statement):
+    /// reading the statuses one request at a time can miss a delivery that moves between
+    /// them, e.g. a dead host's claim that expires from running back to pending between
+    /// the reads, and report "settled" too early.
     pub async fn settle_all(&self, within: Duration) {
         let t = Instant::now();
         loop {
-            let mut busy = 0;
-            for s in ["pending", "running", "retrying"] {
-                busy += self.deliveries(s).await.len();
-            }
+            let queue = self.get_json("/api/queue").await;
+            let plugins = queue["plugins"].as_array().expect("/api/queue answers with its plugins");
+            let busy: u64 = plugins
+                .iter()
+                .map(|p| ["pending", "running", "retrying"].iter().map(|s| p[*s].as_u64().expect("count")).sum::<u64>())
+                .sum();
             if busy == 0 {
                 return;
             }

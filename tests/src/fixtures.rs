@@ -1,15 +1,15 @@
-//! The shared fixtures: verbatim Okta and Microsoft Graph payloads (with provenance in each
-//! folder's `SOURCES.md`). They live in `shared/fixtures`, beside the checkout rather than in it
-//! (`<checkout>/../shared`), so they are found relative to this crate's manifest.
+//! The test fixtures: verbatim Okta and Microsoft Graph payloads from the vendors' docs (with
+//! provenance in `tests/fixtures/README.md`), found relative to this crate's manifest so any
+//! working directory works.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use serde_json::Value;
 
-/// `<checkout>/../shared/fixtures`, e.g. `/work/shared/fixtures` for `/work/main`.
+/// `<checkout>/tests/fixtures`.
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 /// Reads and parses the JSON fixture at `rel_path` under [`fixtures_dir`].

@@ -11,8 +11,8 @@
 //!   `POST /_emulator/faults`: inspection and fault injection for demos and other processes
 //!   (the `graph-emulator` binary, whose command line is [`cli`]).
 //!
-//! Behaviour follows the Microsoft documentation summarised in `shared/DOMAIN.md` §2 and the
-//! verbatim payloads in `shared/fixtures/graph`: every `/v1.0` call needs a bearer token this
+//! Behaviour follows Microsoft's public Graph and identity platform documentation and the
+//! verbatim payloads in `tests/fixtures/graph`: every `/v1.0` call needs a bearer token this
 //! emulator issued and that has not expired (401 `InvalidAuthenticationToken` otherwise); errors
 //! use Graph's `{"error":{"code","message","innerError":{"date","request-id","client-request-id"}}}`
 //! envelope, 429 carries `Retry-After`; `GET /users` returns only Graph's default property set

@@ -14,7 +14,7 @@
 //! - [`okta`]: builders for Event Hook deliveries and their System Log events.
 //! - [`webhooks`]: Slack and Teams incoming webhooks and a Splunk HTTP Event Collector, each
 //!   recording what it received and able to throttle (for the chat-notify and siem-forward plugins).
-//! - [`fixtures`]: finding and loading the verbatim payloads in `shared/fixtures`.
+//! - [`fixtures`]: finding and loading the verbatim payloads in `tests/fixtures`.
 //! - `server`, `ids` (private): spawning/stopping the emulators' servers; random identifiers.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]

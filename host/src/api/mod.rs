@@ -2,7 +2,7 @@
 //!
 //! `GET /healthz` is open (it says only whether the store answers). Everything else needs
 //! `Authorization: Bearer <admin.token>`; without a configured token it is closed (401),
-//! never open. Shapes and status names are the contract of DESIGN.md. `POST
+//! never open. Shapes and status names are the contract of docs/contract.md. `POST
 //! /api/plugins/reload` rescans the plugin directory on demand (as SIGHUP does).
 //!
 //! The operator [`console`] (`GET /`) is a static shell; the data it shows comes from the
@@ -223,6 +223,7 @@ async fn queue(State(state): State<ApiState>) -> Response {
     }
 }
 
+#[allow(clippy::result_large_err, reason = "the error is the HTTP answer itself, built once per bad request")]
 fn parse_status(s: &str) -> Result<Status, Response> {
     Status::parse(s).ok_or_else(|| {
         error(

@@ -26,7 +26,7 @@ pub struct Manifest {
     /// Default config, each value already as the string the plugin sees.
     pub config: BTreeMap<String, String>,
     pub limits: LimitsSpec,
-    /// Whether a stale event for a user is skipped after a newer one ran (see DESIGN.md).
+    /// Whether a stale event for a user is skipped after a newer one ran (see docs/contract.md, "Supersede").
     pub supersede: bool,
 }
 

@@ -31,11 +31,14 @@ pub trait KvBackend: Send + Sync {
 /// A process-local KV, lost at exit.
 #[derive(Debug, Default)]
 pub struct MemoryKv {
-    map: Mutex<HashMap<(String, String), String>>,
+    map: Mutex<KvMap>,
 }
 
+/// (plugin, key) → value.
+type KvMap = HashMap<(String, String), String>;
+
 impl MemoryKv {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<(String, String), String>>, String> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, KvMap>, String> {
         self.map.lock().map_err(|_| "kv store lock poisoned".to_string())
     }
 }

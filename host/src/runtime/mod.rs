@@ -252,6 +252,8 @@ impl Runtime {
     /// # Errors
     /// The artifact is from another engine or corrupt.
     pub unsafe fn deserialize(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        // SAFETY: the caller upholds this function's contract (bytes written by `serialize`
+        // of this engine configuration); wasmtime checks the version and configuration itself.
         unsafe { Component::deserialize(&self.engine, bytes) }
             .map_err(|e| LoadError::Artifact(format!("{e:#}")))
     }
@@ -383,7 +385,7 @@ fn classify_trap(e: &wasmtime::Error, state: &AttemptState, stderr: &CapturedOut
         None => e.chain().last().map(|c| c.to_string()).unwrap_or_else(|| e.to_string()),
     };
     // A Rust panic prints its message to stderr just before trapping; put it in the error.
-    if let Ok(buf) = stderr.buf_snapshot() {
+    if let Some(buf) = stderr.buf_snapshot() {
         let panic: Vec<&str> = buf
             .lines()
             .skip_while(|l| !l.contains("panicked at"))

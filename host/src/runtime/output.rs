@@ -44,11 +44,9 @@ impl CapturedOutput {
     }
 
     /// A copy of the kept text, leaving it in place.
-    pub fn buf_snapshot(&self) -> Result<String, ()> {
-        self.buf
-            .lock()
-            .map(|b| String::from_utf8_lossy(&b.kept).into_owned())
-            .map_err(|_| ())
+    /// `None` if a writer panicked while holding the buffer.
+    pub fn buf_snapshot(&self) -> Option<String> {
+        self.buf.lock().ok().map(|b| String::from_utf8_lossy(&b.kept).into_owned())
     }
 
     fn push(&self, bytes: &[u8]) {

@@ -187,7 +187,7 @@ impl PostgresStore {
             config.application_name("hookhost");
         }
         let store = PostgresStore { config, pool: Mutex::new(Pool::default()), returned: Condvar::new() };
-        store.with(|c| schema_migrate(c))?;
+        store.with(schema_migrate)?;
         Ok(store)
     }
 
@@ -266,8 +266,8 @@ impl PostgresStore {
                     }
                 }
             }
-            let mut lent = Lent(self, Some(self.checkout()?));
-            let client = lent.1.as_mut().expect("a lent connection");
+            let mut lent = Lent(self, None);
+            let client = lent.1.insert(self.checkout()?);
             let result = f(client);
             drop(lent);
             result

@@ -171,7 +171,7 @@ pub fn handle(host: &mut impl Host, event: &Event) -> Result<String, Failure> {
 fn retry_after_ms(headers: &[(String, String)]) -> Option<u64> {
     let value = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))?.1.trim();
     let secs: f64 = value.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0) as u64)
+    (secs.is_finite() && secs >= 0.0).then_some((secs * 1000.0) as u64)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The user's `profile.email` from the Okta Users API, for orgs whose logins are not
-//! their mail addresses (event payloads carry only the login, DOMAIN.md §1.3).
+//! their mail addresses (event payloads carry only the login; see the Users API in docs/contract.md, "graph-guest").
 
 use serde::Deserialize;
 

@@ -234,7 +234,7 @@ mod tests {
     fn refusal_names_the_code_and_the_setting() {
         let body = include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/fixtures/graph/token.error.400.json"
+            "/../../tests/fixtures/graph/token.error.400.json"
         ));
         let message = token_refusal(400, body.as_bytes());
         assert!(message.starts_with("token request refused (HTTP 400 invalid_scope): AADSTS70011:"));

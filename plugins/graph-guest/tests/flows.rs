@@ -1,6 +1,8 @@
 //! graph-guest's flows against a scripted fake host: each test lists the exact requests it
-//! expects, in order, with canned answers (from `shared/fixtures/graph` where one fits), and
+//! expects, in order, with canned answers (from `tests/fixtures/graph` where one fits), and
 //! checks the outcome, the plugin state and that no secret leaked into logs or messages.
+// The fake host's helpers are test code: a panic there is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -13,7 +15,7 @@ macro_rules! fixture {
     ($path:literal) => {
         include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/fixtures/",
+            "/../../tests/fixtures/",
             $path
         ))
     };

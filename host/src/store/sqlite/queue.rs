@@ -290,7 +290,7 @@ pub(super) fn complete(
     Ok(true)
 }
 
-/// Supersede (DESIGN.md, Dispatch): a later-published event for the same plugin and subject
+/// Supersede (docs/contract.md, "Supersede"): a later-published event for the same plugin and subject
 /// that **ran** to `done` (a delivery that was itself superseded does not count: it did
 /// nothing, and the event that superseded it is found directly), and that concerns one of
 /// this event's groups or is a `user.lifecycle.*` event. The latest such event is named.
