@@ -11,9 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::config::HostConfig;
 use crate::okta::Delivery;
 use crate::registry::{self, PluginBundle, PluginSpec};
-use crate::runtime::{
-    AttemptResult, EngineOptions, KvBackend, LoadedPlugin, MemoryKv, PluginIdentity, Runtime,
-};
+use crate::runtime::{AttemptResult, EngineOptions, KvBackend, LoadedPlugin, MemoryKv, PluginIdentity, Runtime};
 use crate::store::SqliteStore;
 
 #[derive(Parser)]
@@ -112,26 +110,18 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
-        Command::Events {
-            command: EventsCommand::List { config, status, limit },
-        } => events_list(&config, status.as_deref(), limit),
-        Command::Events {
-            command: EventsCommand::Show { uuid, config },
-        } => events_show(&config, &uuid),
+        Command::Events { command: EventsCommand::List { config, status, limit } } => {
+            events_list(&config, status.as_deref(), limit)
+        }
+        Command::Events { command: EventsCommand::Show { uuid, config } } => events_show(&config, &uuid),
         Command::Replay { delivery_id, config } => replay(&config, &delivery_id),
-        Command::Plugin {
-            command: PluginCommand::Check { bundle, config },
-        } => plugin_check(&bundle, config.as_deref()),
-        Command::Plugin {
-            command: PluginCommand::New { name, lang, dir },
-        } => plugin_new(&name, lang, dir),
-        Command::Plugin {
-            command: PluginCommand::Run {
-                bundle,
-                event,
-                config,
-            },
-        } => plugin_run(&bundle, &event, config.as_deref()),
+        Command::Plugin { command: PluginCommand::Check { bundle, config } } => {
+            plugin_check(&bundle, config.as_deref())
+        }
+        Command::Plugin { command: PluginCommand::New { name, lang, dir } } => plugin_new(&name, lang, dir),
+        Command::Plugin { command: PluginCommand::Run { bundle, event, config } } => {
+            plugin_run(&bundle, &event, config.as_deref())
+        }
     };
     match result {
         Ok(code) => code,
@@ -146,15 +136,11 @@ fn init_tracing() {
     let default = if std::env::args().nth(1).as_deref() == Some("serve") { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Option<HostConfig>> {
-    path.map(|p| HostConfig::load(p).map_err(anyhow::Error::from))
-        .transpose()
+    path.map(|p| HostConfig::load(p).map_err(anyhow::Error::from)).transpose()
 }
 
 /// Reads a bundle, applies overrides, compiles and links it.
@@ -167,9 +153,7 @@ fn load_plugin(
     let over = config.and_then(|c| c.plugins.overrides.get(&bundle.manifest.name));
     let spec = registry::effective(&bundle, over).map_err(anyhow::Error::msg)?;
     let started = Instant::now();
-    let component = runtime
-        .compile(&bundle.wasm)
-        .with_context(|| format!("{}", bundle.wasm_path.display()))?;
+    let component = runtime.compile(&bundle.wasm).with_context(|| format!("{}", bundle.wasm_path.display()))?;
     let compile_ms = started.elapsed().as_millis();
     let loaded = runtime
         .load(
@@ -212,10 +196,7 @@ fn plugin_check(bundle_path: &Path, config: Option<&Path>) -> anyhow::Result<Exi
         spec.sha256
     );
     println!("  event_types: {}", list(&spec.event_types));
-    println!(
-        "  groups:      {}",
-        spec.groups.as_ref().map(|g| list(g)).unwrap_or_else(|| "(any group)".into())
-    );
+    println!("  groups:      {}", spec.groups.as_ref().map(|g| list(g)).unwrap_or_else(|| "(any group)".into()));
     print_routes(&spec, config.as_ref().and_then(|c| c.plugins.overrides.get(&spec.name)));
     println!("  allowed_hosts: {}", list(&spec.allowed_hosts));
     println!("  secrets:     {}", list(&secrets));
@@ -277,10 +258,8 @@ fn plugin_new(name: &str, lang: crate::scaffold::Lang, dir: Option<PathBuf>) -> 
 
 fn plugin_run(bundle_path: &Path, event_path: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = load_config(config)?;
-    let body = std::fs::read(event_path)
-        .with_context(|| format!("cannot read {}", event_path.display()))?;
-    let delivery = Delivery::parse_delivery_or_event(&body)
-        .with_context(|| format!("{}", event_path.display()))?;
+    let body = std::fs::read(event_path).with_context(|| format!("cannot read {}", event_path.display()))?;
+    let delivery = Delivery::parse_delivery_or_event(&body).with_context(|| format!("{}", event_path.display()))?;
     if delivery.events.is_empty() {
         bail!("{}: the delivery has no events", event_path.display());
     }
@@ -290,17 +269,12 @@ fn plugin_run(bundle_path: &Path, event_path: &Path, config: Option<&Path>) -> a
         Some(c) if c.store.url.starts_with("sqlite://") => Arc::new(SqliteStore::open_url(&c.store.url)?),
         _ => Arc::new(MemoryKv::default()),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     let mut failed = 0;
     for event in &delivery.events {
         let attempt = rt.block_on(runtime.run(&loaded, event, kv.clone()));
-        println!(
-            "event {} {} (published {})",
-            event.uuid, event.event_type, event.published
-        );
+        println!("event {} {} (published {})", event.uuid, event.event_type, event.published);
         println!(
             "  plugin {} {}: {} in {} ms, {} HTTP request(s)",
             spec.name,
@@ -311,13 +285,7 @@ fn plugin_run(bundle_path: &Path, event_path: &Path, config: Option<&Path>) -> a
         );
         println!("  result: {}", attempt.result.describe());
         for line in &attempt.log {
-            println!(
-                "  {:>6}ms {:<5} [{:?}] {}",
-                line.at_ms,
-                line.level.as_str(),
-                line.source,
-                line.message
-            );
+            println!("  {:>6}ms {:<5} [{:?}] {}", line.at_ms, line.level.as_str(), line.source, line.message);
         }
         if attempt.log_dropped > 0 {
             println!("  ({} log lines dropped past the cap)", attempt.log_dropped);
@@ -326,19 +294,13 @@ fn plugin_run(bundle_path: &Path, event_path: &Path, config: Option<&Path>) -> a
             failed += 1;
         }
     }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn serve(config: &Path) -> anyhow::Result<ExitCode> {
     let config = HostConfig::load(config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(crate::server::serve(config))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -414,9 +376,8 @@ fn replay(config: &Path, delivery_id: &str) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         crate::store::ReplayOutcome::NotFound => bail!("no delivery with id {delivery_id}"),
-        crate::store::ReplayOutcome::Conflict(s) => bail!(
-            "delivery {delivery_id} is {}; only done or dead deliveries can be replayed",
-            s.as_str()
-        ),
+        crate::store::ReplayOutcome::Conflict(s) => {
+            bail!("delivery {delivery_id} is {}; only done or dead deliveries can be replayed", s.as_str())
+        }
     }
 }

@@ -27,10 +27,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(file: &Path, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.display().to_string(),
-            message: message.into(),
-        }
+        ConfigError { file: file.display().to_string(), message: message.into() }
     }
 }
 
@@ -58,10 +55,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            shutdown_grace_secs: 20,
-        }
+        ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace_secs: 20 }
     }
 }
 
@@ -106,10 +100,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            url: "sqlite://hookhost.db".into(),
-            password: None,
-        }
+        StoreConfig { url: "sqlite://hookhost.db".into(), password: None }
     }
 }
 
@@ -127,11 +118,7 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig {
-            max_attempts: 10,
-            initial_backoff_ms: 1_000,
-            max_backoff_secs: 900,
-        }
+        RetryConfig { max_attempts: 10, initial_backoff_ms: 1_000, max_backoff_secs: 900 }
     }
 }
 
@@ -149,12 +136,7 @@ pub struct DispatchConfig {
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        DispatchConfig {
-            lease_secs: 30,
-            workers: 32,
-            max_concurrency: 8,
-            retry: RetryConfig::default(),
-        }
+        DispatchConfig { lease_secs: 30, workers: 32, max_concurrency: 8, retry: RetryConfig::default() }
     }
 }
 
@@ -255,8 +237,7 @@ impl HostConfig {
     /// The file is unreadable, not TOML, has an unknown key or a bad value; the error names
     /// the file and the key.
     pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path, format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(path, format!("cannot read: {e}")))?;
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&text, &abs, &base)
@@ -289,10 +270,7 @@ impl HostConfig {
             return Err(err("okta.max_body_bytes must be at least 1".into()));
         }
         if !(1..=3600).contains(&okta.read_timeout_secs) {
-            return Err(err(format!(
-                "okta.read_timeout_secs must be 1 to 3600, got {}",
-                okta.read_timeout_secs
-            )));
+            return Err(err(format!("okta.read_timeout_secs must be 1 to 3600, got {}", okta.read_timeout_secs)));
         }
         if let Some(s) = okta.auth_secret.as_mut() {
             s.resolve_paths(base);
@@ -313,10 +291,7 @@ impl HostConfig {
         if let Some(s) = password.as_mut() {
             s.resolve_paths(base);
         }
-        let store = StoreConfig {
-            url: resolve_store_url(&raw.store.url, base).map_err(err)?,
-            password,
-        };
+        let store = StoreConfig { url: resolve_store_url(&raw.store.url, base).map_err(err)?, password };
         let plugins = parse_plugins(raw.plugins, base).map_err(err)?;
         Ok(HostConfig {
             file: Some(file.to_path_buf()),
@@ -397,12 +372,7 @@ fn parse_plugins(mut table: toml::Table, base: &Path) -> Result<PluginsConfig, S
         }
         overrides.insert(name, o);
     }
-    Ok(PluginsConfig {
-        dir: absolutize(base, &dir),
-        watch,
-        cache_dir,
-        overrides,
-    })
+    Ok(PluginsConfig { dir: absolutize(base, &dir), watch, cache_dir, overrides })
 }
 
 fn absolutize(base: &Path, p: &Path) -> PathBuf {
@@ -543,16 +513,31 @@ client_secret = { file = "secrets/azure_client_secret" }
 
         fn section_and_key() -> impl Strategy<Value = (String, String)> {
             let known = prop::sample::select(vec![
-                ("server", "listen"), ("server", "shutdown_grace_secs"), ("okta", "path"),
-                ("okta", "auth_header"), ("okta", "auth_secret"), ("okta", "max_body_bytes"),
-                ("okta", "read_timeout_secs"), ("store", "url"), ("dispatch", "lease_secs"),
-                ("dispatch", "workers"), ("dispatch", "max_concurrency"),
-                ("dispatch.retry", "max_attempts"), ("dispatch.retry", "initial_backoff_ms"),
-                ("plugins", "dir"), ("plugins", "watch"), ("plugins", "cache_dir"),
-                ("admin", "token"), ("plugins.p", "allowed_hosts"), ("plugins.p", "groups"),
-                ("plugins.p", "max_concurrency"), ("plugins.p.config", "k"),
-                ("plugins.p.secrets", "s"), ("plugins.p.limits", "memory_mb"),
-                ("plugins.p.retry", "max_attempts"), ("plugins", "dir2"),
+                ("server", "listen"),
+                ("server", "shutdown_grace_secs"),
+                ("okta", "path"),
+                ("okta", "auth_header"),
+                ("okta", "auth_secret"),
+                ("okta", "max_body_bytes"),
+                ("okta", "read_timeout_secs"),
+                ("store", "url"),
+                ("dispatch", "lease_secs"),
+                ("dispatch", "workers"),
+                ("dispatch", "max_concurrency"),
+                ("dispatch.retry", "max_attempts"),
+                ("dispatch.retry", "initial_backoff_ms"),
+                ("plugins", "dir"),
+                ("plugins", "watch"),
+                ("plugins", "cache_dir"),
+                ("admin", "token"),
+                ("plugins.p", "allowed_hosts"),
+                ("plugins.p", "groups"),
+                ("plugins.p", "max_concurrency"),
+                ("plugins.p.config", "k"),
+                ("plugins.p.secrets", "s"),
+                ("plugins.p.limits", "memory_mb"),
+                ("plugins.p.retry", "max_attempts"),
+                ("plugins", "dir2"),
             ])
             .prop_map(|(s, k)| (s.to_string(), k.to_string()));
             prop_oneof![4 => known, 1 => ("[a-z]{1,8}", "[a-z_]{1,12}")]

@@ -63,10 +63,9 @@ impl Metrics {
     /// Records one attempt's duration for `plugin`.
     pub fn observe_attempt(&self, plugin: &str, seconds: f64) {
         if let Ok(mut m) = self.attempts.lock() {
-            let h = m.entry(plugin.to_owned()).or_insert_with(|| Histogram {
-                counts: vec![0; BUCKETS.len()],
-                ..Histogram::default()
-            });
+            let h = m
+                .entry(plugin.to_owned())
+                .or_insert_with(|| Histogram { counts: vec![0; BUCKETS.len()], ..Histogram::default() });
             for (i, le) in BUCKETS.iter().enumerate() {
                 if seconds <= *le {
                     h.counts[i] += 1;
@@ -89,9 +88,21 @@ impl Metrics {
             }
         }
         for (name, help, counter) in [
-            ("hookhost_plugin_compiles_total", "Plugin components compiled from .wasm by this process.", &self.plugin_compiles),
-            ("hookhost_plugin_cache_loads_total", "Plugin components loaded from the compiled-artifact cache.", &self.plugin_cache_loads),
-            ("hookhost_plugin_load_failures_total", "Plugin bundles refused on load or reload.", &self.plugin_load_failures),
+            (
+                "hookhost_plugin_compiles_total",
+                "Plugin components compiled from .wasm by this process.",
+                &self.plugin_compiles,
+            ),
+            (
+                "hookhost_plugin_cache_loads_total",
+                "Plugin components loaded from the compiled-artifact cache.",
+                &self.plugin_cache_loads,
+            ),
+            (
+                "hookhost_plugin_load_failures_total",
+                "Plugin bundles refused on load or reload.",
+                &self.plugin_load_failures,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{host=\"{host}\"}} {}", counter.load(Ordering::Relaxed));
@@ -127,9 +138,18 @@ impl Metrics {
                         h.counts[i]
                     );
                 }
-                let _ = writeln!(out, "hookhost_attempt_duration_seconds_bucket{{host=\"{host}\",plugin=\"{p}\",le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(out, "hookhost_attempt_duration_seconds_sum{{host=\"{host}\",plugin=\"{p}\"}} {}", h.sum);
-                let _ = writeln!(out, "hookhost_attempt_duration_seconds_count{{host=\"{host}\",plugin=\"{p}\"}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "hookhost_attempt_duration_seconds_bucket{{host=\"{host}\",plugin=\"{p}\",le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ =
+                    writeln!(out, "hookhost_attempt_duration_seconds_sum{{host=\"{host}\",plugin=\"{p}\"}} {}", h.sum);
+                let _ = writeln!(
+                    out,
+                    "hookhost_attempt_duration_seconds_count{{host=\"{host}\",plugin=\"{p}\"}} {}",
+                    h.count
+                );
             }
         }
         out

@@ -102,11 +102,7 @@ impl Event {
         }
         let actor = match obj.get("actor") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(
-                RawParty::deserialize(v)
-                    .map_err(|e| format!("`actor`: {e}"))?
-                    .into_party(),
-            ),
+            Some(v) => Some(RawParty::deserialize(v).map_err(|e| format!("`actor`: {e}"))?.into_party()),
         };
         let targets = match obj.get("target") {
             None | Some(Value::Null) => Vec::new(),
@@ -114,21 +110,12 @@ impl Event {
                 .iter()
                 .enumerate()
                 .map(|(i, v)| {
-                    RawParty::deserialize(v)
-                        .map(RawParty::into_party)
-                        .map_err(|e| format!("`target[{i}]`: {e}"))
+                    RawParty::deserialize(v).map(RawParty::into_party).map_err(|e| format!("`target[{i}]`: {e}"))
                 })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err("`target` must be an array".into()),
         };
-        Ok(Event {
-            uuid,
-            event_type,
-            published,
-            actor,
-            targets,
-            raw: value.to_string(),
-        })
+        Ok(Event { uuid, event_type, published, actor, targets, raw: value.to_string() })
     }
 
     /// The first target of the given Okta type (`User`, `UserGroup`).
@@ -149,8 +136,7 @@ impl Delivery {
     /// # Errors
     /// Bad JSON, no `data.events` array, or an event without its required fields.
     pub fn parse(body: &[u8]) -> Result<Delivery, PayloadError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
         Self::from_value(&value)
     }
 
@@ -169,19 +155,10 @@ impl Delivery {
         let events = events
             .iter()
             .enumerate()
-            .map(|(index, v)| {
-                Event::from_value(v).map_err(|problem| PayloadError::Event { index, problem })
-            })
+            .map(|(index, v)| Event::from_value(v).map_err(|problem| PayloadError::Event { index, problem }))
             .collect::<Result<Vec<_>, _>>()?;
-        let delivery_id = obj
-            .get("eventId")
-            .or_else(|| obj.get("eventID"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        Ok(Delivery {
-            delivery_id,
-            events,
-        })
+        let delivery_id = obj.get("eventId").or_else(|| obj.get("eventID")).and_then(Value::as_str).map(str::to_owned);
+        Ok(Delivery { delivery_id, events })
     }
 
     /// Accepts either a full delivery or a single LogEvent (what `plugin run --event` takes).
@@ -189,17 +166,12 @@ impl Delivery {
     /// # Errors
     /// As [`Delivery::parse`], or the single event's problem.
     pub fn parse_delivery_or_event(body: &[u8]) -> Result<Delivery, PayloadError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
         if value.get("data").is_some() {
             return Self::from_value(&value);
         }
-        let event = Event::from_value(&value)
-            .map_err(|problem| PayloadError::Event { index: 0, problem })?;
-        Ok(Delivery {
-            delivery_id: None,
-            events: vec![event],
-        })
+        let event = Event::from_value(&value).map_err(|problem| PayloadError::Event { index: 0, problem })?;
+        Ok(Delivery { delivery_id: None, events: vec![event] })
     }
 }
 
@@ -363,7 +335,10 @@ mod tests {
             (r#"{"data":{"events":[1]}}"#, "must be a JSON object"),
             (r#"{"data":{"events":[{"uuid":5}]}}"#, "`uuid` must be a string"),
             (r#"{"data":{"events":[{"uuid":"a","eventType":"t","published":"yesterday"}]}}"#, "RFC 3339"),
-            (r#"{"data":{"events":[{"uuid":"a","eventType":"t","published":"2026-11-28T10:00:00Z","target":{}}]}}"#, "`target` must be an array"),
+            (
+                r#"{"data":{"events":[{"uuid":"a","eventType":"t","published":"2026-11-28T10:00:00Z","target":{}}]}}"#,
+                "`target` must be an array",
+            ),
         ];
         for (body, want) in cases {
             let e = Delivery::parse(body.as_bytes()).unwrap_err().to_string();

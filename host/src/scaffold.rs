@@ -61,16 +61,11 @@ pub enum ScaffoldError {
     #[error("{0} already exists and is not empty; pick another --dir or remove it")]
     NotEmpty(PathBuf),
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 fn fill(template: &str, name: &str) -> String {
-    template
-        .replace("{{name}}", name)
-        .replace("{{crate}}", &name.replace('-', "_"))
+    template.replace("{{name}}", name).replace("{{crate}}", &name.replace('-', "_"))
 }
 
 /// Writes a new plugin called `name` in `lang` into `dir` (created; must be empty if it
@@ -87,13 +82,10 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, Scaffo
         Lang::Rust => RUST,
         Lang::Python => PYTHON,
     };
-    let files = templates
-        .iter()
-        .map(|(path, text)| (fill(path, name), fill(text, name)))
-        .chain([
-            ("wit/plugin.wit".to_string(), WIT.to_string()),
-            ("fixtures/event.json".to_string(), EVENT.to_string()),
-        ]);
+    let files = templates.iter().map(|(path, text)| (fill(path, name), fill(text, name))).chain([
+        ("wit/plugin.wit".to_string(), WIT.to_string()),
+        ("fixtures/event.json".to_string(), EVENT.to_string()),
+    ]);
     let mut written = Vec::new();
     for (rel, text) in files {
         let path = dir.join(&rel);

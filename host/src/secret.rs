@@ -74,15 +74,13 @@ impl SecretSource {
     /// The variable is unset or the file unreadable; the error names which, never the value.
     pub fn read(&self) -> Result<Secret, SecretError> {
         match self {
-            SecretSource::Env(name) => std::env::var(name)
-                .map(Secret::new)
-                .map_err(|_| SecretError::MissingEnv(name.clone())),
+            SecretSource::Env(name) => {
+                std::env::var(name).map(Secret::new).map_err(|_| SecretError::MissingEnv(name.clone()))
+            }
             SecretSource::File(path) => {
                 warn_if_readable_by_others(path);
-                let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
-                    path: path.clone(),
-                    source,
-                })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| SecretError::File { path: path.clone(), source })?;
                 let text = text.strip_suffix('\n').unwrap_or(&text);
                 let text = text.strip_suffix('\r').unwrap_or(text);
                 Ok(Secret::new(text.to_string()))
@@ -145,11 +143,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hookhost-secret-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("s.txt"), "hunter2\n").unwrap();
-        let mut src: SecretSource = toml::from_str::<toml::Table>("s = { file = \"s.txt\" }")
-            .unwrap()["s"]
-            .clone()
-            .try_into()
-            .unwrap();
+        let mut src: SecretSource =
+            toml::from_str::<toml::Table>("s = { file = \"s.txt\" }").unwrap()["s"].clone().try_into().unwrap();
         src.resolve_paths(&dir);
         assert_eq!(src.read().unwrap().expose(), "hunter2");
         std::fs::remove_dir_all(&dir).ok();

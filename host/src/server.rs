@@ -17,12 +17,12 @@ use axum::Router;
 
 use crate::api::{self, ApiState};
 use crate::config::HostConfig;
+use crate::config::StoreConfig;
 use crate::dispatch::{DispatchDeps, Dispatcher};
 use crate::ingest::{self, IngestState};
 use crate::metrics::Metrics;
 use crate::registry::{watch, PluginSet, Registry, SyncOutcome};
 use crate::runtime::{EngineOptions, Runtime};
-use crate::config::StoreConfig;
 use crate::store::postgres::redact_url;
 use crate::store::{PostgresStore, SqliteStore, Store};
 
@@ -33,9 +33,7 @@ use crate::store::{PostgresStore, SqliteStore, Store};
 pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.url.as_str();
     if url.starts_with("sqlite://") {
-        return Ok(Arc::new(
-            SqliteStore::open_url(url).with_context(|| "opening the SQLite store (store.url)")?,
-        ));
+        return Ok(Arc::new(SqliteStore::open_url(url).with_context(|| "opening the SQLite store (store.url)")?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let password = match &config.password {
@@ -147,14 +145,9 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, host = %host_id, "hookhost listening");
     println!("hookhost listening on http://{addr} (okta endpoint {})", config.okta.path);
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server")?;
     tracing::info!("shutting down: waiting for running attempts");
-    dispatcher
-        .shutdown(Duration::from_secs(config.server.shutdown_grace_secs))
-        .await;
+    dispatcher.shutdown(Duration::from_secs(config.server.shutdown_grace_secs)).await;
     Ok(())
 }
 
@@ -169,17 +162,20 @@ async fn start_registry(
     let dir = config.plugins.dir.clone();
     if !dir.exists() {
         match std::fs::create_dir_all(&dir) {
-            Ok(()) => tracing::info!(dir = %dir.display(), "created the plugin directory ([plugins] dir); drop bundles into it"),
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin directory ([plugins] dir); no plugins until it exists"),
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "created the plugin directory ([plugins] dir); drop bundles into it")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin directory ([plugins] dir); no plugins until it exists")
+            }
         }
     }
     let cache_dir = config.plugins.cache_dir.clone().unwrap_or_else(|| dir.join(".cache"));
     let overrides = config.plugins.overrides.clone();
-    let registry = tokio::task::spawn_blocking(move || {
-        Registry::new(runtime, dir, Some(cache_dir), overrides, plugins, metrics)
-    })
-    .await
-    .context("opening the plugin registry")?;
+    let registry =
+        tokio::task::spawn_blocking(move || Registry::new(runtime, dir, Some(cache_dir), overrides, plugins, metrics))
+            .await
+            .context("opening the plugin registry")?;
     let registry = Arc::new(registry);
     if config.plugins.watch {
         if let Err(e) = watch::spawn(registry.clone()) {
@@ -187,9 +183,7 @@ async fn start_registry(
         }
     }
     let scan = registry.clone();
-    let results = tokio::task::spawn_blocking(move || scan.scan())
-        .await
-        .context("loading plugins")?;
+    let results = tokio::task::spawn_blocking(move || scan.scan()).await.context("loading plugins")?;
     let failed = results.iter().filter(|(_, o)| matches!(o, SyncOutcome::Failed(_))).count();
     tracing::info!(
         active = results.iter().filter(|(_, o)| matches!(o, SyncOutcome::Activated { .. })).count(),

@@ -23,20 +23,12 @@ fn serve_without_an_okta_secret_says_which_key_to_set() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("host.toml");
     std::fs::write(&cfg, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hookhost"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookhost")).args(["serve", "--config"]).arg(&cfg).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("okta.auth_secret is required"), "{err}");
     std::fs::write(&cfg, "[server]\nlisten = \"127.0.0.1:0\"\ntypo = 1\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hookhost"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookhost")).args(["serve", "--config"]).arg(&cfg).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("typo") && err.contains("host.toml"), "{err}");
     std::fs::remove_dir_all(&dir).ok();

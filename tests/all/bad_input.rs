@@ -13,7 +13,9 @@ use hookhost_tests::{GraphEmulator, TenantConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{free_port, guests, http_client, membership, start_with, write_config_with, Serve, ServeSetup, OKTA_SECRET};
+use crate::support::{
+    free_port, guests, http_client, membership, start_with, write_config_with, Serve, ServeSetup, OKTA_SECRET,
+};
 
 const MAX_BODY: usize = 256 * 1024;
 
@@ -128,29 +130,89 @@ async fn bad_input_gets_a_clear_4xx_stores_nothing_and_the_service_stays_healthy
         ("truncated JSON", AUTH_JSON.to_vec(), br#"{"data": {"events": ["#.to_vec(), 400, "not valid JSON"),
         ("empty body", AUTH_JSON.to_vec(), Vec::new(), 400, "not valid JSON"),
         ("invalid UTF-8", AUTH_JSON.to_vec(), vec![b'{', 0xff, 0xfe, b'}'], 400, "not valid JSON"),
-        ("trailing garbage", AUTH_JSON.to_vec(), [body_of(good_events("trail", 1)), b"}{".to_vec()].concat(), 400, "not valid JSON"),
+        (
+            "trailing garbage",
+            AUTH_JSON.to_vec(),
+            [body_of(good_events("trail", 1)), b"}{".to_vec()].concat(),
+            400,
+            "not valid JSON",
+        ),
         ("an array, not an object", AUTH_JSON.to_vec(), b"[1,2,3]".to_vec(), 400, "JSON object"),
         ("no data", AUTH_JSON.to_vec(), br#"{"eventType":"com.okta.event_hook"}"#.to_vec(), 400, "data.events"),
-        ("events not an array", AUTH_JSON.to_vec(), br#"{"data":{"events":{"uuid":"x"}}}"#.to_vec(), 400, "must be an array"),
+        (
+            "events not an array",
+            AUTH_JSON.to_vec(),
+            br#"{"data":{"events":{"uuid":"x"}}}"#.to_vec(),
+            400,
+            "must be an array",
+        ),
         ("uuid a number", AUTH_JSON.to_vec(), wrong_type("uuid", json!(5)), 400, "`uuid` must be a string"),
-        ("eventType an object", AUTH_JSON.to_vec(), wrong_type("eventType", json!({})), 400, "`eventType` must be a string"),
+        (
+            "eventType an object",
+            AUTH_JSON.to_vec(),
+            wrong_type("eventType", json!({})),
+            400,
+            "`eventType` must be a string",
+        ),
         ("published not a time", AUTH_JSON.to_vec(), wrong_type("published", json!("yesterday")), 400, "RFC 3339"),
-        ("target an object", AUTH_JSON.to_vec(), wrong_type("target", json!({"id": "x"})), 400, "`target` must be an array"),
+        (
+            "target an object",
+            AUTH_JSON.to_vec(),
+            wrong_type("target", json!({"id": "x"})),
+            400,
+            "`target` must be an array",
+        ),
         ("actor a string", AUTH_JSON.to_vec(), wrong_type("actor", json!("admin")), 400, "`actor`"),
         ("empty uuid", AUTH_JSON.to_vec(), wrong_type("uuid", json!("  ")), 400, "`uuid` is empty"),
         ("missing uuid", AUTH_JSON.to_vec(), missing("uuid"), 400, "missing field `uuid`"),
         ("missing eventType", AUTH_JSON.to_vec(), missing("eventType"), 400, "missing field `eventType`"),
         ("missing published", AUTH_JSON.to_vec(), missing("published"), 400, "missing field `published`"),
-        ("50 full-size events then a bad one", AUTH_JSON.to_vec(), body_of(huge_valid_then_bad), 400, "data.events[50]"),
+        (
+            "50 full-size events then a bad one",
+            AUTH_JSON.to_vec(),
+            body_of(huge_valid_then_bad),
+            400,
+            "data.events[50]",
+        ),
         ("30,000-element array of numbers", AUTH_JSON.to_vec(), ones.into_bytes(), 400, "data.events[0]"),
         ("20,000-deep arrays", AUTH_JSON.to_vec(), deep.into_bytes(), 400, "recursion limit"),
         ("10,000-deep objects", AUTH_JSON.to_vec(), deep_obj.into_bytes(), 400, "recursion limit"),
-        ("wrong secret", vec![("authorization", "Basic d3Jvbmc6d3Jvbmc="), ("content-type", "application/json")], good.clone(), 401, "okta.auth_secret"),
-        ("secret in the wrong case", vec![("authorization", wrong_case.as_str()), ("content-type", "application/json")], good.clone(), 401, "okta.auth_secret"),
+        (
+            "wrong secret",
+            vec![("authorization", "Basic d3Jvbmc6d3Jvbmc="), ("content-type", "application/json")],
+            good.clone(),
+            401,
+            "okta.auth_secret",
+        ),
+        (
+            "secret in the wrong case",
+            vec![("authorization", wrong_case.as_str()), ("content-type", "application/json")],
+            good.clone(),
+            401,
+            "okta.auth_secret",
+        ),
         ("no auth header", vec![("content-type", "application/json")], good.clone(), 401, "okta.auth_secret"),
-        ("auth header twice", vec![("authorization", OKTA_SECRET), ("authorization", "x"), ("content-type", "application/json")], good.clone(), 401, "okta.auth_secret"),
-        ("text/plain", vec![("authorization", OKTA_SECRET), ("content-type", "text/plain")], good.clone(), 415, "content-type"),
-        ("form-encoded", vec![("authorization", OKTA_SECRET), ("content-type", "application/x-www-form-urlencoded")], good.clone(), 415, "content-type"),
+        (
+            "auth header twice",
+            vec![("authorization", OKTA_SECRET), ("authorization", "x"), ("content-type", "application/json")],
+            good.clone(),
+            401,
+            "okta.auth_secret",
+        ),
+        (
+            "text/plain",
+            vec![("authorization", OKTA_SECRET), ("content-type", "text/plain")],
+            good.clone(),
+            415,
+            "content-type",
+        ),
+        (
+            "form-encoded",
+            vec![("authorization", OKTA_SECRET), ("content-type", "application/x-www-form-urlencoded")],
+            good.clone(),
+            415,
+            "content-type",
+        ),
     ];
     for (name, headers, body, want, phrase) in cases {
         if let Ok(v) = serde_json::from_slice::<Value>(&body) {
@@ -179,7 +241,9 @@ async fn bad_input_gets_a_clear_4xx_stores_nothing_and_the_service_stays_healthy
     tried += 1;
     let over = &oversized[..MAX_BODY + 1];
     let frame = [format!("{:x}\r\n", over.len()).into_bytes(), over.to_vec(), b"\r\n".to_vec()].concat();
-    let (status, _) = raw_request(&serve, "transfer-encoding: chunked", &[frame, b"0\r\n\r\n".to_vec()], Duration::from_secs(5)).await;
+    let (status, _) =
+        raw_request(&serve, "transfer-encoding: chunked", &[frame, b"0\r\n\r\n".to_vec()], Duration::from_secs(5))
+            .await;
     assert_eq!(status, 413, "oversized, chunked");
     tried += 1;
 

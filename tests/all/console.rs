@@ -216,7 +216,11 @@ async fn console_in_chromium_finds_an_event_and_replays_its_dead_delivery() {
     browser.type_into("#token", "not-the-token").await;
     browser.click("the sign-in button", "#login-button").await;
     browser
-        .wait_for("the refusal", "return document.getElementById('login-error').textContent.includes('refused')", vec![])
+        .wait_for(
+            "the refusal",
+            "return document.getElementById('login-error').textContent.includes('refused')",
+            vec![],
+        )
         .await;
     browser.type_into("#token", ADMIN_TOKEN).await;
     browser.click("the sign-in button", "#login-button").await;
@@ -261,7 +265,11 @@ async fn console_in_chromium_finds_an_event_and_replays_its_dead_delivery() {
     browser.click("Jane's event", "#event-rows tr.event").await;
     let css = format!("tr.delivery[data-id=\"{dead_id}\"]");
     browser
-        .wait_for("the dead delivery", "const r = document.querySelector(arguments[0]); return r && r.dataset.status === 'dead'", vec![json!(css)])
+        .wait_for(
+            "the dead delivery",
+            "const r = document.querySelector(arguments[0]); return r && r.dataset.status === 'dead'",
+            vec![json!(css)],
+        )
         .await;
     browser.click("the dead delivery", &css).await;
     let attempts = browser
@@ -291,7 +299,11 @@ async fn console_in_chromium_finds_an_event_and_replays_its_dead_delivery() {
     // Replay: the delivery goes back to the queue and ends done, and the page shows it.
     browser.click("Replay", &format!("button.replay[data-id=\"{dead_id}\"]")).await;
     browser
-        .wait_for("the replayed delivery done", "const r = document.querySelector(arguments[0]); return r && r.dataset.status === 'done'", vec![json!(css)])
+        .wait_for(
+            "the replayed delivery done",
+            "const r = document.querySelector(arguments[0]); return r && r.dataset.status === 'done'",
+            vec![json!(css)],
+        )
         .await;
     let view = crate::support::event_view(&serve.url, jane["uuid"].as_str().unwrap()).await;
     assert_eq!(view["deliveries"][0]["status"], "done", "{view}");
@@ -377,7 +389,15 @@ async fn console_page_is_a_locked_down_shell_and_its_data_needs_the_token() {
         assert_eq!(r.status(), 401, "{path}");
     }
 
-    let e = group_membership_event(Membership::Add, "00uq", "quinn@fabrikam.example", "Quinn Q", "00gO365", "O365Guest", &timestamp(-1_000));
+    let e = group_membership_event(
+        Membership::Add,
+        "00uq",
+        "quinn@fabrikam.example",
+        "Quinn Q",
+        "00gO365",
+        "O365Guest",
+        &timestamp(-1_000),
+    );
     assert_eq!(serve.post(vec![e.clone()]).await, Some(200));
     settle(&serve.url, std::slice::from_ref(&e)).await;
     let page = serve.get_json("/api/events?q=QUINN&group=o365&status=done&event_type=membership.add").await;
@@ -394,7 +414,10 @@ async fn console_page_is_a_locked_down_shell_and_its_data_needs_the_token() {
 
     let queue = serve.get_json("/api/queue").await;
     let gg = &queue["plugins"][0];
-    assert_eq!((gg["plugin"].as_str(), gg["done"].as_u64(), gg["pending"].as_u64()), (Some("graph-guest"), Some(1), Some(0)));
+    assert_eq!(
+        (gg["plugin"].as_str(), gg["done"].as_u64(), gg["pending"].as_u64()),
+        (Some("graph-guest"), Some(1), Some(0))
+    );
     assert_eq!(gg["oldest_pending_age_secs"], Value::Null);
     let minutes = queue["attempts_per_minute"].as_array().unwrap();
     assert_eq!(minutes.len(), 60);

@@ -124,7 +124,11 @@ async fn acknowledged_events_reach_their_final_state_exactly_once_across_three_k
     let resent = resend.len();
     let secret = setup.okta_secret.clone();
     stream(&serve.url, &secret, &bodies, resend, 4, &acked).await;
-    graph.inject_for(Some(Method::POST), "/v1.0/invitations", Fault::Latency { times: 24, delay: Duration::from_millis(250) });
+    graph.inject_for(
+        Some(Method::POST),
+        "/v1.0/invitations",
+        Fault::Latency { times: 24, delay: Duration::from_millis(250) },
+    );
     stream(&serve.url, &secret, &bodies, (100..ADDS as usize).collect(), 4, &acked).await;
     let mut serve = serve;
     let running_at_kill_2 = {
@@ -168,9 +172,7 @@ async fn acknowledged_events_reach_their_final_state_exactly_once_across_three_k
     for i in &acked {
         let uuid = events[*i]["uuid"].as_str().unwrap();
         let view = serve.get_json(&format!("/api/events/{uuid}")).await;
-        let done = view["deliveries"]
-            .as_array()
-            .is_some_and(|ds| ds.len() == 1 && ds[0]["status"] == "done");
+        let done = view["deliveries"].as_array().is_some_and(|ds| ds.len() == 1 && ds[0]["status"] == "done");
         if !done {
             lost.push(view);
         }

@@ -69,13 +69,15 @@ async fn a_granted_name_resolving_to_loopback_is_refused_and_nothing_connects() 
     // `localhost` is granted by name, and resolves to 127.0.0.1 (and ::1): the grant does
     // not name that address, so the name must not lead there.
     let granted = format!("http://localhost:{port}");
-    let a = fetch(&rt, "ungranted-origin", &format!("{granted}/latest/meta-data/"), std::slice::from_ref(&granted), "").await;
-    let AttemptResult::Permanent(msg) = &a.result else {
-        panic!("expected a permanent failure, got {:?}", a.result)
-    };
+    let a = fetch(&rt, "ungranted-origin", &format!("{granted}/latest/meta-data/"), std::slice::from_ref(&granted), "")
+        .await;
+    let AttemptResult::Permanent(msg) = &a.result else { panic!("expected a permanent failure, got {:?}", a.result) };
     assert!(msg.starts_with("denied:"), "{msg}");
     assert!(msg.contains(&granted) && msg.contains("loopback") && msg.contains("nothing was sent"), "{msg}");
-    assert!(msg.contains(&format!("\"http://127.0.0.1:{port}\"")) || msg.contains(&format!("\"http://[::1]:{port}\"")), "{msg}");
+    assert!(
+        msg.contains(&format!("\"http://127.0.0.1:{port}\"")) || msg.contains(&format!("\"http://[::1]:{port}\"")),
+        "{msg}"
+    );
     assert!(no_connection(&listener), "the internal listener received a connection");
     assert!(a.log.iter().any(|l| l.source == LogSource::Host && l.message.contains("resolves to")));
 }
@@ -144,11 +146,21 @@ async fn the_host_header_cannot_be_overridden() {
     let (addr, hits) = origin(200, None).await;
     let granted = format!("http://{addr}");
     for host in ["metadata.google.internal", "127.0.0.1", &addr.to_string()] {
-        let a = fetch(&rt, "host-header", &format!("{granted}/"), std::slice::from_ref(&granted), &format!("host_header = \"{host}\"")).await;
+        let a = fetch(
+            &rt,
+            "host-header",
+            &format!("{granted}/"),
+            std::slice::from_ref(&granted),
+            &format!("host_header = \"{host}\""),
+        )
+        .await;
         let AttemptResult::Permanent(msg) = &a.result else {
             panic!("expected a permanent failure, got {:?}", a.result)
         };
-        assert!(msg.starts_with("invalid-request:") && msg.contains("\"Host\"") && msg.contains("set by the host"), "{msg}");
+        assert!(
+            msg.starts_with("invalid-request:") && msg.contains("\"Host\"") && msg.contains("set by the host"),
+            "{msg}"
+        );
     }
     assert_eq!(hits.load(Ordering::SeqCst), 0, "a request with a plugin-set Host header left the host");
 }

@@ -68,7 +68,13 @@ impl Serve {
     }
 
     /// Polls until `done(deliveries of each event)` holds, for at most `within`.
-    async fn wait_for(&self, events: &[Value], within: Duration, what: &str, done: impl Fn(&[(String, Value)]) -> bool) {
+    async fn wait_for(
+        &self,
+        events: &[Value],
+        within: Duration,
+        what: &str,
+        done: impl Fn(&[(String, Value)]) -> bool,
+    ) {
         let t = Instant::now();
         loop {
             let mut all = Vec::new();
@@ -231,7 +237,8 @@ async fn one_event_fans_out_to_a_guest_a_chat_message_and_an_audit_record() {
     assert_eq!(components.len(), 3, "each delivery ran its own plugin");
 
     // graph-guest: the guest.
-    let guests: Vec<String> = w.graph.users().into_iter().filter(|u| u.user_type == "Guest").filter_map(|u| u.mail).collect();
+    let guests: Vec<String> =
+        w.graph.users().into_iter().filter(|u| u.user_type == "Guest").filter_map(|u| u.mail).collect();
     assert_eq!(guests, ["jane@example.net"]);
 
     // chat-notify: one Slack message, for jane only (it subscribes to O365Guest).
@@ -240,11 +247,16 @@ async fn one_event_fans_out_to_a_guest_a_chat_message_and_an_audit_record() {
     assert_eq!(slack_post.header("content-type"), Some("application/json"));
 
     // siem-forward: one HEC record per event, any group, in HEC's envelope with the token.
-    let records: Vec<Value> = w.hec.accepted().iter().map(|p| {
-        assert_eq!(p.path, "/services/collector/event");
-        assert_eq!(p.header("authorization"), Some(format!("Splunk {HEC_TOKEN}").as_str()));
-        p.json()
-    }).collect();
+    let records: Vec<Value> = w
+        .hec
+        .accepted()
+        .iter()
+        .map(|p| {
+            assert_eq!(p.path, "/services/collector/event");
+            assert_eq!(p.header("authorization"), Some(format!("Splunk {HEC_TOKEN}").as_str()));
+            p.json()
+        })
+        .collect();
     assert_eq!(records.len(), 2, "{records:?}");
     let jane_record = records.iter().find(|r| r["event"]["uuid"] == jane["uuid"]).expect("jane's record");
     assert_eq!(jane_record["sourcetype"], "okta:hookhost");
@@ -275,7 +287,16 @@ async fn a_plugin_throttled_for_minutes_does_not_delay_the_others() {
     assert_eq!(chat["supersede"], false);
 
     let events: Vec<Value> = (0..3)
-        .map(|n| added(&format!("00uthr{n}"), &format!("user{n}@example.net"), &format!("User {n}"), "00gO365", "O365Guest", -3_000 + n))
+        .map(|n| {
+            added(
+                &format!("00uthr{n}"),
+                &format!("user{n}@example.net"),
+                &format!("User {n}"),
+                "00gO365",
+                "O365Guest",
+                -3_000 + n,
+            )
+        })
         .collect();
     assert_eq!(serve.post(events.clone()).await, 200);
 

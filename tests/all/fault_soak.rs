@@ -15,7 +15,9 @@ use hookhost_tests::okta::{group_membership_event, timestamp, Membership};
 use hookhost_tests::{Fault, GraphEmulator, TenantConfig};
 use serde_json::Value;
 
-use crate::support::{free_port, guests, membership, retry_after_violations, start_with, write_config_with, ServeSetup};
+use crate::support::{
+    free_port, guests, membership, retry_after_violations, start_with, write_config_with, ServeSetup,
+};
 
 const SEED: u64 = 0x5eed_fa17;
 const USERS: u32 = 80;
@@ -27,13 +29,7 @@ const FAULTS_PER_BATCH: usize = 10;
 /// checked per user from the journal).
 fn random_fault(rng: &mut fastrand::Rng) -> (Fault, bool) {
     match rng.u8(0..6) {
-        0 | 1 => (
-            Fault::Throttle {
-                times: 1,
-                retry_after: ["0.2", "0.5", "1"][rng.usize(0..3)].into(),
-            },
-            true,
-        ),
+        0 | 1 => (Fault::Throttle { times: 1, retry_after: ["0.2", "0.5", "1"][rng.usize(0..3)].into() }, true),
         2 => {
             if rng.bool() {
                 (Fault::Unavailable { times: 1, retry_after: Some("0.3".into()) }, true)
@@ -43,13 +39,7 @@ fn random_fault(rng: &mut fastrand::Rng) -> (Fault, bool) {
         }
         3 => (Fault::GatewayTimeout { times: 1 }, false),
         4 => (Fault::ResetConnection { times: 1 }, false),
-        _ => (
-            Fault::Latency {
-                times: 1,
-                delay: Duration::from_millis(rng.u64(100..400)),
-            },
-            false,
-        ),
+        _ => (Fault::Latency { times: 1, delay: Duration::from_millis(rng.u64(100..400)) }, false),
     }
 }
 
@@ -70,10 +60,7 @@ async fn a_stream_of_events_survives_random_graph_faults() {
     let member_id = graph.seed_member("member@soak.example", "Staff Member");
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let setup = ServeSetup {
-        retry: "initial_backoff_ms = 50\nmax_attempts = 25\n".into(),
-        ..ServeSetup::default()
-    };
+    let setup = ServeSetup { retry: "initial_backoff_ms = 50\nmax_attempts = 25\n".into(), ..ServeSetup::default() };
     write_config_with(dir.path(), port, &graph, setup.clone());
     let serve = start_with(dir.path(), port, setup).await;
 

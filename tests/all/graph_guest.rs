@@ -55,13 +55,7 @@ async fn setup_with(extra_config: &str, secret: Option<&str>, extra_hosts: &[Str
     let runtime = support::runtime();
     let over = override_toml(&operator(&graph, extra_config, &secret, extra_hosts));
     let (_, plugin) = load(&runtime, &b.manifest, Some(&over));
-    Setup {
-        graph,
-        runtime,
-        plugin,
-        kv: Arc::new(SqliteStore::in_memory().unwrap()),
-        _bundle: b,
-    }
+    Setup { graph, runtime, plugin, kv: Arc::new(SqliteStore::in_memory().unwrap()), _bundle: b }
 }
 
 async fn setup() -> Setup {
@@ -102,20 +96,11 @@ impl Setup {
     }
 
     fn invitations_posted(&self) -> usize {
-        self.graph
-            .journal()
-            .iter()
-            .filter(|j| j.method == "POST" && j.path == "/v1.0/invitations")
-            .count()
+        self.graph.journal().iter().filter(|j| j.method == "POST" && j.path == "/v1.0/invitations").count()
     }
 
     fn guests(&self) -> Vec<String> {
-        self.graph
-            .users()
-            .into_iter()
-            .filter(|u| u.user_type == "Guest")
-            .filter_map(|u| u.mail)
-            .collect()
+        self.graph.users().into_iter().filter(|u| u.user_type == "Guest").filter_map(|u| u.mail).collect()
     }
 }
 
@@ -203,10 +188,8 @@ async fn throttling_is_retryable_with_graphs_retry_after() {
     assert_eq!(
         r,
         match &r {
-            AttemptResult::Retryable { message, .. } => AttemptResult::Retryable {
-                message: message.clone(),
-                retry_after: Some(Duration::from_millis(2128)),
-            },
+            AttemptResult::Retryable { message, .. } =>
+                AttemptResult::Retryable { message: message.clone(), retry_after: Some(Duration::from_millis(2128)) },
             other => panic!("{other:?}"),
         }
     );

@@ -20,7 +20,14 @@ use crate::support::{free_port, guests, membership, start_with, test_manifest, w
 const CASES: &[(&str, &str, &str, &str, &[&str], &str)] = &[
     ("hostile-loop", "loop", "", "dead", &["timed out", "timeout_ms"], "timed_out"),
     ("hostile-memory", "memory", "", "dead", &["out of memory", "memory_mb"], "out_of_memory"),
-    ("hostile-origin", "ungranted-origin", "", "dead", &["denied", "not in its allowed_hosts", "[plugins.hostile-origin] allowed_hosts"], "permanent"),
+    (
+        "hostile-origin",
+        "ungranted-origin",
+        "",
+        "dead",
+        &["denied", "not in its allowed_hosts", "[plugins.hostile-origin] allowed_hosts"],
+        "permanent",
+    ),
     (
         "hostile-secret",
         "ungranted-secret",

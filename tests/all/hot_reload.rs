@@ -69,11 +69,7 @@ token = {{ value = "{ADMIN}" }}
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let serve = Serve {
-            child,
-            url: format!("http://127.0.0.1:{}", self.port),
-            log,
-        };
+        let serve = Serve { child, url: format!("http://127.0.0.1:{}", self.port), log };
         let http = reqwest::Client::new();
         let t = Instant::now();
         loop {
@@ -107,12 +103,7 @@ impl Serve {
     }
 
     async fn get(&self, path: &str) -> Value {
-        let r = reqwest::Client::new()
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
+        let r = reqwest::Client::new().get(format!("{}{path}", self.url)).bearer_auth(ADMIN).send().await.unwrap();
         serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null)
     }
 
@@ -131,10 +122,7 @@ impl Serve {
 
     async fn plugin(&self, name: &str) -> Value {
         let all = self.get("/api/plugins").await;
-        all["plugins"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned())
-            .unwrap_or(Value::Null)
+        all["plugins"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned()).unwrap_or(Value::Null)
     }
 
     /// Polls `/api/plugins` until plugin `name` satisfies `ok`; returns its status.
@@ -151,10 +139,8 @@ impl Serve {
     }
 
     async fn wait_version(&self, name: &str, version: &str) -> Value {
-        self.wait_plugin(name, &format!("active {version}"), |p| {
-            p["state"] == "active" && p["version"] == version
-        })
-        .await
+        self.wait_plugin(name, &format!("active {version}"), |p| p["state"] == "active" && p["version"] == version)
+            .await
     }
 
     async fn event(&self, uuid: &str) -> Value {
@@ -443,10 +429,9 @@ async fn broken_bundles_are_refused_while_the_old_version_serves() {
     assert!(serve.metric("hookhost_plugin_load_failures_total").await >= 3);
 
     // Half a bundle: a new plugin's manifest without its wasm is waited for, then reported.
-    std::fs::write(dir.join("half.toml"), echo_manifest("1.0.0").replace("name = \"echo\"", "name = \"half\"")).unwrap();
-    let p = serve
-        .wait_plugin("half", "failed", |p| p["state"] == "failed")
-        .await;
+    std::fs::write(dir.join("half.toml"), echo_manifest("1.0.0").replace("name = \"echo\"", "name = \"half\""))
+        .unwrap();
+    let p = serve.wait_plugin("half", "failed", |p| p["state"] == "failed").await;
     let err = p["last_error"].as_str().unwrap();
     assert!(err.contains("half.wasm is missing"), "{err}");
 
@@ -546,7 +531,12 @@ async fn manifest_changes_to_grants_and_subscriptions_take_effect() {
     assert_eq!(attempts[0]["plugin_version"], "1.0.1");
 
     // Subscriptions: now only removals; an add ingested after the swap gets no delivery.
-    deploy_in_place(&dir, "fetcher", &hostile, &fetcher_manifest("1.0.2", &url, &[&url], r#"["group.user_membership.remove"]"#));
+    deploy_in_place(
+        &dir,
+        "fetcher",
+        &hostile,
+        &fetcher_manifest("1.0.2", &url, &[&url], r#"["group.user_membership.remove"]"#),
+    );
     let p = serve.wait_version("fetcher", "1.0.2").await;
     assert_eq!(p["event_types"], serde_json::json!(["group.user_membership.remove"]));
     let e = add_event("unsubscribed");
@@ -627,10 +617,7 @@ async fn without_watch_a_reload_request_or_sighup_rescans() {
     assert_eq!(serve.plugin("echo").await["version"], "1.0.1");
 
     deploy_by_rename(&dir, "echo", &echo, &echo_manifest("1.0.2"));
-    let status = Command::new("kill")
-        .args(["-HUP", &serve.child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-HUP", &serve.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     serve.wait_version("echo", "1.0.2").await;
 }

@@ -111,10 +111,8 @@ fn stored(app: &App) -> usize {
 #[tokio::test]
 async fn verification_echoes_the_challenge_without_auth() {
     let app = app();
-    let req = Request::get("/hooks/okta")
-        .header("x-okta-verification-challenge", "abc-123")
-        .body(Body::empty())
-        .unwrap();
+    let req =
+        Request::get("/hooks/okta").header("x-okta-verification-challenge", "abc-123").body(Body::empty()).unwrap();
     let (status, body) = send(&app, req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, serde_json::json!({"verification": "abc-123"}));
@@ -240,7 +238,12 @@ async fn admin_api_needs_the_token_and_answers_in_the_contract_shapes() {
 
     // A pending delivery cannot be replayed; an unknown one is 404.
     let id = d["id"].as_str().unwrap();
-    let replay = |id: &str| Request::post(format!("/api/deliveries/{id}/replay")).header("Authorization", format!("Bearer {ADMIN}")).body(Body::empty()).unwrap();
+    let replay = |id: &str| {
+        Request::post(format!("/api/deliveries/{id}/replay"))
+            .header("Authorization", format!("Bearer {ADMIN}"))
+            .body(Body::empty())
+            .unwrap()
+    };
     assert_eq!(send(&app, replay(id)).await.0, StatusCode::CONFLICT);
     assert_eq!(send(&app, replay("d_nope")).await.0, StatusCode::NOT_FOUND);
 

@@ -14,7 +14,7 @@ mod hot_reload;
 mod ingest_okta;
 mod plugin_cli;
 mod plugin_new;
-mod scale_out;
 mod sandbox_limits;
+mod scale_out;
 mod secrets_scan;
 mod serve_e2e;

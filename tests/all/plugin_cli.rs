@@ -50,15 +50,8 @@ fn check_rejects_a_core_module_and_a_bad_manifest() {
 #[test]
 fn run_accepts_a_full_delivery_and_reports_each_event() {
     let b = bundle("echo", "echo", &test_manifest("echo"));
-    let fixture = workspace()
-        .join("tests/fixtures/okta/okta-docs_event-hook-delivery_user.session.start_2023.json");
-    let (ok, out, err) = run(&[
-        "plugin",
-        "run",
-        b.manifest.to_str().unwrap(),
-        "--event",
-        fixture.to_str().unwrap(),
-    ]);
+    let fixture = workspace().join("tests/fixtures/okta/okta-docs_event-hook-delivery_user.session.start_2023.json");
+    let (ok, out, err) = run(&["plugin", "run", b.manifest.to_str().unwrap(), "--event", fixture.to_str().unwrap()]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("event f1d0b993-cc19-11ed-a688-db22c99ef6c4 user.session.start"), "{out}");
     assert!(out.contains("result: user.session.start for nobody"), "{out}");
@@ -66,19 +59,9 @@ fn run_accepts_a_full_delivery_and_reports_each_event() {
 
 #[test]
 fn run_exits_non_zero_when_the_plugin_fails() {
-    let b = bundle(
-        "hostile",
-        "hostile",
-        &test_manifest("hostile").replace("mode = \"ok\"", "mode = \"panic\""),
-    );
+    let b = bundle("hostile", "hostile", &test_manifest("hostile").replace("mode = \"ok\"", "mode = \"panic\""));
     let fixture = workspace().join("tests/fixtures/okta/demisto-content_logevent_group.user_membership.remove.json");
-    let (ok, out, _) = run(&[
-        "plugin",
-        "run",
-        b.manifest.to_str().unwrap(),
-        "--event",
-        fixture.to_str().unwrap(),
-    ]);
+    let (ok, out, _) = run(&["plugin", "run", b.manifest.to_str().unwrap(), "--event", fixture.to_str().unwrap()]);
     assert!(!ok);
     assert!(out.contains("trapped") && out.contains("panicked on purpose"), "{out}");
 }

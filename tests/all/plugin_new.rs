@@ -81,7 +81,11 @@ fn the_python_scaffold_passes_its_test_and_builds_with_componentize_py() {
 #[test]
 fn plugin_new_refuses_a_bad_name_and_an_occupied_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(hookhost_bin()).args(["plugin", "new", "Not Valid", "--dir"]).arg(tmp.path().join("x")).output().unwrap();
+    let out = Command::new(hookhost_bin())
+        .args(["plugin", "new", "Not Valid", "--dir"])
+        .arg(tmp.path().join("x"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("plugin name"), "{out:?}");
     std::fs::write(tmp.path().join("keep"), "").unwrap();

@@ -24,24 +24,15 @@ fn hostile(runtime: &Runtime, over: &str) -> hookhost::runtime::LoadedPlugin {
 async fn run_mode(runtime: &Runtime, mode: &str, top: &str, url: Option<&str>) -> hookhost::runtime::Attempt {
     let url = url.map(|u| format!("url = \"{u}\"\n")).unwrap_or_default();
     let plugin = hostile(runtime, &format!("{top}\n[config]\nmode = \"{mode}\"\n{url}"));
-    runtime
-        .run(&plugin, &membership_event(&format!("ev-{mode}"), "jane@example.com"), kv())
-        .await
+    runtime.run(&plugin, &membership_event(&format!("ev-{mode}"), "jane@example.com"), kv()).await
 }
 
 /// After any hostile attempt, a well-behaved plugin on the same runtime still succeeds.
 async fn assert_still_serving(runtime: &Runtime) {
     let b = bundle("echo", "echo", &test_manifest("echo"));
     let (_, echo) = load(runtime, &b.manifest, None);
-    let a = runtime
-        .run(&echo, &membership_event("ev-after", "jane@example.com"), kv())
-        .await;
-    assert_eq!(
-        a.result,
-        AttemptResult::Done {
-            summary: "group.user_membership.add for jane@example.com".into()
-        }
-    );
+    let a = runtime.run(&echo, &membership_event("ev-after", "jane@example.com"), kv()).await;
+    assert_eq!(a.result, AttemptResult::Done { summary: "group.user_membership.add for jane@example.com".into() });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,9 +62,7 @@ async fn ungranted_origin_never_leaves_the_process() {
     // Granted a different origin (another port on the same host): still refused.
     let url = format!("http://{addr}/steal");
     let a = run_mode(&rt, "ungranted-origin", "allowed_hosts = [\"http://127.0.0.1:1\"]", Some(&url)).await;
-    let AttemptResult::Permanent(msg) = &a.result else {
-        panic!("expected a permanent failure, got {:?}", a.result)
-    };
+    let AttemptResult::Permanent(msg) = &a.result else { panic!("expected a permanent failure, got {:?}", a.result) };
     assert!(msg.starts_with("denied:"), "{msg}");
     assert!(msg.contains(&format!("http://{addr}")) && msg.contains("allowed_hosts"), "{msg}");
     assert_eq!(a.http_requests, 0);
@@ -83,10 +72,7 @@ async fn ungranted_origin_never_leaves_the_process() {
         matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the ungranted origin received a connection"
     );
-    assert!(a
-        .log
-        .iter()
-        .any(|l| l.source == LogSource::Host && l.message.contains("not in its allowed_hosts")));
+    assert!(a.log.iter().any(|l| l.source == LogSource::Host && l.message.contains("not in its allowed_hosts")));
     assert_still_serving(&rt).await;
 }
 
@@ -94,17 +80,9 @@ async fn ungranted_origin_never_leaves_the_process() {
 async fn ungranted_secret_reads_as_absent() {
     let rt = support::runtime();
     // The operator configures a secret the manifest does not declare: not granted.
-    let a = run_mode(
-        &rt,
-        "ungranted-secret",
-        "[secrets]\nclient_secret = { value = \"hunter2-not-granted\" }\n",
-        None,
-    )
-    .await;
-    assert_eq!(
-        a.result,
-        AttemptResult::Permanent("secret client_secret is not available".into())
-    );
+    let a = run_mode(&rt, "ungranted-secret", "[secrets]\nclient_secret = { value = \"hunter2-not-granted\" }\n", None)
+        .await;
+    assert_eq!(a.result, AttemptResult::Permanent("secret client_secret is not available".into()));
     let all_logs = format!("{:?}", a.log);
     assert!(all_logs.contains("not granted"), "{all_logs}");
     assert!(!all_logs.contains("hunter2"), "a secret value reached the log");
@@ -115,9 +93,7 @@ async fn ungranted_secret_reads_as_absent() {
 async fn panic_is_a_trap_with_the_panic_message() {
     let rt = support::runtime();
     let a = run_mode(&rt, "panic", "", None).await;
-    let AttemptResult::Trapped(msg) = &a.result else {
-        panic!("expected a trap, got {:?}", a.result)
-    };
+    let AttemptResult::Trapped(msg) = &a.result else { panic!("expected a trap, got {:?}", a.result) };
     assert!(msg.contains("panicked on purpose for ev-panic"), "{msg}");
     assert!(a.log.iter().any(|l| l.source == LogSource::Stderr && l.message.contains("panicked")));
     assert_still_serving(&rt).await;
@@ -127,9 +103,7 @@ async fn panic_is_a_trap_with_the_panic_message() {
 async fn stack_overflow_is_a_trap() {
     let rt = support::runtime();
     let a = run_mode(&rt, "stack-overflow", "", None).await;
-    let AttemptResult::Trapped(msg) = &a.result else {
-        panic!("expected a trap, got {:?}", a.result)
-    };
+    let AttemptResult::Trapped(msg) = &a.result else { panic!("expected a trap, got {:?}", a.result) };
     // Rust keeps its stack in linear memory below the data ("stack first"), so running off
     // it is an out-of-bounds access; a deep wasm call stack would be a stack-overflow trap.
     assert!(msg.contains("out of bounds") || msg.contains("stack"), "{msg}");
@@ -141,11 +115,7 @@ async fn log_flood_is_capped() {
     let rt = support::runtime();
     let a = run_mode(&rt, "log-flood", "[limits]\ntimeout_ms = 20000\n", None).await;
     // Either the flood finished within the deadline or was stopped by it; the log is capped.
-    assert!(
-        matches!(a.result, AttemptResult::Done { .. } | AttemptResult::TimedOut),
-        "{:?}",
-        a.result
-    );
+    assert!(matches!(a.result, AttemptResult::Done { .. } | AttemptResult::TimedOut), "{:?}", a.result);
     assert!(a.log.len() <= 200, "kept {} lines", a.log.len());
     assert!(a.log_dropped > 0);
     assert_still_serving(&rt).await;
@@ -178,9 +148,7 @@ async fn huge_response_is_refused_past_the_cap() {
         Some(&format!("http://{addr}/big")),
     )
     .await;
-    let AttemptResult::Permanent(msg) = &a.result else {
-        panic!("expected a permanent failure, got {:?}", a.result)
-    };
+    let AttemptResult::Permanent(msg) = &a.result else { panic!("expected a permanent failure, got {:?}", a.result) };
     assert!(msg.starts_with("response-too-large:") && msg.contains("65536"), "{msg}");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     assert_still_serving(&rt).await;
@@ -190,16 +158,10 @@ async fn huge_response_is_refused_past_the_cap() {
 async fn http_request_budget_is_enforced() {
     let (addr, hits) = serve_bytes(10).await;
     let rt = support::runtime();
-    let a = run_mode(
-        &rt,
-        "http-budget",
-        &format!("allowed_hosts = [\"http://{addr}\"]"),
-        Some(&format!("http://{addr}/")),
-    )
-    .await;
-    let AttemptResult::Permanent(msg) = &a.result else {
-        panic!("expected a permanent failure, got {:?}", a.result)
-    };
+    let a =
+        run_mode(&rt, "http-budget", &format!("allowed_hosts = [\"http://{addr}\"]"), Some(&format!("http://{addr}/")))
+            .await;
+    let AttemptResult::Permanent(msg) = &a.result else { panic!("expected a permanent failure, got {:?}", a.result) };
     assert!(msg.starts_with("after 4 requests: budget-exhausted"), "{msg}");
     assert_eq!(hits.load(Ordering::SeqCst), 4, "the 5th request must not leave the host");
 }

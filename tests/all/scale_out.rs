@@ -52,10 +52,7 @@ impl Pair {
 /// Attempts this process ran, from its own `/metrics` (labelled with its host id).
 async fn attempts_run(serve: &Serve) -> (String, u64) {
     let (_, text) = serve.get_text("/metrics").await;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("hookhost_attempt_duration_seconds_count{"))
-        .unwrap_or("");
+    let line = text.lines().find(|l| l.starts_with("hookhost_attempt_duration_seconds_count{")).unwrap_or("");
     let host = line.split("host=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string();
     let n = line.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
     (host, n)
@@ -122,7 +119,11 @@ async fn two_hosts_on_one_postgres_run_every_event_once_and_each_users_in_order(
     assert_eq!(invites.len(), USERS as usize, "every user invited: {invites:?}");
     assert!(invites.values().all(|n| *n == 2), "two invitations per user, no more: {invites:?}");
     assert_eq!(deletes, USERS as usize, "one deletion per user");
-    let expected: Vec<String> = (0..USERS).map(|n| format!("user{n}@e2e.example")).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let expected: Vec<String> = (0..USERS)
+        .map(|n| format!("user{n}@e2e.example"))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     assert_eq!(guests(&graph), expected, "each user is a guest once, as the last event (add) says");
 
     for status in ["dead", "retrying", "pending", "running"] {
@@ -139,7 +140,8 @@ async fn two_hosts_on_one_postgres_run_every_event_once_and_each_users_in_order(
         assert!(events.iter().all(|e| e["user"]["login"] == "user3@e2e.example" && e["statuses"]["done"] == 1));
         let queue = serve.get_json("/api/queue").await;
         assert_eq!(queue["plugins"][0]["done"], 3 * USERS, "{queue}");
-        let ran: u64 = queue["attempts_per_minute"].as_array().unwrap().iter().map(|m| m["attempts"].as_u64().unwrap()).sum();
+        let ran: u64 =
+            queue["attempts_per_minute"].as_array().unwrap().iter().map(|m| m["attempts"].as_u64().unwrap()).sum();
         assert_eq!(ran, 3 * u64::from(USERS));
     }
     let (host_a, ran_a) = attempts_run(&a).await;
@@ -157,7 +159,11 @@ async fn a_host_killed_mid_stream_has_its_work_finished_by_the_other_after_the_l
     let hosts = pair(&graph, &db, ServeSetup { lease_secs: 2, ..ServeSetup::default() });
     let mut a = hosts.start(0).await;
     // Invitations are slow, so host A is mid-attempt when it dies.
-    graph.inject_for(Some(Method::POST), "/v1.0/invitations", Fault::Latency { times: 4, delay: Duration::from_secs(3) });
+    graph.inject_for(
+        Some(Method::POST),
+        "/v1.0/invitations",
+        Fault::Latency { times: 4, delay: Duration::from_secs(3) },
+    );
     for n in 0..USERS {
         assert_eq!(a.post(vec![membership(Membership::Add, n, -1000)]).await, Some(200));
     }
@@ -210,7 +216,11 @@ async fn a_graceful_shutdown_hands_its_claims_over_without_waiting_for_the_lease
         std::fs::write(&path, text.replacen("[server]\n", "[server]\nshutdown_grace_secs = 0\n", 1)).unwrap();
     }
     let mut a = hosts.start(0).await;
-    graph.inject_for(Some(Method::POST), "/v1.0/invitations", Fault::Latency { times: 6, delay: Duration::from_secs(5) });
+    graph.inject_for(
+        Some(Method::POST),
+        "/v1.0/invitations",
+        Fault::Latency { times: 6, delay: Duration::from_secs(5) },
+    );
     for n in 0..USERS {
         assert_eq!(a.post(vec![membership(Membership::Add, n, -1000)]).await, Some(200));
     }
@@ -271,7 +281,11 @@ async fn when_the_database_goes_away_okta_gets_503_and_healthz_says_why() {
 
     // The database disappears (its connections are terminated with it).
     drop(db);
-    assert_eq!(a.post(vec![membership(Membership::Add, 2, -1000)]).await, Some(503), "never 200 for an event not stored");
+    assert_eq!(
+        a.post(vec![membership(Membership::Add, 2, -1000)]).await,
+        Some(503),
+        "never 200 for an event not stored"
+    );
     let (code, body) = crate::support::http_client()
         .get(format!("{}/healthz", a.url))
         .send()

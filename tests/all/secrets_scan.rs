@@ -16,7 +16,9 @@ use hookhost_tests::okta::Membership;
 use hookhost_tests::{Fault, GraphEmulator, TenantConfig};
 use serde_json::Value;
 
-use crate::support::{free_port, http_client, membership, post_as, serve_logs, start_with, write_config_with, ServeSetup};
+use crate::support::{
+    free_port, http_client, membership, post_as, serve_logs, start_with, write_config_with, ServeSetup,
+};
 
 const OKTA: &str = "Basic b2t0YS1zZWNyZXQtUTdmOXgyTHdaaw==";
 const ADMIN: &str = "admin-token-Vb83nXq1Pp";
@@ -49,7 +51,9 @@ fn store_rows(db: &std::path::Path) -> Vec<(String, Vec<u8>)> {
         while let Some(row) = rows.next().unwrap() {
             for c in 0..cols {
                 match row.get_ref(c).unwrap() {
-                    rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => text.extend_from_slice(b),
+                    rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                        text.extend_from_slice(b)
+                    }
                     other => text.extend_from_slice(format!("{other:?}").as_bytes()),
                 }
                 text.push(b'\t');
@@ -64,7 +68,8 @@ fn store_rows(db: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 /// The plugins whose KV holds `needle`.
 fn kv_owners(db: &std::path::Path, needle: &str) -> Vec<String> {
     let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let mut stmt = conn.prepare("SELECT plugin FROM plugin_kv WHERE instr(value, ?1) > 0 OR instr(key, ?1) > 0").unwrap();
+    let mut stmt =
+        conn.prepare("SELECT plugin FROM plugin_kv WHERE instr(value, ?1) > 0 OR instr(key, ?1) > 0").unwrap();
     stmt.query_map([needle], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
 }
 
@@ -136,7 +141,11 @@ async fn no_secret_or_token_appears_in_logs_answers_metrics_attempts_or_the_stor
     serve.settle_all(Duration::from_secs(30)).await;
     let dead = serve.deliveries("dead").await;
     assert_eq!(dead.len(), 1, "{dead:?}");
-    let r = serve.admin(reqwest::Method::POST, &format!("/api/deliveries/{}/replay", dead[0]["id"].as_str().unwrap())).send().await.unwrap();
+    let r = serve
+        .admin(reqwest::Method::POST, &format!("/api/deliveries/{}/replay", dead[0]["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 202);
     seen.push(("replay answer".into(), r.bytes().await.unwrap().to_vec()));
     let remove = membership(Membership::Remove, 5000, -30_000);
@@ -173,7 +182,10 @@ async fn no_secret_or_token_appears_in_logs_answers_metrics_attempts_or_the_stor
     }
     // The attempt logs did record the failure paths (so the scan looked at real content).
     let history = seen.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect::<String>();
-    assert!(history.contains("TooManyRequests") && history.contains("Authorization_RequestDenied"), "attempt logs lack the failures");
+    assert!(
+        history.contains("TooManyRequests") && history.contains("Authorization_RequestDenied"),
+        "attempt logs lack the failures"
+    );
 
     let logs = serve_logs(dir.path());
     assert!(logs.contains("DEBUG") || logs.contains("debug"), "debug logging was on");
@@ -196,12 +208,8 @@ async fn no_secret_or_token_appears_in_logs_answers_metrics_attempts_or_the_stor
     // Access tokens: nowhere an operator looks; in the store only in graph-guest's KV.
     let rows = store_rows(&db);
     for t in &tokens {
-        let scanned: Vec<(String, Vec<u8>)> = seen
-            .iter()
-            .filter(|(n, _)| !n.starts_with("store file"))
-            .cloned()
-            .chain(rows.iter().cloned())
-            .collect();
+        let scanned: Vec<(String, Vec<u8>)> =
+            seen.iter().filter(|(n, _)| !n.starts_with("store file")).cloned().chain(rows.iter().cloned()).collect();
         assert_eq!(find(&scanned, t), None, "an access token leaked");
         assert!(kv_owners(&db, t).iter().all(|p| p == "graph-guest"));
     }

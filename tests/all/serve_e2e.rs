@@ -45,11 +45,7 @@ async fn out_of_order_remove_and_add_end_in_the_right_state() {
     // The superseded add ran no attempt of its own; its history names the later event.
     let attempts: Value = serde_json::from_slice(
         &reqwest::Client::new()
-            .get(format!(
-                "{}/api/deliveries/{}/attempts",
-                serve.url,
-                views[3]["deliveries"][0]["id"].as_str().unwrap()
-            ))
+            .get(format!("{}/api/deliveries/{}/attempts", serve.url, views[3]["deliveries"][0]["id"].as_str().unwrap()))
             .bearer_auth(ADMIN)
             .send()
             .await

@@ -26,14 +26,8 @@ pub fn workspace() -> PathBuf {
 
 /// A component built by `make plugins` (`cargo build --release --target wasm32-wasip2`).
 pub fn wasm(crate_name: &str) -> PathBuf {
-    let p = workspace()
-        .join("target/wasm32-wasip2/release")
-        .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(
-        p.exists(),
-        "{} is missing: run `make plugins` (or `make test`, which builds it) first",
-        p.display()
-    );
+    let p = workspace().join("target/wasm32-wasip2/release").join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(p.exists(), "{} is missing: run `make plugins` (or `make test`, which builds it) first", p.display());
     p
 }
 
@@ -59,21 +53,13 @@ pub fn bundle(crate_name: &str, name: &str, manifest: &str) -> TempBundle {
     std::fs::copy(wasm(crate_name), dir.path().join(format!("{name}.wasm"))).expect("copy wasm");
     let manifest_path = dir.path().join(format!("{name}.toml"));
     std::fs::write(&manifest_path, manifest).expect("write manifest");
-    TempBundle {
-        dir,
-        manifest: manifest_path,
-    }
+    TempBundle { dir, manifest: manifest_path }
 }
 
 /// The manifest shipped beside a test plugin's crate.
 pub fn test_manifest(crate_name: &str) -> String {
-    std::fs::read_to_string(
-        workspace()
-            .join("tests/plugins")
-            .join(crate_name)
-            .join(format!("{crate_name}.toml")),
-    )
-    .expect("test plugin manifest")
+    std::fs::read_to_string(workspace().join("tests/plugins").join(crate_name).join(format!("{crate_name}.toml")))
+        .expect("test plugin manifest")
 }
 
 pub fn runtime() -> Arc<Runtime> {
@@ -192,9 +178,7 @@ impl Serve {
 
     /// A request to the admin API with the admin token.
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        http_client()
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.setup.admin_token)
+        http_client().request(method, format!("{}{path}", self.url)).bearer_auth(&self.setup.admin_token)
     }
 
     /// `GET path` with the admin token, as JSON (`Null` if the body is not JSON).
@@ -285,11 +269,7 @@ pub fn http_client() -> reqwest::Client {
 
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// Writes `dir/host.toml` (default setup) and installs graph-guest into `dir/plugins.d`.
@@ -300,10 +280,8 @@ pub fn write_config(dir: &Path, port: u16, graph: &GraphEmulator) -> ServeSetup 
 /// Writes `dir/host.toml` for `setup`; installs graph-guest when it is on.
 pub fn write_config_with(dir: &Path, port: u16, graph: &GraphEmulator, setup: ServeSetup) -> ServeSetup {
     std::fs::create_dir_all(dir.join("plugins.d")).expect("plugins.d");
-    let okta_source = setup
-        .okta_secret_source
-        .clone()
-        .unwrap_or_else(|| format!("{{ value = {:?} }}", setup.okta_secret));
+    let okta_source =
+        setup.okta_secret_source.clone().unwrap_or_else(|| format!("{{ value = {:?} }}", setup.okta_secret));
     let mut text = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
@@ -331,11 +309,8 @@ token = {{ value = {admin:?} }}
     );
     if setup.graph_guest {
         std::fs::copy(wasm("graph-guest"), dir.join("plugins.d/graph-guest.wasm")).expect("copy graph-guest");
-        std::fs::copy(
-            workspace().join("plugins/graph-guest/graph-guest.toml"),
-            dir.join("plugins.d/graph-guest.toml"),
-        )
-        .expect("copy graph-guest manifest");
+        std::fs::copy(workspace().join("plugins/graph-guest/graph-guest.toml"), dir.join("plugins.d/graph-guest.toml"))
+            .expect("copy graph-guest manifest");
         let base = graph.base_url();
         let cfg = graph.config();
         text.push_str(&format!(
@@ -370,21 +345,13 @@ pub async fn start_with(dir: &Path, port: u16, setup: ServeSetup) -> Serve {
         .arg(dir.join("host.toml"))
         .current_dir("/")
         .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(dir.join(format!("serve-{}.log", fastrand::u32(..))))
-                .expect("log file"),
-        );
+        .stderr(std::fs::File::create(dir.join(format!("serve-{}.log", fastrand::u32(..)))).expect("log file"));
     if let Some(filter) = &setup.log_filter {
         cmd.env("HOOKHOST_LOG", filter);
     }
     let child = cmd.spawn().expect("spawn hookhost serve");
     let url = format!("http://127.0.0.1:{port}");
-    let mut serve = Serve {
-        child,
-        url,
-        setup,
-        dir: dir.to_path_buf(),
-    };
+    let mut serve = Serve { child, url, setup, dir: dir.to_path_buf() };
     let http = http_client();
     let t = Instant::now();
     loop {
@@ -469,12 +436,8 @@ pub fn membership(kind: Membership, n: u32, published_offset_ms: i64) -> Value {
 
 /// The mails of the tenant's live guests, sorted (duplicates kept).
 pub fn guests(graph: &GraphEmulator) -> Vec<String> {
-    let mut g: Vec<String> = graph
-        .users()
-        .into_iter()
-        .filter(|u| u.user_type == "Guest")
-        .filter_map(|u| u.mail)
-        .collect();
+    let mut g: Vec<String> =
+        graph.users().into_iter().filter(|u| u.user_type == "Guest").filter_map(|u| u.mail).collect();
     g.sort();
     g
 }
@@ -493,11 +456,8 @@ pub fn retry_after_violations(journal: &[JournalEntry]) -> (usize, Vec<String>) 
     let mut checked = 0;
     let mut bad = Vec::new();
     for (i, (entry, filter)) in lookups.iter().enumerate() {
-        let Some(wait) = entry
-            .retry_after
-            .as_deref()
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(Duration::from_secs_f64)
+        let Some(wait) =
+            entry.retry_after.as_deref().and_then(|v| v.trim().parse::<f64>().ok()).map(Duration::from_secs_f64)
         else {
             continue;
         };

@@ -54,7 +54,11 @@ fn cpu_time() -> Duration {
     // Fields after the parenthesised command: state is field 3, utime 14, stime 15 (in ticks, 100 Hz).
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
-    if f.len() == 2 { Duration::from_millis((f[0] + f[1]) * 10) } else { Duration::ZERO }
+    if f.len() == 2 {
+        Duration::from_millis((f[0] + f[1]) * 10)
+    } else {
+        Duration::ZERO
+    }
 }
 
 fn workspace() -> std::path::PathBuf {
@@ -146,11 +150,8 @@ fn compile_plugin(runtime: &Runtime) -> Compiled {
     let wasm = workspace().join("target/wasm32-wasip2/release/graph_guest.wasm");
     std::fs::copy(&wasm, dir.path().join("graph-guest.wasm"))
         .unwrap_or_else(|e| panic!("{}: {e}; run `make plugins`", wasm.display()));
-    std::fs::copy(
-        workspace().join("plugins/graph-guest/graph-guest.toml"),
-        dir.path().join("graph-guest.toml"),
-    )
-    .expect("copy manifest");
+    std::fs::copy(workspace().join("plugins/graph-guest/graph-guest.toml"), dir.path().join("graph-guest.toml"))
+        .expect("copy manifest");
     let bundle = PluginBundle::load(&dir.path().join("graph-guest.toml")).expect("bundle");
     let component = runtime.compile(&bundle.wasm).expect("compile");
     Compiled { bundle, component, _dir: dir }

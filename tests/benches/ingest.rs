@@ -96,7 +96,12 @@ fn clients() -> Arc<Vec<reqwest::Client>> {
 }
 
 /// Sends `bodies[range]` from [`SENDERS`] concurrent keep-alive clients; panics on any non-200.
-async fn send(clients: &Arc<Vec<reqwest::Client>>, url: &str, bodies: &Arc<Vec<Bytes>>, range: std::ops::Range<usize>) -> Sent {
+async fn send(
+    clients: &Arc<Vec<reqwest::Client>>,
+    url: &str,
+    bodies: &Arc<Vec<Bytes>>,
+    range: std::ops::Range<usize>,
+) -> Sent {
     let next = Arc::new(AtomicUsize::new(range.start));
     let end = range.end;
     let t = Instant::now();
@@ -154,10 +159,12 @@ fn rps(sent: &Sent) -> f64 {
 /// loads `plugins.dir` (no watcher, no artifact cache), so every event gets a delivery row.
 fn plugins(runtime: &Arc<Runtime>, dir: &std::path::Path, metrics: &Arc<Metrics>) -> (Arc<PluginSet>, Arc<Registry>) {
     let wasm = workspace().join("target/wasm32-wasip2/release/echo.wasm");
-    std::fs::copy(&wasm, dir.join("echo.wasm")).unwrap_or_else(|e| panic!("{}: {e}; run `make plugins`", wasm.display()));
+    std::fs::copy(&wasm, dir.join("echo.wasm"))
+        .unwrap_or_else(|e| panic!("{}: {e}; run `make plugins`", wasm.display()));
     std::fs::copy(workspace().join("tests/plugins/echo/echo.toml"), dir.join("echo.toml")).expect("copy manifest");
     let set = Arc::new(PluginSet::default());
-    let registry = Registry::new(runtime.clone(), dir.to_path_buf(), None, BTreeMap::new(), set.clone(), metrics.clone());
+    let registry =
+        Registry::new(runtime.clone(), dir.to_path_buf(), None, BTreeMap::new(), set.clone(), metrics.clone());
     let loaded = registry.scan();
     assert!(
         loaded.iter().any(|(name, o)| name == "echo" && matches!(o, SyncOutcome::Activated { .. })),

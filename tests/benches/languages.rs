@@ -209,7 +209,12 @@ fn main() {
 
     // No secret granted: each answers a permanent failure before any request.
     let rust_bare = load(&runtime, "chat-notify", &over(""), cache_root.path());
-    let python_bare = load(&runtime, "siem-forward", &over(&format!("[config]\nhec_url = \"{}\"\n", hec.base_url())), cache_root.path());
+    let python_bare = load(
+        &runtime,
+        "siem-forward",
+        &over(&format!("[config]\nhec_url = \"{}\"\n", hec.base_url())),
+        cache_root.path(),
+    );
     let (rust_p50, rust_p99) = rt.block_on(per_event(&runtime, &rust_bare.loaded, RUST_EVENTS, false));
     let (py_p50, py_p99) = rt.block_on(per_event(&runtime, &python_bare.loaded, PYTHON_EVENTS, false));
     println!("per event, no I/O: Rust p50 {rust_p50:.1} µs p99 {rust_p99:.1} µs; Python p50 {py_p50:.0} µs p99 {py_p99:.0} µs ({:.0}x)", py_p50 / rust_p50);

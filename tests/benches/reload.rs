@@ -73,10 +73,7 @@ impl Bench {
             .stderr(log)
             .spawn()
             .expect("spawn hookhost serve");
-        let serve = Serve {
-            child,
-            url: format!("http://127.0.0.1:{}", self.port),
-        };
+        let serve = Serve { child, url: format!("http://127.0.0.1:{}", self.port) };
         loop {
             if let Ok(r) = self.http.get(format!("{}/healthz", serve.url)).send().await {
                 if r.status().is_success() {
@@ -96,13 +93,7 @@ impl Bench {
 
     /// graph-guest's version if it is active.
     async fn version(&self, serve: &Serve) -> Option<String> {
-        let r = self
-            .http
-            .get(format!("{}/api/plugins", serve.url))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .ok()?;
+        let r = self.http.get(format!("{}/api/plugins", serve.url)).bearer_auth(ADMIN).send().await.ok()?;
         let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
         let p = v["plugins"].as_array()?.iter().find(|p| p["name"] == "graph-guest")?.clone();
         (p["state"] == "active").then(|| p["version"].as_str().map(str::to_owned))?
@@ -165,8 +156,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let wasm = std::fs::read(required(workspace().join("target/wasm32-wasip2/release/graph_guest.wasm"))).expect("read wasm");
-    let manifest = std::fs::read_to_string(workspace().join("plugins/graph-guest/graph-guest.toml")).expect("read manifest");
+    let wasm =
+        std::fs::read(required(workspace().join("target/wasm32-wasip2/release/graph_guest.wasm"))).expect("read wasm");
+    let manifest =
+        std::fs::read_to_string(workspace().join("plugins/graph-guest/graph-guest.toml")).expect("read manifest");
     let dir = tempfile::tempdir().expect("temp dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
     std::fs::create_dir_all(dir.path().join("plugins.d")).expect("plugins.d");
@@ -179,11 +172,7 @@ async fn main() {
         ),
     )
     .expect("host.toml");
-    let bench = Bench {
-        dir,
-        port,
-        http: reqwest::Client::new(),
-    };
+    let bench = Bench { dir, port, http: reqwest::Client::new() };
     let cache = bench.plugins().join(".cache");
 
     let mut cold = Vec::new();
@@ -218,10 +207,7 @@ async fn main() {
         let new_build = variant(&wasm, &format!("fresh-{i}-{}", fastrand::u64(..)));
         fresh.push(bench.swap(&serve, &new_build, &manifest, &format!("0.3.{i}")).await);
     }
-    println!(
-        "swap, never-seen build (compiles; ms): {:?}",
-        fresh.iter().map(|d| ms(*d)).collect::<Vec<_>>()
-    );
+    println!("swap, never-seen build (compiles; ms): {:?}", fresh.iter().map(|d| ms(*d)).collect::<Vec<_>>());
     drop(serve);
 
     let max = swaps.iter().max().copied().unwrap_or_default();

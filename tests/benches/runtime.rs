@@ -222,12 +222,8 @@ async fn bench_hookhost(allocation: Allocation, manifest: &std::path::Path, ev: 
 /// The echo plugin's logic, natively.
 #[inline(never)]
 fn echo_native(event: &Event) -> String {
-    let user = event
-        .targets
-        .iter()
-        .find(|t| t.kind == "User")
-        .and_then(|t| t.alternate_id.as_deref())
-        .unwrap_or("nobody");
+    let user =
+        event.targets.iter().find(|t| t.kind == "User").and_then(|t| t.alternate_id.as_deref()).unwrap_or("nobody");
     format!("{} for {user}", event.event_type)
 }
 

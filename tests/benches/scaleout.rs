@@ -58,7 +58,8 @@ fn free_port() -> u16 {
 async fn start_host(dir: &Path, graph: &GraphEmulator, store_url: &str) -> Host {
     let port = free_port();
     std::fs::create_dir_all(dir.join("plugins.d")).unwrap();
-    std::fs::copy(required(workspace().join("dist/plugins/graph-guest.wasm")), dir.join("plugins.d/graph-guest.wasm")).unwrap();
+    std::fs::copy(required(workspace().join("dist/plugins/graph-guest.wasm")), dir.join("plugins.d/graph-guest.wasm"))
+        .unwrap();
     std::fs::copy(workspace().join("dist/plugins/graph-guest.toml"), dir.join("plugins.d/graph-guest.toml")).unwrap();
     let base = graph.base_url();
     let cfg = graph.config();
@@ -104,7 +105,11 @@ client_secret = {{ value = {:?} }}
     let http = reqwest::Client::new();
     let t = Instant::now();
     while !matches!(http.get(format!("{}/healthz", host.url)).send().await, Ok(r) if r.status().is_success()) {
-        assert!(t.elapsed() < Duration::from_secs(60), "serve did not start: {}", std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default());
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "serve did not start: {}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     host
@@ -199,7 +204,8 @@ fn postgres_cpu() -> f64 {
 /// Busy and total CPU seconds of the whole machine so far (`/proc/stat`).
 fn machine_cpu() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<f64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<f64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     let total: f64 = v.iter().sum();
     let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
     ((total - idle) / 100.0, total / 100.0)

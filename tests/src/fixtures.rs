@@ -18,10 +18,8 @@ pub fn fixtures_dir() -> PathBuf {
 /// When the file is missing or not JSON; the message names the path.
 pub fn try_load(rel_path: &str) -> anyhow::Result<Value> {
     let path = fixtures_dir().join(rel_path);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading fixture {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("parsing fixture {} as JSON", path.display()))
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading fixture {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing fixture {} as JSON", path.display()))
 }
 
 /// Like [`try_load`], for tests.
@@ -36,8 +34,7 @@ pub fn load(rel_path: &str) -> Value {
 mod tests {
     #[test]
     fn fixtures_are_found() {
-        let delivery =
-            super::load("okta/okta-docs_event-hook-delivery_user.session.start_2023.json");
+        let delivery = super::load("okta/okta-docs_event-hook-delivery_user.session.start_2023.json");
         assert_eq!(delivery["eventType"], "com.okta.event_hook");
         assert!(super::try_load("okta/missing.json").is_err());
     }

@@ -194,9 +194,7 @@ impl JournalEntry {
     /// The decoded value of query parameter `name` (e.g. `"$filter"`).
     pub fn query_param(&self, name: &str) -> Option<String> {
         let query = self.query.as_deref()?;
-        url::form_urlencoded::parse(query.as_bytes())
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.into_owned())
+        url::form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
     }
 }
 
@@ -220,17 +218,11 @@ impl GraphEmulator {
     /// # Errors
     /// When `addr` cannot be bound.
     pub async fn start_on(addr: SocketAddr, cfg: TenantConfig) -> anyhow::Result<GraphEmulator> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the Graph emulator to {addr}"))?;
-        let local = listener
-            .local_addr()
-            .context("reading the Graph emulator's address")?;
-        let shared = Arc::new(Shared {
-            cfg,
-            base_url: format!("http://{local}"),
-            tenant: Mutex::new(Tenant::default()),
-        });
+        let listener =
+            TcpListener::bind(addr).await.with_context(|| format!("binding the Graph emulator to {addr}"))?;
+        let local = listener.local_addr().context("reading the Graph emulator's address")?;
+        let shared =
+            Arc::new(Shared { cfg, base_url: format!("http://{local}"), tenant: Mutex::new(Tenant::default()) });
         let app = router(shared.clone()).into_make_service_with_connect_info::<conn::Connection>();
         let server = ServerHandle::spawn(local, |stop| {
             axum::serve(conn::DroppableListener::new(listener), app)
@@ -285,12 +277,7 @@ impl GraphEmulator {
 
     /// The live user with this object id, if any.
     pub fn user(&self, id: &str) -> Option<User> {
-        self.shared
-            .lock()
-            .users
-            .iter()
-            .find(|u| u.id == id)
-            .cloned()
+        self.shared.lock().users.iter().find(|u| u.id == id).cloned()
     }
 
     /// Users removed by `DELETE /v1.0/users/{id}` (Entra keeps them 30 days in deleted items).
@@ -316,18 +303,12 @@ impl GraphEmulator {
     /// Queues `fault` for `/v1.0` requests with this method (`None`: any) whose path starts with
     /// `path_prefix` (e.g. `"/v1.0/invitations"`).
     pub fn inject_for(&self, method: Option<Method>, path_prefix: &str, fault: Fault) {
-        self.shared
-            .queue_fault(FaultRule::new(fault, method, Some(path_prefix.to_owned())));
+        self.shared.queue_fault(FaultRule::new(fault, method, Some(path_prefix.to_owned())));
     }
 
     /// Number of fault uses still queued.
     pub fn pending_faults(&self) -> usize {
-        self.shared
-            .lock()
-            .faults
-            .iter()
-            .map(|rule| rule.remaining)
-            .sum()
+        self.shared.lock().faults.iter().map(|rule| rule.remaining).sum()
     }
 
     /// Hides users created through `/v1.0/invitations` from `GET /v1.0/users` until they are
@@ -392,20 +373,12 @@ struct FaultRule {
 
 impl FaultRule {
     fn new(fault: Fault, method: Option<Method>, path_prefix: Option<String>) -> Self {
-        Self {
-            remaining: fault.times(),
-            fault,
-            method,
-            path_prefix,
-        }
+        Self { remaining: fault.times(), fault, method, path_prefix }
     }
 
     fn matches(&self, method: &Method, path: &str) -> bool {
         self.method.as_ref().is_none_or(|m| m == method)
-            && self
-                .path_prefix
-                .as_deref()
-                .is_none_or(|p| path.starts_with(p))
+            && self.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
     }
 }
 
@@ -422,10 +395,7 @@ impl Shared {
 
     fn take_fault(&self, method: &Method, path: &str) -> Option<Fault> {
         let mut tenant = self.lock();
-        let index = tenant
-            .faults
-            .iter()
-            .position(|rule| rule.matches(method, path))?;
+        let index = tenant.faults.iter().position(|rule| rule.matches(method, path))?;
         let rule = tenant.faults.get_mut(index)?;
         rule.remaining -= 1;
         let fault = rule.fault.clone();
@@ -437,10 +407,7 @@ impl Shared {
 
     /// Checks `Authorization: Bearer <token>` against the issued, unexpired tokens.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), GraphError> {
-        let value = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let value = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
         let token = match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => "",
@@ -449,12 +416,10 @@ impl Shared {
             return Err(GraphError::unauthenticated("Access token is empty."));
         }
         match self.lock().tokens.get(token) {
-            None => Err(GraphError::unauthenticated(
-                "Access token validation failure. Invalid audience.",
-            )),
-            Some(expiry) if Instant::now() >= *expiry => Err(GraphError::unauthenticated(
-                "Lifetime validation failed, the token is expired.",
-            )),
+            None => Err(GraphError::unauthenticated("Access token validation failure. Invalid audience.")),
+            Some(expiry) if Instant::now() >= *expiry => {
+                Err(GraphError::unauthenticated("Lifetime validation failed, the token is expired."))
+            }
             Some(_) => Ok(()),
         }
     }
@@ -465,12 +430,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(token::issue))
         .route("/v1.0/invitations", post(directory::invite))
         .route("/v1.0/users", get(directory::list_users))
-        .route(
-            "/v1.0/users/{id}",
-            get(directory::get_user)
-                .patch(directory::patch_user)
-                .delete(directory::delete_user),
-        )
+        .route("/v1.0/users/{id}", get(directory::get_user).patch(directory::patch_user).delete(directory::delete_user))
         .route("/_emulator/users", get(admin_users))
         .route("/_emulator/journal", get(admin_journal))
         .route("/_emulator/invitations", get(admin_invitations))
@@ -504,9 +464,7 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         match shared.take_fault(&method, &path) {
             Some(Fault::Latency { delay, .. }) => tokio::time::sleep(delay).await,
             Some(Fault::ResetConnection { .. }) => {
-                if let Some(ConnectInfo(conn)) =
-                    request.extensions().get::<ConnectInfo<conn::Connection>>()
-                {
+                if let Some(ConnectInfo(conn)) = request.extensions().get::<ConnectInfo<conn::Connection>>() {
                     conn.drop_connection();
                     dropped = true;
                 }
@@ -528,33 +486,20 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
     if let Some(err) = response.extensions_mut().remove::<GraphError>() {
         response = err.render(&request_id, &client_request_id);
     }
-    for (name, value) in [
-        ("request-id", &request_id),
-        ("client-request-id", &client_request_id),
-    ] {
+    for (name, value) in [("request-id", &request_id), ("client-request-id", &client_request_id)] {
         if let Ok(value) = HeaderValue::from_str(value) {
-            response
-                .headers_mut()
-                .insert(HeaderName::from_static(name), value);
+            response.headers_mut().insert(HeaderName::from_static(name), value);
         }
     }
     shared.lock().journal.push(JournalEntry {
         method: method.to_string(),
         path,
         query,
-        status: if dropped {
-            0
-        } else {
-            response.status().as_u16()
-        },
+        status: if dropped { 0 } else { response.status().as_u16() },
         at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         received,
         request_id,
-        retry_after: response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        retry_after: response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned),
     });
     response
 }
@@ -566,9 +511,7 @@ const ODATA_JSON: &str =
 /// A successful Graph JSON answer.
 fn odata(status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
     response
 }
 
@@ -585,13 +528,7 @@ pub(crate) struct GraphError {
 
 impl GraphError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-            details: None,
-        }
+        Self { status, code, message: message.into(), retry_after: None, details: None }
     }
 
     /// 400 `BadRequest`: OData-level problems (syntax, unknown JSON property, bad payload).
@@ -619,11 +556,7 @@ impl GraphError {
     }
 
     fn unauthenticated(message: &str) -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            message,
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message)
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -635,11 +568,7 @@ impl GraphError {
         match fault {
             Fault::Throttle { retry_after, .. } => Self {
                 retry_after: Some(retry_after.clone()),
-                ..Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "TooManyRequests",
-                    "Please retry again later.",
-                )
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Please retry again later.")
             },
             Fault::Unavailable { retry_after, .. } => Self {
                 retry_after: retry_after.clone(),
@@ -649,11 +578,9 @@ impl GraphError {
                     "The service is temporarily unavailable. Try the request again after a delay.",
                 )
             },
-            Fault::GatewayTimeout { .. } => Self::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "UnknownError",
-                "The gateway did not receive a timely response.",
-            ),
+            Fault::GatewayTimeout { .. } => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "UnknownError", "The gateway did not receive a timely response.")
+            }
             Fault::Forbidden { .. } => Self::new(
                 StatusCode::FORBIDDEN,
                 "Authorization_RequestDenied",
@@ -681,10 +608,7 @@ impl GraphError {
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
         let headers = response.headers_mut();
-        if let Some(retry_after) = self
-            .retry_after
-            .and_then(|v| HeaderValue::from_str(&v).ok())
-        {
+        if let Some(retry_after) = self.retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
             headers.insert(RETRY_AFTER, retry_after);
         }
         if self.status == StatusCode::UNAUTHORIZED {
@@ -757,20 +681,12 @@ struct FaultRequest {
 async fn admin_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let request: FaultRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
-        Err(err) => {
-            return (StatusCode::BAD_REQUEST, format!("invalid fault: {err}\n")).into_response()
-        }
+        Err(err) => return (StatusCode::BAD_REQUEST, format!("invalid fault: {err}\n")).into_response(),
     };
-    let method = match request
-        .method
-        .as_deref()
-        .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
-    {
+    let method = match request.method.as_deref().map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes())) {
         None => None,
         Some(Ok(method)) => Some(method),
-        Some(Err(err)) => {
-            return (StatusCode::BAD_REQUEST, format!("invalid method: {err}\n")).into_response()
-        }
+        Some(Err(err)) => return (StatusCode::BAD_REQUEST, format!("invalid method: {err}\n")).into_response(),
     };
     shared.queue_fault(FaultRule::new(request.fault, method, request.path_prefix));
     StatusCode::NO_CONTENT.into_response()

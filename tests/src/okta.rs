@@ -16,8 +16,7 @@ use serde_json::{json, Value};
 use crate::ids;
 
 /// The `source` of deliveries built here: an event hook of an example org.
-pub const HOOK_SOURCE: &str =
-    "https://hookhost-test.okta.com/api/v1/eventHooks/who7hphp39JoHLni81d7";
+pub const HOOK_SOURCE: &str = "https://hookhost-test.okta.com/api/v1/eventHooks/who7hphp39JoHLni81d7";
 
 /// Which membership event to build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,24 +51,15 @@ pub fn group_membership_event(
     published: &str,
 ) -> Value {
     let (event_type, legacy, message) = match kind {
-        Membership::Add => (
-            "group.user_membership.add",
-            "core.user_group_member.user_add",
-            "Add user to group membership",
-        ),
-        Membership::Remove => (
-            "group.user_membership.remove",
-            "core.user_group_member.user_remove",
-            "Remove user from group membership",
-        ),
+        Membership::Add => {
+            ("group.user_membership.add", "core.user_group_member.user_add", "Add user to group membership")
+        }
+        Membership::Remove => {
+            ("group.user_membership.remove", "core.user_group_member.user_remove", "Remove user from group membership")
+        }
     };
-    let mut event = log_event(
-        event_type,
-        Some(legacy),
-        message,
-        published,
-        &format!("/api/v1/groups/{group_id}/users/{user_id}"),
-    );
+    let mut event =
+        log_event(event_type, Some(legacy), message, published, &format!("/api/v1/groups/{group_id}/users/{user_id}"));
     event["target"] = json!([
         user_target(user_id, login, display_name),
         { "alternateId": "unknown", "detailEntry": null, "displayName": group_name, "id": group_id, "type": "UserGroup" },
@@ -87,23 +77,16 @@ pub fn user_lifecycle_event(
     published: &str,
 ) -> Value {
     let (legacy, message, action) = match event_type {
-        "user.lifecycle.deactivate" => (
-            Some("core.user.config.user_deactivated"),
-            "Deactivate Okta User",
-            "deactivate",
-        ),
+        "user.lifecycle.deactivate" => {
+            (Some("core.user.config.user_deactivated"), "Deactivate Okta User", "deactivate")
+        }
         "user.lifecycle.delete.initiated" => (None, "Delete Okta user initiated", "delete"),
         "user.lifecycle.suspend" => (None, "Suspend Okta user", "suspend"),
         "user.lifecycle.activate" => (None, "Activate Okta user", "activate"),
         _ => (None, event_type, "unknown"),
     };
-    let mut event = log_event(
-        event_type,
-        legacy,
-        message,
-        published,
-        &format!("/api/v1/users/{user_id}/lifecycle/{action}"),
-    );
+    let mut event =
+        log_event(event_type, legacy, message, published, &format!("/api/v1/users/{user_id}/lifecycle/{action}"));
     event["target"] = json!([user_target(user_id, login, display_name)]);
     event
 }
@@ -127,13 +110,7 @@ fn user_target(id: &str, login: &str, display_name: &str) -> Value {
 }
 
 /// The parts every LogEvent shares; the admin acting is the same example admin throughout.
-fn log_event(
-    event_type: &str,
-    legacy: Option<&str>,
-    message: &str,
-    published: &str,
-    request_uri: &str,
-) -> Value {
+fn log_event(event_type: &str, legacy: Option<&str>, message: &str, published: &str, request_uri: &str) -> Value {
     let request_id = ids::alphanumeric(27);
     let geo = json!({
         "city": "Toronto", "country": "Canada", "postalCode": "M4M", "state": "Ontario",
@@ -198,8 +175,7 @@ mod tests {
 
     #[test]
     fn membership_event_matches_the_captured_shape() {
-        let real =
-            fixtures::load("okta/demisto-content_logevent_group.user_membership.remove.json");
+        let real = fixtures::load("okta/demisto-content_logevent_group.user_membership.remove.json");
         let built = group_membership_event(
             Membership::Remove,
             "00uptu0jj9V91p5QM0h7",
@@ -210,23 +186,11 @@ mod tests {
             "2020-03-03T20:23:17.573Z",
         );
         assert_same_keys(&real, &built, "event");
-        for key in [
-            "eventType",
-            "legacyEventType",
-            "displayMessage",
-            "target",
-            "published",
-        ] {
+        for key in ["eventType", "legacyEventType", "displayMessage", "target", "published"] {
             assert_eq!(real[key], built[key], "{key}");
         }
-        assert_eq!(
-            real["debugContext"]["debugData"]["requestUri"],
-            built["debugContext"]["debugData"]["requestUri"]
-        );
-        assert_ne!(
-            built["uuid"],
-            group_membership_event(Membership::Add, "a", "b", "c", "d", "e", "f")["uuid"]
-        );
+        assert_eq!(real["debugContext"]["debugData"]["requestUri"], built["debugContext"]["debugData"]["requestUri"]);
+        assert_ne!(built["uuid"], group_membership_event(Membership::Add, "a", "b", "c", "d", "e", "f")["uuid"]);
     }
 
     #[test]
@@ -243,19 +207,13 @@ mod tests {
         assert_eq!(real["target"], built["target"]);
         assert_eq!(real["legacyEventType"], built["legacyEventType"]);
 
-        let envelope =
-            fixtures::load("okta/okta-docs_event-hook-delivery_user.session.start_2023.json");
+        let envelope = fixtures::load("okta/okta-docs_event-hook-delivery_user.session.start_2023.json");
         let built = delivery(vec![built]);
         let real_keys: Vec<_> = envelope.as_object().unwrap().keys().collect();
         let built_keys: Vec<_> = built.as_object().unwrap().keys().collect();
         assert_eq!(real_keys.len(), built_keys.len());
         assert!(real_keys.iter().all(|k| built_keys.contains(k)));
-        for key in [
-            "eventType",
-            "eventTypeVersion",
-            "cloudEventsVersion",
-            "contentType",
-        ] {
+        for key in ["eventType", "eventTypeVersion", "cloudEventsVersion", "contentType"] {
             assert_eq!(envelope[key], built[key]);
         }
         assert_eq!(built["eventId"].as_str().unwrap().len(), 36);

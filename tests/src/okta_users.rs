@@ -77,9 +77,7 @@ impl OktaUsersEmulator {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .context("binding the Okta users emulator")?;
-        let addr = listener
-            .local_addr()
-            .context("reading the Okta users emulator's address")?;
+        let addr = listener.local_addr().context("reading the Okta users emulator's address")?;
         let shared = Arc::new(Shared {
             api_token: api_token.to_owned(),
             base_url: format!("http://{addr}"),
@@ -87,13 +85,7 @@ impl OktaUsersEmulator {
         });
         let app = Router::new()
             .route("/api/v1/users/{id}", get(get_user))
-            .fallback(|| async {
-                okta_error(
-                    StatusCode::NOT_FOUND,
-                    "E0000007",
-                    "Not found: Resource not found",
-                )
-            })
+            .fallback(|| async { okta_error(StatusCode::NOT_FOUND, "E0000007", "Not found: Resource not found") })
             .with_state(shared.clone());
         let server = ServerHandle::spawn(addr, |stop| {
             axum::serve(listener, app)
@@ -161,29 +153,15 @@ impl OktaUsersEmulator {
 
 fn capitalised(word: &str) -> String {
     let mut chars = word.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
-async fn get_user(
-    State(shared): State<Arc<Shared>>,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn get_user(State(shared): State<Arc<Shared>>, Path(key): Path<String>, headers: HeaderMap) -> Response {
     let mut org = shared.lock();
     org.requests += 1;
-    let presented = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("SSWS "));
+    let presented = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("SSWS "));
     if presented != Some(shared.api_token.as_str()) {
-        return okta_error(
-            StatusCode::UNAUTHORIZED,
-            "E0000011",
-            "Invalid token provided",
-        );
+        return okta_error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided");
     }
     if org.throttled > 0 {
         org.throttled -= 1;
@@ -193,27 +171,17 @@ async fn get_user(
             "API call exceeded rate limit due to too many requests.",
         );
         let reset = (chrono::Utc::now().timestamp() + 60).to_string();
-        for (name, value) in [
-            ("x-rate-limit-limit", "600"),
-            ("x-rate-limit-remaining", "0"),
-            ("x-rate-limit-reset", reset.as_str()),
-        ] {
+        for (name, value) in
+            [("x-rate-limit-limit", "600"), ("x-rate-limit-remaining", "0"), ("x-rate-limit-reset", reset.as_str())]
+        {
             if let Ok(value) = HeaderValue::from_str(value) {
                 response.headers_mut().insert(name, value);
             }
         }
         return response;
     }
-    let Some(user) = org
-        .users
-        .iter()
-        .find(|u| u.id == key || u.login.eq_ignore_ascii_case(&key))
-    else {
-        return okta_error(
-            StatusCode::NOT_FOUND,
-            "E0000007",
-            &format!("Not found: Resource not found: {key} (User)"),
-        );
+    let Some(user) = org.users.iter().find(|u| u.id == key || u.login.eq_ignore_ascii_case(&key)) else {
+        return okta_error(StatusCode::NOT_FOUND, "E0000007", &format!("Not found: Resource not found: {key} (User)"));
     };
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     Json(json!({
@@ -262,10 +230,7 @@ mod tests {
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
-        (
-            status,
-            serde_json::from_slice(&response.bytes().await.unwrap()).unwrap(),
-        )
+        (status, serde_json::from_slice(&response.bytes().await.unwrap()).unwrap())
     }
 
     #[tokio::test]
@@ -275,10 +240,7 @@ mod tests {
         let url = format!("{}/api/v1/users/00uabc", okta.base_url());
 
         let (status, body) = get(&url, None).await;
-        assert_eq!(
-            (status, body["errorCode"].as_str()),
-            (401, Some("E0000011"))
-        );
+        assert_eq!((status, body["errorCode"].as_str()), (401, Some("E0000011")));
         let (status, _) = get(&url, Some("Bearer okta-token")).await;
         assert_eq!(status, 401);
 
@@ -289,29 +251,15 @@ mod tests {
         assert_eq!(body["profile"]["firstName"], "Jane");
         assert_eq!(body["status"], "ACTIVE");
 
-        let (status, body) = get(
-            &format!("{}/api/v1/users/JDOE", okta.base_url()),
-            Some("SSWS okta-token"),
-        )
-        .await;
+        let (status, body) = get(&format!("{}/api/v1/users/JDOE", okta.base_url()), Some("SSWS okta-token")).await;
         assert_eq!((status, body["id"].as_str()), (200, Some("00uabc")));
 
-        let (status, body) = get(
-            &format!("{}/api/v1/users/00unknown", okta.base_url()),
-            Some("SSWS okta-token"),
-        )
-        .await;
-        assert_eq!(
-            (status, body["errorCode"].as_str()),
-            (404, Some("E0000007"))
-        );
+        let (status, body) = get(&format!("{}/api/v1/users/00unknown", okta.base_url()), Some("SSWS okta-token")).await;
+        assert_eq!((status, body["errorCode"].as_str()), (404, Some("E0000007")));
 
         okta.throttle(1);
         let (status, body) = get(&url, Some("SSWS okta-token")).await;
-        assert_eq!(
-            (status, body["errorCode"].as_str()),
-            (429, Some("E0000047"))
-        );
+        assert_eq!((status, body["errorCode"].as_str()), (429, Some("E0000047")));
         assert_eq!(get(&url, Some("SSWS okta-token")).await.0, 200);
         assert_eq!(okta.requests(), 7);
         okta.shutdown().await;

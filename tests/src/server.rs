@@ -33,11 +33,7 @@ impl ServerHandle {
                 tracing::warn!("emulator server on {addr} stopped: {err}");
             }
         });
-        Self {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self { addr, stop: Some(stop), task: Some(task) }
     }
 
     /// The address the server listens on.

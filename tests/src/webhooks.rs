@@ -108,24 +108,20 @@ impl WebhookReceiver {
     /// # Errors
     /// When no port can be bound.
     pub async fn start(kind: WebhookKind) -> anyhow::Result<WebhookReceiver> {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .context("binding the webhook receiver")?;
+        let listener =
+            TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("binding the webhook receiver")?;
         let addr = listener.local_addr().context("reading the webhook receiver's address")?;
         let path = match &kind {
             // The shape of a real Slack webhook path: team id, bot id, secret.
-            WebhookKind::Slack => format!("/services/T0HOOKHOST/B0{}/{}", ids::alphanumeric(8).to_uppercase(), ids::alphanumeric(24)),
-            WebhookKind::Teams => format!(
-                "/workflows/{}/triggers/manual/paths/invoke",
-                ids::uuid_v4().replace('-', "")
-            ),
+            WebhookKind::Slack => {
+                format!("/services/T0HOOKHOST/B0{}/{}", ids::alphanumeric(8).to_uppercase(), ids::alphanumeric(24))
+            }
+            WebhookKind::Teams => {
+                format!("/workflows/{}/triggers/manual/paths/invoke", ids::uuid_v4().replace('-', ""))
+            }
             WebhookKind::SplunkHec { .. } => "/services/collector/event".into(),
         };
-        let shared = Arc::new(Shared {
-            kind,
-            path,
-            inner: Mutex::new(Inner { posts: Vec::new(), throttle: None }),
-        });
+        let shared = Arc::new(Shared { kind, path, inner: Mutex::new(Inner { posts: Vec::new(), throttle: None }) });
         let app = Router::new().fallback(receive).with_state(shared.clone());
         let server = ServerHandle::spawn(addr, |stop| {
             axum::serve(listener, app)
@@ -203,9 +199,7 @@ fn hec(status: StatusCode, text: &str, code: u16) -> (StatusCode, Value) {
 
 /// Checks a POST the way the service would: `Ok` with the success answer, `Err` with a refusal.
 fn judge(shared: &Shared, path: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-    let text = |status: StatusCode, body: &'static str| {
-        (status, [("content-type", "text/html")], body).into_response()
-    };
+    let text = |status: StatusCode, body: &'static str| (status, [("content-type", "text/html")], body).into_response();
     match &shared.kind {
         WebhookKind::Slack => {
             if path != shared.path {
@@ -230,7 +224,11 @@ fn judge(shared: &Shared, path: &str, headers: &HeaderMap, body: &[u8]) -> Respo
             };
             if v["@type"] == "MessageCard" {
                 if v["@context"] != "https://schema.org/extensions" {
-                    return (StatusCode::BAD_REQUEST, "Invalid MessageCard: @context must be https://schema.org/extensions").into_response();
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        "Invalid MessageCard: @context must be https://schema.org/extensions",
+                    )
+                        .into_response();
                 }
                 if v["text"].as_str().is_none() && v["summary"].as_str().is_none() {
                     return (StatusCode::BAD_REQUEST, "Summary or Text is required.").into_response();
@@ -279,7 +277,9 @@ fn hec_events(body: &[u8]) -> (StatusCode, Value) {
         match item.get("event") {
             None => return hec(StatusCode::BAD_REQUEST, "Event field is required", 12),
             Some(Value::Null) => return hec(StatusCode::BAD_REQUEST, "Event field cannot be blank", 13),
-            Some(Value::String(s)) if s.is_empty() => return hec(StatusCode::BAD_REQUEST, "Event field cannot be blank", 13),
+            Some(Value::String(s)) if s.is_empty() => {
+                return hec(StatusCode::BAD_REQUEST, "Event field cannot be blank", 13)
+            }
             Some(_) => n += 1,
         }
     }
@@ -366,7 +366,10 @@ mod tests {
         let hec = WebhookReceiver::start(WebhookKind::SplunkHec { token: "t0k".into() }).await.unwrap();
         let url = hec.url();
         let ok = r#"{"event":{"a":1},"sourcetype":"x","time":1}"#;
-        assert_eq!(post(&url, &[("authorization", "Splunk t0k")], ok).await, (200, r#"{"code":0,"text":"Success"}"#.into()));
+        assert_eq!(
+            post(&url, &[("authorization", "Splunk t0k")], ok).await,
+            (200, r#"{"code":0,"text":"Success"}"#.into())
+        );
         assert_eq!(post(&url, &[], ok).await.0, 401);
         assert_eq!(post(&url, &[("authorization", "Bearer t0k")], ok).await.0, 401);
         assert_eq!(post(&url, &[("authorization", "Splunk nope")], ok).await.0, 403);

@@ -56,11 +56,7 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/deliveries/{id}/attempts", get(attempts))
         .route("/api/deliveries/{id}/replay", post(replay))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(console::routes())
-        .merge(protected)
-        .with_state(state)
+    Router::new().route("/healthz", get(healthz)).merge(console::routes()).merge(protected).with_state(state)
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
@@ -83,11 +79,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let ok = match (&state.admin_token, presented) {
         (Some(token), Some(p)) => bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())),
         _ => false,
@@ -132,15 +125,8 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let rows: Vec<(String, &str, u64)> = counts
-        .into_iter()
-        .map(|(p, s, n)| (p, s.as_str(), n))
-        .collect();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&rows, &state.host_id),
-    )
-        .into_response()
+    let rows: Vec<(String, &str, u64)> = counts.into_iter().map(|(p, s, n)| (p, s.as_str(), n)).collect();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&rows, &state.host_id)).into_response()
 }
 
 async fn plugins(State(state): State<ApiState>) -> Response {
@@ -226,10 +212,7 @@ async fn queue(State(state): State<ApiState>) -> Response {
 #[allow(clippy::result_large_err, reason = "the error is the HTTP answer itself, built once per bad request")]
 fn parse_status(s: &str) -> Result<Status, Response> {
     Status::parse(s).ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("status must be pending, running, retrying, done or dead; got {s:?}"),
-        )
+        error(StatusCode::BAD_REQUEST, format!("status must be pending, running, retrying, done or dead; got {s:?}"))
     })
 }
 

@@ -145,8 +145,12 @@ async fn claim_loop(ctx: Arc<Shared>, notify: Arc<Notify>, mut stop: oneshot::Re
     let host = ctx.host_id.clone();
     match blocking(&ctx.store, move |s| s.release_claims(now(), Some(&host))).await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(released = n, host = %ctx.host_id, "took back this host's claims from before the restart"),
-        Err(e) => tracing::warn!(error = %e, "cannot take back this host's earlier claims; they return when their leases expire"),
+        Ok(n) => {
+            tracing::info!(released = n, host = %ctx.host_id, "took back this host's claims from before the restart")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take back this host's earlier claims; they return when their leases expire")
+        }
     }
 
     // The sweep for expired leases runs at most once per POLL, not after every finished
@@ -157,7 +161,10 @@ async fn claim_loop(ctx: Arc<Shared>, notify: Arc<Notify>, mut stop: oneshot::Re
             last_sweep = Some(tokio::time::Instant::now());
             match blocking(&ctx.store, |s| s.release_claims(now(), None)).await {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(released = n, "claims whose lease expired (a host stopped or stalled) are pending again"),
+                Ok(n) => tracing::warn!(
+                    released = n,
+                    "claims whose lease expired (a host stopped or stalled) are pending again"
+                ),
                 Err(e) => tracing::warn!(error = %e, "cannot release expired claims"),
             }
         }
@@ -194,8 +201,14 @@ async fn claim_loop(ctx: Arc<Shared>, notify: Arc<Notify>, mut stop: oneshot::Re
         while tasks.join_next().await.is_some() {}
         let host = ctx.host_id.clone();
         match blocking(&ctx.store, move |s| s.release_claims(now(), Some(&host))).await {
-            Ok(n) => tracing::info!(stopped = still, released = n, "attempts still running at shutdown were stopped; their deliveries are pending again"),
-            Err(e) => tracing::warn!(error = %e, "cannot release the claims of stopped attempts; they return when their leases expire"),
+            Ok(n) => tracing::info!(
+                stopped = still,
+                released = n,
+                "attempts still running at shutdown were stopped; their deliveries are pending again"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release the claims of stopped attempts; they return when their leases expire")
+            }
         }
     }
 }
@@ -207,12 +220,8 @@ async fn claim(ctx: &Arc<Shared>, limit: usize) -> Result<Vec<crate::store::Clai
     let lease = ctx.lease;
     blocking(&ctx.store, move |s| {
         // A plugin not in service gets 0: its deliveries stay pending until it is back.
-        let cap = |name: &str| {
-            plugins
-                .get(name)
-                .map(|p| p.spec.max_concurrency.unwrap_or(default_cap) as usize)
-                .unwrap_or(0)
-        };
+        let cap =
+            |name: &str| plugins.get(name).map(|p| p.spec.max_concurrency.unwrap_or(default_cap) as usize).unwrap_or(0);
         s.claim(&host, now(), lease, limit, &cap)
     })
     .await

@@ -46,9 +46,7 @@ pub fn next_after(
 ) -> Next {
     let hint = match result {
         AttemptResult::Done { .. } => return Next::Done,
-        AttemptResult::Permanent(_) | AttemptResult::Trapped(_) | AttemptResult::OutOfMemory => {
-            return Next::Dead
-        }
+        AttemptResult::Permanent(_) | AttemptResult::Trapped(_) | AttemptResult::OutOfMemory => return Next::Dead,
         AttemptResult::Retryable { retry_after, .. } => retry_after.unwrap_or_default(),
         AttemptResult::TimedOut => Duration::ZERO,
     };

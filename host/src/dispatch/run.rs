@@ -84,13 +84,10 @@ async fn finish(ctx: &Shared, claim: &Claim, attempt: Option<Attempt>, next: Nex
         Next::Retry { .. } => Status::Retrying,
         Next::Dead => Status::Dead,
     };
-    let outcome = attempt
-        .as_ref()
-        .map(|a| a.result.describe())
-        .unwrap_or_else(|| match &next {
-            Next::Superseded { by_event } => format!("superseded by event {by_event}"),
-            _ => String::new(),
-        });
+    let outcome = attempt.as_ref().map(|a| a.result.describe()).unwrap_or_else(|| match &next {
+        Next::Superseded { by_event } => format!("superseded by event {by_event}"),
+        _ => String::new(),
+    });
     let (id, token, record) = (claim.delivery_id.clone(), claim.lease_token.clone(), next.clone());
     let recorded = blocking(&ctx.store, move |s| s.complete(&id, &token, attempt.as_ref(), &record)).await;
     match recorded {

@@ -22,11 +22,7 @@ use crate::store::{DeliveryView, NewEvent, Next, ReplayOutcome, SqliteStore, Sta
 // ---- pure policy -------------------------------------------------------------------------
 
 fn policy(max_attempts: u32, initial_ms: u64, max_secs: u64) -> RetryConfig {
-    RetryConfig {
-        max_attempts,
-        initial_backoff_ms: initial_ms,
-        max_backoff_secs: max_secs,
-    }
+    RetryConfig { max_attempts, initial_backoff_ms: initial_ms, max_backoff_secs: max_secs }
 }
 
 #[test]
@@ -78,20 +74,14 @@ fn a_retry_honours_retry_after_and_the_last_attempt_dies() {
 // ---- with real plugins -------------------------------------------------------------------
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 fn runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
-            let opts = EngineOptions {
-                max_instances: 16,
-                ..EngineOptions::default()
-            };
+            let opts = EngineOptions { max_instances: 16, ..EngineOptions::default() };
             Arc::new(Runtime::new(&opts).unwrap())
         })
         .clone()
@@ -101,33 +91,21 @@ fn runtime() -> Arc<Runtime> {
 fn component(name: &str, wasm: &[u8]) -> Component {
     static CACHE: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
     let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
-    cache
-        .entry(name.to_owned())
-        .or_insert_with(|| runtime().compile(wasm).unwrap())
-        .clone()
+    cache.entry(name.to_owned()).or_insert_with(|| runtime().compile(wasm).unwrap()).clone()
 }
 
 /// Loads test plugin `source` (its wasm and manifest) as a bundle in a temp folder, after
 /// `edit` rewrites the manifest text.
 fn plugin(source: &str, edit: impl FnOnce(String) -> String) -> ActivePlugin {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
     let wasm_path = target.join(format!("wasm32-wasip2/release/{source}.wasm"));
     let wasm = std::fs::read(&wasm_path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; the test plugins are not built: run `make plugins` first",
-            wasm_path.display()
-        )
+        panic!("{}: {e}; the test plugins are not built: run `make plugins` first", wasm_path.display())
     });
     let manifest = std::fs::read_to_string(workspace().join(format!("tests/plugins/{source}/{source}.toml"))).unwrap();
     let manifest = edit(manifest);
     let name = registry::Manifest::parse(&manifest).unwrap().name;
-    let dir = std::env::temp_dir().join(format!(
-        "hookhost-dispatch-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
+    let dir = std::env::temp_dir().join(format!("hookhost-dispatch-{}-{}", std::process::id(), fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{name}.wasm")), &wasm).unwrap();
     std::fs::write(dir.join(format!("{name}.toml")), manifest).unwrap();
@@ -137,20 +115,12 @@ fn plugin(source: &str, edit: impl FnOnce(String) -> String) -> ActivePlugin {
     let loaded = runtime()
         .load(
             &component(source, &bundle.wasm),
-            PluginIdentity {
-                name: spec.name.clone(),
-                version: spec.version.clone(),
-                sha256: spec.sha256.clone(),
-            },
+            PluginIdentity { name: spec.name.clone(), version: spec.version.clone(), sha256: spec.sha256.clone() },
             spec.grant.clone(),
             spec.limits.clone(),
         )
         .unwrap();
-    ActivePlugin {
-        spec,
-        loaded,
-        loaded_at: crate::store::common::now(),
-    }
+    ActivePlugin { spec, loaded, loaded_at: crate::store::common::now() }
 }
 
 fn echo() -> ActivePlugin {
@@ -160,18 +130,12 @@ fn echo() -> ActivePlugin {
 /// hostile in `mode = "loop"`, stopped by its deadline after `timeout_ms`.
 fn looping(timeout_ms: u64) -> ActivePlugin {
     plugin("hostile", |m| {
-        m.replace("mode = \"ok\"", "mode = \"loop\"")
-            .replace("timeout_ms = 500", &format!("timeout_ms = {timeout_ms}"))
+        m.replace("mode = \"ok\"", "mode = \"loop\"").replace("timeout_ms = 500", &format!("timeout_ms = {timeout_ms}"))
     })
 }
 
 fn config() -> DispatchConfig {
-    DispatchConfig {
-        lease_secs: 30,
-        workers: 4,
-        max_concurrency: 4,
-        retry: policy(3, 50, 1),
-    }
+    DispatchConfig { lease_secs: 30, workers: 4, max_concurrency: 4, retry: policy(3, 50, 1) }
 }
 
 struct Harness {
@@ -206,10 +170,7 @@ impl Harness {
     }
 
     fn ingest(&self, event: Event, plugins: &[&str]) {
-        let new = NewEvent {
-            event,
-            plugins: plugins.iter().map(|p| p.to_string()).collect(),
-        };
+        let new = NewEvent { event, plugins: plugins.iter().map(|p| p.to_string()).collect() };
         self.store.ingest(Some("okta"), &[new]).unwrap();
     }
 
@@ -358,13 +319,7 @@ async fn a_delivery_waits_while_its_plugin_is_not_loaded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_are_retried_with_backoff_until_attempts_run_out() {
     let h = Harness::new(vec![looping(200)]);
-    let d = h.start(
-        "host-1",
-        DispatchConfig {
-            retry: policy(2, 300, 1),
-            ..config()
-        },
-    );
+    let d = h.start("host-1", DispatchConfig { retry: policy(2, 300, 1), ..config() });
     h.ingest(add("e1", "2024-05-01T10:00:00.000Z", "u1", "g1"), &["hostile"]);
     d.notify();
     let dead = h.wait("e1", "hostile", Status::Dead).await;
@@ -385,14 +340,7 @@ async fn the_lease_is_renewed_while_a_long_attempt_runs() {
     // A 2.5 s attempt under a 1 s lease: without renewal the loop itself would release
     // and re-claim it, and the first attempt would never be recorded.
     let h = Harness::new(vec![looping(2_500)]);
-    let d = h.start(
-        "host-1",
-        DispatchConfig {
-            lease_secs: 1,
-            retry: policy(1, 50, 1),
-            ..config()
-        },
-    );
+    let d = h.start("host-1", DispatchConfig { lease_secs: 1, retry: policy(1, 50, 1), ..config() });
     h.ingest(add("e1", "2024-05-01T10:00:00.000Z", "u1", "g1"), &["hostile"]);
     d.notify();
     let dead = h.wait("e1", "hostile", Status::Dead).await;

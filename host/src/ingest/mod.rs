@@ -51,9 +51,7 @@ pub struct IngestState {
 
 /// The routes at `path` (GET verification, POST deliveries).
 pub fn routes(path: &str, state: IngestState) -> Router {
-    Router::new()
-        .route(path, get(verify).post(receive))
-        .with_state(state)
+    Router::new().route(path, get(verify).post(receive)).with_state(state)
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
@@ -61,10 +59,7 @@ fn error(code: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn verify(State(state): State<IngestState>, headers: HeaderMap) -> Response {
-    let resp = match headers
-        .get("x-okta-verification-challenge")
-        .and_then(|v| v.to_str().ok())
-    {
+    let resp = match headers.get("x-okta-verification-challenge").and_then(|v| v.to_str().ok()) {
         Some(challenge) => Json(json!({ "verification": challenge })).into_response(),
         None => error(
             StatusCode::BAD_REQUEST,
@@ -95,10 +90,7 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
     if !authorized(state, headers) {
         return error(
             StatusCode::UNAUTHORIZED,
-            format!(
-                "missing or wrong {} header; it must equal the configured okta.auth_secret",
-                state.auth_header
-            ),
+            format!("missing or wrong {} header; it must equal the configured okta.auth_secret", state.auth_header),
         );
     }
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
@@ -116,18 +108,12 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
             format!("body is larger than okta.max_body_bytes ({} bytes)", state.max_body_bytes),
         )
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
         return too_large();
     }
-    let read = tokio::time::timeout(
-        state.read_timeout,
-        axum::body::to_bytes(body, state.max_body_bytes),
-    )
-    .await;
+    let read = tokio::time::timeout(state.read_timeout, axum::body::to_bytes(body, state.max_body_bytes)).await;
     let Ok(read) = read else {
         return error(
             StatusCode::REQUEST_TIMEOUT,
@@ -140,8 +126,8 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
     let bytes: Bytes = match read {
         Ok(b) => b,
         Err(e) => {
-            let length_limit = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let length_limit =
+                std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             return if length_limit {
                 too_large()
             } else {
@@ -156,15 +142,11 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
     let events: Vec<NewEvent> = delivery
         .events
         .into_iter()
-        .map(|event| NewEvent {
-            plugins: state.plugins.subscribers(&event),
-            event,
-        })
+        .map(|event| NewEvent { plugins: state.plugins.subscribers(&event), event })
         .collect();
     let store = state.store.clone();
     let okta_id = delivery.delivery_id.clone();
-    let committed =
-        tokio::task::spawn_blocking(move || store.ingest(okta_id.as_deref(), &events)).await;
+    let committed = tokio::task::spawn_blocking(move || store.ingest(okta_id.as_deref(), &events)).await;
     match committed {
         Ok(Ok(report)) => {
             if report.deliveries > 0 {

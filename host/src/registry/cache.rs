@@ -125,11 +125,7 @@ impl ArtifactCache {
     pub fn put(&self, runtime: &Runtime, wasm_sha256: &str, component: &Component) -> Result<(), String> {
         let artifact = runtime.serialize(component).map_err(|e| e.to_string())?;
         let path = self.path(wasm_sha256);
-        let tmp = self.dir.join(format!(
-            ".{wasm_sha256}.{}-{}.tmp",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
+        let tmp = self.dir.join(format!(".{wasm_sha256}.{}-{}.tmp", std::process::id(), fastrand::u64(..)));
         let write = || -> std::io::Result<()> {
             let mut f = private_file(&tmp)?;
             f.write_all(MAGIC)?;
@@ -174,7 +170,10 @@ fn create_private_dir(dir: &Path) -> Result<(), String> {
     }
     let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !meta.is_dir() {
-        return Err(format!("{}: the compiled-artifact cache must be a folder; set [plugins] cache_dir to one", dir.display()));
+        return Err(format!(
+            "{}: the compiled-artifact cache must be a folder; set [plugins] cache_dir to one",
+            dir.display()
+        ));
     }
     if meta.permissions().mode() & 0o022 != 0 {
         return Err(format!(

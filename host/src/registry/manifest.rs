@@ -99,8 +99,7 @@ impl Manifest {
     /// # Errors
     /// Unreadable, not TOML, an unknown key, or a bad value; the message names the file and key.
     pub fn load(path: &Path) -> Result<Manifest, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -111,9 +110,8 @@ impl Manifest {
     pub fn parse(text: &str) -> Result<Manifest, String> {
         let raw: RawManifest = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
         valid_plugin_name(&raw.name).map_err(|e| format!("name: {e}"))?;
-        semver::Version::parse(&raw.version).map_err(|e| {
-            format!("version {:?} is not a semantic version like \"1.2.3\": {e}", raw.version)
-        })?;
+        semver::Version::parse(&raw.version)
+            .map_err(|e| format!("version {:?} is not a semantic version like \"1.2.3\": {e}", raw.version))?;
         if raw.event_types.is_empty() {
             return Err("event_types must list at least one Okta event type, e.g. \"group.user_membership.add\"".into());
         }
@@ -176,7 +174,8 @@ memory_mb = 32
         assert!(e.contains("memory_mb"), "{e}");
         let e = Manifest::parse(&GOOD.replace("\"graph-guest\"", "\"watch\"")).unwrap_err();
         assert!(e.contains("reserved"), "{e}");
-        let e = Manifest::parse(&GOOD.replace("https://graph.microsoft.com\"", "https://graph.microsoft.com/v1.0\"")).unwrap_err();
+        let e = Manifest::parse(&GOOD.replace("https://graph.microsoft.com\"", "https://graph.microsoft.com/v1.0\""))
+            .unwrap_err();
         assert!(e.contains("allowed_hosts"), "{e}");
     }
 

@@ -46,10 +46,7 @@ impl PluginBundle {
     /// from the file name.
     pub fn load(manifest_path: &Path) -> Result<PluginBundle, String> {
         let manifest = Manifest::load(manifest_path)?;
-        let stem = manifest_path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
+        let stem = manifest_path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         if stem != manifest.name {
             return Err(format!(
                 "{}: manifest name {:?} must match the file name ({stem}.toml)",
@@ -58,20 +55,10 @@ impl PluginBundle {
             ));
         }
         let wasm_path = manifest_path.with_extension("wasm");
-        let wasm = std::fs::read(&wasm_path).map_err(|e| {
-            format!(
-                "{}: cannot read the component beside the manifest: {e}",
-                wasm_path.display()
-            )
-        })?;
+        let wasm = std::fs::read(&wasm_path)
+            .map_err(|e| format!("{}: cannot read the component beside the manifest: {e}", wasm_path.display()))?;
         let sha256 = hex::encode(Sha256::digest(&wasm));
-        Ok(PluginBundle {
-            manifest,
-            manifest_path: manifest_path.to_path_buf(),
-            wasm_path,
-            wasm,
-            sha256,
-        })
+        Ok(PluginBundle { manifest, manifest_path: manifest_path.to_path_buf(), wasm_path, wasm, sha256 })
     }
 }
 
@@ -105,9 +92,9 @@ impl PluginSpec {
             // Group filters apply to events that name a group; user lifecycle events
             // (deactivate, delete) name none and still reach the plugin.
             Some(_) if groups_of_event.is_empty() => true,
-            Some(wanted) => groups_of_event.iter().any(|(id, name)| {
-                wanted.iter().any(|w| w == id || Some(w.as_str()) == *name)
-            }),
+            Some(wanted) => {
+                groups_of_event.iter().any(|(id, name)| wanted.iter().any(|w| w == id || Some(w.as_str()) == *name))
+            }
         }
     }
 }
@@ -116,9 +103,7 @@ fn overlay_limits(base: &LimitsSpec, over: Option<&LimitsSpec>) -> Limits {
     let pick = |f: fn(&LimitsSpec) -> Option<u64>| over.and_then(f).or_else(|| f(base));
     let d = Limits::default();
     Limits {
-        memory_bytes: pick(|l| l.memory_mb.map(u64::from))
-            .map(|mb| (mb as usize) << 20)
-            .unwrap_or(d.memory_bytes),
+        memory_bytes: pick(|l| l.memory_mb.map(u64::from)).map(|mb| (mb as usize) << 20).unwrap_or(d.memory_bytes),
         timeout: pick(|l| l.timeout_ms).map(Duration::from_millis).unwrap_or(d.timeout),
         max_http_requests: pick(|l| l.max_http_requests.map(u64::from))
             .map(|n| n as u32)
@@ -126,9 +111,7 @@ fn overlay_limits(base: &LimitsSpec, over: Option<&LimitsSpec>) -> Limits {
         max_response_bytes: pick(|l| l.max_response_bytes.map(|n| n as u64))
             .map(|n| n as usize)
             .unwrap_or(d.max_response_bytes),
-        max_log_lines: pick(|l| l.max_log_lines.map(|n| n as u64))
-            .map(|n| n as usize)
-            .unwrap_or(d.max_log_lines),
+        max_log_lines: pick(|l| l.max_log_lines.map(|n| n as u64)).map(|n| n as usize).unwrap_or(d.max_log_lines),
         max_log_bytes: d.max_log_bytes,
     }
 }
@@ -141,9 +124,7 @@ fn overlay_limits(base: &LimitsSpec, over: Option<&LimitsSpec>) -> Limits {
 pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result<PluginSpec, String> {
     let m = &bundle.manifest;
     let name = &m.name;
-    let allowed_hosts = over
-        .and_then(|o| o.allowed_hosts.clone())
-        .unwrap_or_else(|| m.allowed_hosts.clone());
+    let allowed_hosts = over.and_then(|o| o.allowed_hosts.clone()).unwrap_or_else(|| m.allowed_hosts.clone());
     let allowed_origins = allowed_hosts
         .iter()
         .map(|h| Origin::parse_grant(h).map_err(|e| format!("[plugins.{name}] allowed_hosts: {e}")))
@@ -152,8 +133,7 @@ pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result
     let mut config: BTreeMap<String, String> = m.config.clone();
     if let Some(o) = over {
         for (k, v) in &o.config {
-            let v = crate::config::config_scalar(v)
-                .map_err(|e| format!("plugins.{name}.config.{k}: {e}"))?;
+            let v = crate::config::config_scalar(v).map_err(|e| format!("plugins.{name}.config.{k}: {e}"))?;
             config.insert(k.clone(), v);
         }
         if let Some(l) = &o.limits {
@@ -166,9 +146,7 @@ pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result
     for secret_name in &m.secrets {
         match over.and_then(|o| o.secrets.get(secret_name)) {
             Some(src) => {
-                let value = src
-                    .read()
-                    .map_err(|e| format!("plugins.{name}.secrets.{secret_name}: {e}"))?;
+                let value = src.read().map_err(|e| format!("plugins.{name}.secrets.{secret_name}: {e}"))?;
                 secrets.insert(secret_name.clone(), value);
             }
             None => missing_secrets.push(secret_name.clone()),
@@ -188,16 +166,10 @@ pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result
         name: name.clone(),
         version: m.version.clone(),
         sha256: bundle.sha256.clone(),
-        event_types: over
-            .and_then(|o| o.event_types.clone())
-            .unwrap_or_else(|| m.event_types.clone()),
+        event_types: over.and_then(|o| o.event_types.clone()).unwrap_or_else(|| m.event_types.clone()),
         groups: over.and_then(|o| o.groups.clone()).or_else(|| m.groups.clone()),
         allowed_hosts,
-        grant: Grant {
-            allowed_origins,
-            secrets,
-            config,
-        },
+        grant: Grant { allowed_origins, secrets, config },
         limits: overlay_limits(&m.limits, over.and_then(|o| o.limits.as_ref())),
         retry: over.and_then(|o| o.retry.clone()),
         max_concurrency: over.and_then(|o| o.max_concurrency),
@@ -235,10 +207,7 @@ impl PluginSet {
     }
 
     pub fn all(&self) -> Vec<std::sync::Arc<ActivePlugin>> {
-        self.inner
-            .read()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        self.inner.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
     /// Puts a plugin in service, replacing any version of the same name.
@@ -258,11 +227,7 @@ impl PluginSet {
         let failure = self.failures.write().ok().and_then(|mut f| f.remove(name));
         let last = match (&gone, failure) {
             (Some(p), _) => Some(active_status(p, "removed", None)),
-            (None, Some(f)) => Some(PluginStatus {
-                state: "removed",
-                last_error: None,
-                ..failed_status(&f)
-            }),
+            (None, Some(f)) => Some(PluginStatus { state: "removed", last_error: None, ..failed_status(&f) }),
             (None, None) => None,
         };
         if let (Some(status), Ok(mut r)) = (last, self.removed.write()) {
@@ -414,9 +379,7 @@ pub fn activate(
     over: Option<&crate::config::PluginOverride>,
 ) -> Result<ActivePlugin, String> {
     let spec = effective(bundle, over)?;
-    let component = runtime
-        .compile(&bundle.wasm)
-        .map_err(|e| format!("{}: {e}", bundle.wasm_path.display()))?;
+    let component = runtime.compile(&bundle.wasm).map_err(|e| format!("{}: {e}", bundle.wasm_path.display()))?;
     link(runtime, bundle, spec, &component)
 }
 

@@ -250,10 +250,7 @@ impl Registry {
 
         // The component: the one already serving this wasm, else the cache, else compile.
         let mut fresh = false;
-        let reused = deployed
-            .values()
-            .find(|d| d.sha256 == bundle.sha256)
-            .map(|d| d.component.clone());
+        let reused = deployed.values().find(|d| d.sha256 == bundle.sha256).map(|d| d.component.clone());
         let component = match reused {
             Some(c) => c,
             None => match self.cache.as_ref().and_then(|c| c.get(&self.runtime, &bundle.sha256)) {
@@ -310,11 +307,7 @@ impl Registry {
         self.set.clear_failure(name);
         deployed.insert(
             name.to_owned(),
-            Deployed {
-                sha256: bundle.sha256.clone(),
-                manifest: bundle.manifest,
-                component: component.clone(),
-            },
+            Deployed { sha256: bundle.sha256.clone(), manifest: bundle.manifest, component: component.clone() },
         );
         tracing::info!(
             plugin = %name,
@@ -334,10 +327,7 @@ impl Registry {
                 }
             }
         }
-        SyncOutcome::Activated {
-            version: new_version,
-            replaced,
-        }
+        SyncOutcome::Activated { version: new_version, replaced }
     }
 
     fn fail(&self, name: &str, version: Option<String>, sha256: Option<String>, error: String) -> SyncOutcome {

@@ -100,11 +100,7 @@ pub struct Debouncer {
 
 impl Debouncer {
     pub fn new(settle: Duration, quiet: Duration) -> Debouncer {
-        Debouncer {
-            settle,
-            quiet,
-            pending: BTreeMap::new(),
-        }
+        Debouncer { settle, quiet, pending: BTreeMap::new() }
     }
 
     fn entry(&mut self, name: &str, now: Instant) -> &mut Pending {

@@ -10,5 +10,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::hookhost::plugin::handler;
 pub use self::hookhost::plugin::{config, http, kv, log, secrets, types};
+pub use exports::hookhost::plugin::handler;

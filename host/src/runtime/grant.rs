@@ -33,9 +33,8 @@ impl Origin {
     /// # Errors
     /// Not an absolute http(s) URL, or it has a path, query, fragment or credentials.
     pub fn parse_grant(entry: &str) -> Result<Origin, String> {
-        let url = url::Url::parse(entry).map_err(|e| {
-            format!("{entry:?} is not an origin like \"https://graph.microsoft.com\": {e}")
-        })?;
+        let url = url::Url::parse(entry)
+            .map_err(|e| format!("{entry:?} is not an origin like \"https://graph.microsoft.com\": {e}"))?;
         if !(url.path().is_empty() || url.path() == "/")
             || url.query().is_some()
             || url.fragment().is_some()
@@ -46,9 +45,7 @@ impl Origin {
                 "{entry:?} must be an origin only (scheme://host[:port]), without path, query or credentials"
             ));
         }
-        Self::of_url(&url).ok_or_else(|| {
-            format!("{entry:?} must use http or https and name a host")
-        })
+        Self::of_url(&url).ok_or_else(|| format!("{entry:?} must use http or https and name a host"))
     }
 
     /// The origin of a request URL; `None` for schemes other than http(s) or a missing host.

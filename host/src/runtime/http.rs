@@ -37,8 +37,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::bindings::http::{HttpError, Method, Request, Response};
 use super::bindings::http::Host;
+use super::bindings::http::{HttpError, Method, Request, Response};
 use super::grant::Origin;
 use super::log::{LogLevel, LogSource};
 use super::state::AttemptState;
@@ -95,18 +95,13 @@ impl AttemptState {
                 self.plugin.limits.max_http_requests
             )));
         }
-        let url = url::Url::parse(&req.url)
-            .map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", req.url)))?;
+        let url =
+            url::Url::parse(&req.url).map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", req.url)))?;
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(HttpError::InvalidRequest(
-                "URLs with credentials are refused; send them in a header".into(),
-            ));
+            return Err(HttpError::InvalidRequest("URLs with credentials are refused; send them in a header".into()));
         }
         let origin = Origin::of_url(&url).ok_or_else(|| {
-            HttpError::InvalidRequest(format!(
-                "only http and https URLs with a host are allowed, not {:?}",
-                req.url
-            ))
+            HttpError::InvalidRequest(format!("only http and https URLs with a host are allowed, not {:?}", req.url))
         })?;
         if !self.plugin.grant.allowed_origins.contains(&origin) {
             return Err(HttpError::Denied(format!(
@@ -134,15 +129,10 @@ impl Host for AttemptState {
         self.http_requests += 1;
 
         let left = self.deadline.saturating_duration_since(Instant::now());
-        let own = req
-            .timeout_ms
-            .map(|ms| Duration::from_millis(u64::from(ms)))
-            .unwrap_or(DEFAULT_TIMEOUT);
+        let own = req.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))).unwrap_or(DEFAULT_TIMEOUT);
         let timeout = own.min(left);
         if timeout.is_zero() {
-            return self.refuse(HttpError::Timeout(
-                "the attempt's deadline has passed; no request was sent".into(),
-            ));
+            return self.refuse(HttpError::Timeout("the attempt's deadline has passed; no request was sent".into()));
         }
 
         let method = match req.method {
@@ -162,9 +152,7 @@ impl Host for AttemptState {
         }
         let request = match builder.build() {
             Ok(r) => r,
-            Err(e) => {
-                return self.refuse(HttpError::InvalidRequest(format!("bad request: {e}")))
-            }
+            Err(e) => return self.refuse(HttpError::InvalidRequest(format!("bad request: {e}"))),
         };
 
         let cap = self.plugin.limits.max_response_bytes;
@@ -191,26 +179,19 @@ impl Host for AttemptState {
         match result {
             Ok(Ok(Ok(resp))) => Ok(resp),
             Ok(Err(e)) if blocked_in(&e).is_some() => {
-                let msg = blocked_in(&e)
-                    .map(|b| b.refusal(&self.plugin.name, &url))
-                    .unwrap_or_default();
+                let msg = blocked_in(&e).map(|b| b.refusal(&self.plugin.name, &url)).unwrap_or_default();
                 self.refuse(HttpError::Denied(msg))
             }
             Ok(Ok(Err(_seen))) => self.refuse(HttpError::ResponseTooLarge(format!(
                 "response from {host_for_msg} is larger than {cap} bytes ([limits] max_response_bytes)"
             ))),
-            Ok(Err(e)) if e.is_timeout() => self.refuse(HttpError::Timeout(format!(
-                "no answer from {host_for_msg} within {} ms",
-                timeout.as_millis()
-            ))),
-            Ok(Err(e)) => self.refuse(HttpError::Connect(format!(
-                "request to {host_for_msg} failed: {}",
-                error_chain(&e)
-            ))),
-            Err(_) => self.refuse(HttpError::Timeout(format!(
-                "no answer from {host_for_msg} within {} ms",
-                timeout.as_millis()
-            ))),
+            Ok(Err(e)) if e.is_timeout() => self
+                .refuse(HttpError::Timeout(format!("no answer from {host_for_msg} within {} ms", timeout.as_millis()))),
+            Ok(Err(e)) => {
+                self.refuse(HttpError::Connect(format!("request to {host_for_msg} failed: {}", error_chain(&e))))
+            }
+            Err(_) => self
+                .refuse(HttpError::Timeout(format!("no answer from {host_for_msg} within {} ms", timeout.as_millis()))),
         }
     }
 }
@@ -320,15 +301,8 @@ impl CheckedResolver {
         if addrs.is_empty() {
             return Err(format!("{host} resolves to no address").into());
         }
-        if let Some((addr, range)) = addrs
-            .iter()
-            .find_map(|a| blocked_range(a.ip()).map(|r| (a.ip(), r)))
-        {
-            return Err(Box::new(BlockedAddress {
-                host: host.to_owned(),
-                addr,
-                range,
-            }));
+        if let Some((addr, range)) = addrs.iter().find_map(|a| blocked_range(a.ip()).map(|r| (a.ip(), r))) {
+            return Err(Box::new(BlockedAddress { host: host.to_owned(), addr, range }));
         }
         Ok(addrs)
     }
@@ -379,11 +353,32 @@ mod tests {
     #[test]
     fn internal_ranges_are_blocked_in_every_spelling() {
         for ip in [
-            "127.0.0.1", "127.255.0.9", "0.0.0.0", "10.1.2.3", "172.16.0.1", "172.31.255.255",
-            "192.168.1.1", "169.254.169.254", "169.254.0.1", "100.64.0.1", "100.127.255.254",
-            "224.0.0.1", "255.255.255.255", "::", "::1", "fe80::1", "febf::1", "fc00::1",
-            "fd12:3456::1", "fec0::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
-            "::ffff:10.0.0.1", "::127.0.0.1", "64:ff9b::a9fe:a9fe",
+            "127.0.0.1",
+            "127.255.0.9",
+            "0.0.0.0",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "169.254.0.1",
+            "100.64.0.1",
+            "100.127.255.254",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fe80::1",
+            "febf::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fec0::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
         ] {
             assert!(range(ip).is_some(), "{ip} must be blocked");
         }
@@ -394,9 +389,19 @@ mod tests {
     #[test]
     fn public_addresses_pass() {
         for ip in [
-            "8.8.8.8", "1.1.1.1", "172.15.255.255", "172.32.0.1", "192.169.0.1", "100.63.255.255",
-            "100.128.0.1", "169.253.1.1", "20.190.160.1", "2001:4860:4860::8888",
-            "2603:1030::1", "::ffff:8.8.8.8", "64:ff9b::808:808",
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.15.255.255",
+            "172.32.0.1",
+            "192.169.0.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "169.253.1.1",
+            "20.190.160.1",
+            "2001:4860:4860::8888",
+            "2603:1030::1",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
         ] {
             assert_eq!(range(ip), None, "{ip} must be allowed");
         }

@@ -48,8 +48,7 @@ impl KvBackend for MemoryKv {
         Ok(self.lock()?.get(&(plugin.to_owned(), key.to_owned())).cloned())
     }
     fn set(&self, plugin: &str, key: &str, value: &str) -> Result<(), String> {
-        self.lock()?
-            .insert((plugin.to_owned(), key.to_owned()), value.to_owned());
+        self.lock()?.insert((plugin.to_owned(), key.to_owned()), value.to_owned());
         Ok(())
     }
     fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {

@@ -51,11 +51,7 @@ pub struct MemoryLimiter {
 
 impl MemoryLimiter {
     pub fn new(cap: usize) -> Self {
-        MemoryLimiter {
-            cap,
-            used: 0,
-            exceeded: None,
-        }
+        MemoryLimiter { cap, used: 0, exceeded: None }
     }
 
     fn grow(&mut self, current: usize, desired: usize) -> wasmtime::Result<bool> {
@@ -74,21 +70,11 @@ impl MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         self.grow(current, desired)
     }
 
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let slot = std::mem::size_of::<usize>();
         self.grow(current.saturating_mul(slot), desired.saturating_mul(slot))
     }

@@ -72,14 +72,7 @@ pub struct AttemptLog {
 
 impl AttemptLog {
     pub fn new(started: Instant, max_lines: usize, max_bytes: usize) -> Self {
-        AttemptLog {
-            started,
-            max_lines,
-            max_bytes,
-            bytes: 0,
-            lines: Vec::new(),
-            dropped: 0,
-        }
+        AttemptLog { started, max_lines, max_bytes, bytes: 0, lines: Vec::new(), dropped: 0 }
     }
 
     /// Appends a line unless a cap is reached.
@@ -97,12 +90,7 @@ impl AttemptLog {
             return;
         }
         self.bytes += message.len();
-        self.lines.push(LogLine {
-            at_ms: self.started.elapsed().as_millis() as u64,
-            level,
-            source,
-            message,
-        });
+        self.lines.push(LogLine { at_ms: self.started.elapsed().as_millis() as u64, level, source, message });
     }
 }
 

@@ -16,6 +16,7 @@
 //! The result is typed ([`AttemptResult`]): the plugin's own answer, or what stopped it.
 
 pub mod bindings;
+mod config;
 pub mod engine;
 pub mod grant;
 pub mod http;
@@ -23,9 +24,8 @@ pub mod kv;
 pub mod limits;
 pub mod log;
 pub mod output;
-pub mod state;
-mod config;
 mod secrets;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -77,10 +77,7 @@ pub enum AttemptResult {
     /// The plugin handled the event.
     Done { summary: String },
     /// The plugin asked to be retried, not before `retry_after` when given.
-    Retryable {
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    Retryable { message: String, retry_after: Option<Duration> },
     /// The plugin says retrying will not help.
     Permanent(String),
     /// The guest trapped (a panic, an abort, a bad instruction); the message says where.
@@ -108,15 +105,19 @@ impl AttemptResult {
     pub fn describe(&self) -> String {
         match self {
             AttemptResult::Done { summary } => summary.clone(),
-            AttemptResult::Retryable {
-                message,
-                retry_after: Some(d),
-            } => format!("retryable: {message} (retry after {} ms)", d.as_millis()),
+            AttemptResult::Retryable { message, retry_after: Some(d) } => {
+                format!("retryable: {message} (retry after {} ms)", d.as_millis())
+            }
             AttemptResult::Retryable { message, .. } => format!("retryable: {message}"),
             AttemptResult::Permanent(m) => format!("permanent: {m}"),
             AttemptResult::Trapped(m) => format!("trapped: {m}"),
-            AttemptResult::TimedOut => "timed out: the attempt passed its deadline ([limits] timeout_ms) and was stopped".into(),
-            AttemptResult::OutOfMemory => "out of memory: the plugin tried to grow past its memory limit ([limits] memory_mb) and was stopped".into(),
+            AttemptResult::TimedOut => {
+                "timed out: the attempt passed its deadline ([limits] timeout_ms) and was stopped".into()
+            }
+            AttemptResult::OutOfMemory => {
+                "out of memory: the plugin tried to grow past its memory limit ([limits] memory_mb) and was stopped"
+                    .into()
+            }
         }
     }
 }
@@ -184,23 +185,16 @@ impl Runtime {
     /// # Errors
     /// wasmtime refuses the configuration, or the ticker thread or HTTP client cannot start.
     pub fn new(opts: &EngineOptions) -> Result<Runtime, RuntimeError> {
-        let (engine, pooling) =
-            engine::build(opts).map_err(|e| RuntimeError(format!("{e:#}")))?;
+        let (engine, pooling) = engine::build(opts).map_err(|e| RuntimeError(format!("{e:#}")))?;
         let mut linker = Linker::<AttemptState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError(format!("linking WASI: {e:#}")))?;
         Plugin::add_to_linker::<AttemptState, HasSelf<AttemptState>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError(format!("linking hookhost imports: {e:#}")))?;
-        let ticker = EpochTicker::start(&engine, opts.epoch_tick)
-            .map_err(|e| RuntimeError(format!("epoch ticker: {e}")))?;
+        let ticker =
+            EpochTicker::start(&engine, opts.epoch_tick).map_err(|e| RuntimeError(format!("epoch ticker: {e}")))?;
         let http = http::client().map_err(|e| RuntimeError(format!("HTTP client: {e}")))?;
-        Ok(Runtime {
-            engine,
-            linker,
-            http,
-            pooling,
-            _ticker: ticker,
-        })
+        Ok(Runtime { engine, linker, http, pooling, _ticker: ticker })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -219,9 +213,7 @@ impl Runtime {
     /// The bytes are not a component (a core module, not wasm at all) or do not compile.
     pub fn compile(&self, wasm: &[u8]) -> Result<Component, LoadError> {
         if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
-            return Err(LoadError::NotAComponent(
-                "not a WebAssembly file (no \\0asm header)".into(),
-            ));
+            return Err(LoadError::NotAComponent("not a WebAssembly file (no \\0asm header)".into()));
         }
         // Byte 4..8 is the version/layer: components are layer 1 (0x0d 0x00 0x01 0x00).
         if wasm[6..8] != [1, 0] {
@@ -237,9 +229,7 @@ impl Runtime {
     /// # Errors
     /// wasmtime cannot serialize it.
     pub fn serialize(&self, component: &Component) -> Result<Vec<u8>, LoadError> {
-        component
-            .serialize()
-            .map_err(|e| LoadError::Artifact(format!("{e:#}")))
+        component.serialize().map_err(|e| LoadError::Artifact(format!("{e:#}")))
     }
 
     /// Loads a precompiled artifact written by [`Runtime::serialize`] with this same engine
@@ -254,8 +244,7 @@ impl Runtime {
     pub unsafe fn deserialize(&self, bytes: &[u8]) -> Result<Component, LoadError> {
         // SAFETY: the caller upholds this function's contract (bytes written by `serialize`
         // of this engine configuration); wasmtime checks the version and configuration itself.
-        unsafe { Component::deserialize(&self.engine, bytes) }
-            .map_err(|e| LoadError::Artifact(format!("{e:#}")))
+        unsafe { Component::deserialize(&self.engine, bytes) }.map_err(|e| LoadError::Artifact(format!("{e:#}")))
     }
 
     /// Links a compiled component as a plugin version.
@@ -270,10 +259,7 @@ impl Runtime {
         grant: Grant,
         limits: Limits,
     ) -> Result<LoadedPlugin, LoadError> {
-        let pre = self
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre = PluginPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         Ok(LoadedPlugin {
             ctx: Arc::new(PluginContext {
@@ -290,12 +276,7 @@ impl Runtime {
     /// Runs one attempt of `event` on `plugin` in a fresh instance.
     ///
     /// Never fails: whatever happens inside the sandbox is an [`AttemptResult`].
-    pub async fn run(
-        &self,
-        plugin: &LoadedPlugin,
-        event: &Event,
-        kv: Arc<dyn KvBackend>,
-    ) -> Attempt {
+    pub async fn run(&self, plugin: &LoadedPlugin, event: &Event, kv: Arc<dyn KvBackend>) -> Attempt {
         let started_at = SystemTime::now();
         let start = Instant::now();
         let limits = &plugin.ctx.limits;
@@ -337,10 +318,7 @@ impl Runtime {
         let wit_event = to_wit(event);
         let outcome = tokio::time::timeout(limits.timeout + GRACE, async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance
-                .hookhost_plugin_handler()
-                .call_handle(&mut store, &wit_event)
-                .await
+            instance.hookhost_plugin_handler().call_handle(&mut store, &wit_event).await
         })
         .await;
 
@@ -386,11 +364,7 @@ fn classify_trap(e: &wasmtime::Error, state: &AttemptState, stderr: &CapturedOut
     };
     // A Rust panic prints its message to stderr just before trapping; put it in the error.
     if let Some(buf) = stderr.buf_snapshot() {
-        let panic: Vec<&str> = buf
-            .lines()
-            .skip_while(|l| !l.contains("panicked at"))
-            .take(3)
-            .collect();
+        let panic: Vec<&str> = buf.lines().skip_while(|l| !l.contains("panicked at")).take(3).collect();
         if !panic.is_empty() {
             msg = format!("{msg}; guest stderr: {}", panic.join(" "));
         }
@@ -404,11 +378,7 @@ fn capture_into_log(log: &mut AttemptLog, out: &CapturedOutput, source: LogSourc
         log.push(level, source, line.to_owned());
     }
     if dropped > 0 {
-        log.push(
-            LogLevel::Warn,
-            LogSource::Host,
-            format!("{dropped} more bytes of guest {source:?} were dropped"),
-        );
+        log.push(LogLevel::Warn, LogSource::Host, format!("{dropped} more bytes of guest {source:?} were dropped"));
     }
 }
 

@@ -26,10 +26,7 @@ pub struct CapturedOutput {
 
 impl CapturedOutput {
     pub fn new(cap: usize) -> Self {
-        CapturedOutput {
-            cap,
-            buf: Arc::default(),
-        }
+        CapturedOutput { cap, buf: Arc::default() }
     }
 
     /// The kept text (lossy UTF-8) and how many bytes were dropped past the cap.

@@ -41,12 +41,7 @@ pub(crate) fn show_published(published: &str) -> String {
 
 /// Okta group ids the event names (its `UserGroup` targets): what supersede compares.
 pub(crate) fn group_ids(event: &Event) -> Vec<String> {
-    event
-        .targets
-        .iter()
-        .filter(|t| t.kind == "UserGroup")
-        .map(|t| t.id.clone())
-        .collect()
+    event.targets.iter().filter(|t| t.kind == "UserGroup").map(|t| t.id.clone()).collect()
 }
 
 /// A lease longer than this is clipped (it only has to outlive one renewal interval).

@@ -118,10 +118,14 @@ pub struct Claim {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
     Done,
-    Retry { at: DateTime<Utc> },
+    Retry {
+        at: DateTime<Utc>,
+    },
     Dead,
     /// Ends `done` without running; names the later event that made it stale.
-    Superseded { by_event: String },
+    Superseded {
+        by_event: String,
+    },
 }
 
 /// A delivery as the API shows it.
@@ -234,7 +238,12 @@ pub trait Store: KvBackend + Send + Sync {
 
     fn event(&self, uuid: &str) -> Result<Option<EventView>, StoreError>;
     /// Deliveries by status, oldest first, paged by opaque id (`after`).
-    fn deliveries(&self, status: Option<Status>, limit: usize, after: Option<&str>) -> Result<(Vec<DeliveryView>, Option<String>), StoreError>;
+    fn deliveries(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<DeliveryView>, Option<String>), StoreError>;
     fn attempts(&self, delivery_id: &str) -> Result<Vec<AttemptView>, StoreError>;
     /// Puts a done or dead delivery back to pending (the next run is marked as a replay).
     fn replay(&self, delivery_id: &str) -> Result<ReplayOutcome, StoreError>;

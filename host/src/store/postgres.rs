@@ -101,13 +101,21 @@ impl Conn {
     }
 
     /// Runs one cached statement outside a transaction; the number of rows it changed.
-    pub(crate) fn exec(&mut self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<u64, postgres::Error> {
+    pub(crate) fn exec(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
         let st = prepared(&mut self.statements, &mut self.client, sql)?;
         self.client.execute(&st, params)
     }
 
     /// Runs one cached query outside a transaction.
-    pub(crate) fn rows(&mut self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<Vec<postgres::Row>, postgres::Error> {
+    pub(crate) fn rows(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>, postgres::Error> {
         let st = prepared(&mut self.statements, &mut self.client, sql)?;
         self.client.query(&st, params)
     }
@@ -296,9 +304,7 @@ fn schema_migrate(client: &mut Conn) -> Result<(), StoreError> {
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
     )?;
-    let current: i64 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", &[])?
-        .get(0);
+    let current: i64 = tx.query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations", &[])?.get(0);
     let newest = schema::MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0);
     if current > newest {
         return Err(StoreError::Unavailable(format!(
@@ -308,10 +314,7 @@ fn schema_migrate(client: &mut Conn) -> Result<(), StoreError> {
     }
     for (version, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         tx.batch_execute(sql)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
-            &[version, &now()],
-        )?;
+        tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", &[version, &now()])?;
     }
     tx.commit()?;
     Ok(())
@@ -337,7 +340,12 @@ impl Store for PostgresStore {
         self.with(|c| queue::claim(c, host_id, now, lease, limit, max_running))
     }
 
-    fn renew(&self, delivery_id: &str, lease_token: &str, until: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
+    fn renew(
+        &self,
+        delivery_id: &str,
+        lease_token: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
         self.with(|c| queue::renew(c, delivery_id, lease_token, until))
     }
 

@@ -28,6 +28,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::common::now;
 use super::{
     AttemptView, Claim, DeliveryView, EventFilter, EventPage, EventView, IngestReport, NewEvent, Next, QueueStats,
     ReplayOutcome, Status, Store, StoreError,
@@ -35,7 +36,6 @@ use super::{
 use crate::okta::Event;
 use crate::runtime::{Attempt, KvBackend};
 use group_commit::IngestQueue;
-use super::common::now;
 
 /// One SQLite database file.
 pub struct SqliteStore {
@@ -50,9 +50,7 @@ impl SqliteStore {
     /// # Errors
     /// Not a sqlite URL, the file cannot be opened, or a migration fails.
     pub fn open_url(url: &str) -> Result<SqliteStore, StoreError> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
+        let path = url.strip_prefix("sqlite://").ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
         Self::open(Path::new(path))
     }
 
@@ -63,9 +61,8 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
         let conn = Connection::open(path)?;
@@ -88,18 +85,13 @@ impl SqliteStore {
     }
 
     fn with_connection(conn: Connection) -> Result<SqliteStore, StoreError> {
-        let store = SqliteStore {
-            conn: Mutex::new(conn),
-            ingest_queue: IngestQueue::default(),
-        };
+        let store = SqliteStore { conn: Mutex::new(conn), ingest_queue: IngestQueue::default() };
         store.migrate()?;
         Ok(store)
     }
 
     pub(crate) fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.conn
-            .lock()
-            .map_err(|_| StoreError::Unavailable("store lock poisoned by a panic".into()))
+        self.conn.lock().map_err(|_| StoreError::Unavailable("store lock poisoned by a panic".into()))
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
@@ -108,14 +100,10 @@ impl SqliteStore {
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);",
         )?;
-        let current: i64 =
-            tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+        let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
         for (version, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
             tx.execute_batch(sql)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-                params![version, now()],
-            )?;
+            tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![version, now()])?;
         }
         tx.commit()?;
         Ok(())
@@ -231,6 +219,6 @@ impl KvBackend for SqliteStore {
         conn.prepare_cached("DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2")
             .and_then(|mut st| st.execute(params![plugin, key]))
             .map(|_| ())
-        .map_err(|e| format!("kv delete failed: {e}"))
+            .map_err(|e| format!("kv delete failed: {e}"))
     }
 }

@@ -15,10 +15,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let dir = std::env::temp_dir().join(format!("hookhost-{name}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -118,10 +115,7 @@ fn add(uuid: &str, published: &str, user: &str, group: &str) -> Event {
 }
 
 fn new(event: Event, plugins: &[&str]) -> NewEvent {
-    NewEvent {
-        event,
-        plugins: plugins.iter().map(|p| p.to_string()).collect(),
-    }
+    NewEvent { event, plugins: plugins.iter().map(|p| p.to_string()).collect() }
 }
 
 fn attempt(result: AttemptResult) -> Attempt {
@@ -161,13 +155,7 @@ fn uuids(claims: &[Claim]) -> Vec<&str> {
 }
 
 fn status_of(s: &dyn Store, uuid: &str, plugin: &str) -> DeliveryView {
-    s.event(uuid)
-        .unwrap()
-        .unwrap()
-        .deliveries
-        .into_iter()
-        .find(|d| d.plugin == plugin)
-        .unwrap()
+    s.event(uuid).unwrap().unwrap().deliveries.into_iter().find(|d| d.plugin == plugin).unwrap()
 }
 
 fn kv_is_namespaced_per_plugin_and_survives_reopen(b: &dyn Backend) {
@@ -188,16 +176,12 @@ fn an_event_is_stored_once_by_uuid_even_in_a_new_delivery(b: &dyn Backend) {
     let s = b.open();
     let e1 = add("e1", "2024-05-01T10:00:00.000Z", "u1", "g1");
     let e2 = add("e2", "2024-05-01T10:00:01.000Z", "u2", "g1");
-    let r = s
-        .ingest(Some("okta-1"), &[new(e1.clone(), &["p", "q"]), new(e2, &[])])
-        .unwrap();
+    let r = s.ingest(Some("okta-1"), &[new(e1.clone(), &["p", "q"]), new(e2, &[])]).unwrap();
     assert_eq!((r.stored, r.duplicates, r.deliveries), (2, 0, 2));
 
     // Okta's retry of the same event inside a new delivery, and a repeat within one batch.
     let e3 = add("e3", "2024-05-01T10:00:02.000Z", "u3", "g1");
-    let r = s
-        .ingest(Some("okta-2"), &[new(e1, &["p", "q", "r"]), new(e3.clone(), &["p"]), new(e3, &["p"])])
-        .unwrap();
+    let r = s.ingest(Some("okta-2"), &[new(e1, &["p", "q", "r"]), new(e3.clone(), &["p"]), new(e3, &["p"])]).unwrap();
     assert_eq!((r.stored, r.duplicates, r.deliveries), (1, 2, 1));
 
     let v = s.event("e1").unwrap().unwrap();
@@ -356,10 +340,8 @@ fn complete_records_history_and_supersede_names_the_later_event(b: &dyn Backend)
     let s = b.open();
     s.ingest(None, &[new(add("e1", "2024-05-01T10:00:00.000Z", "u1", "g1"), &["p"])]).unwrap();
     let c = claim_at(&*s, "h", t0()).remove(0);
-    let mut failed = attempt(AttemptResult::Retryable {
-        message: "graph 429".into(),
-        retry_after: Some(Duration::from_secs(5)),
-    });
+    let mut failed =
+        attempt(AttemptResult::Retryable { message: "graph 429".into(), retry_after: Some(Duration::from_secs(5)) });
     failed.log_dropped = 3;
     assert!(s.complete(&c.delivery_id, &c.lease_token, Some(&failed), &Next::Retry { at: t0() + secs(5) }).unwrap());
     let d = status_of(&*s, "e1", "p");
@@ -413,10 +395,7 @@ fn newer_done_finds_a_later_event_about_the_same_group_or_a_lifecycle_event(b: &
     let after = add("z", "2024-05-01T11:00:00.000Z", "u1", "g1");
     assert_eq!(s.newer_done("p", &after).unwrap(), None, "nothing later ran");
 
-    run_to_done(
-        event("deact", "user.lifecycle.deactivate", "2024-05-01T12:00:00.000Z", Some("u1"), None),
-        "p",
-    );
+    run_to_done(event("deact", "user.lifecycle.deactivate", "2024-05-01T12:00:00.000Z", Some("u1"), None), "p");
     assert_eq!(s.newer_done("p", &other_group).unwrap().as_deref(), Some("deact"));
     assert_eq!(s.newer_done("p", &stale).unwrap().as_deref(), Some("deact"), "the latest is named");
 
@@ -633,7 +612,10 @@ fn hosts_opening_one_new_database_at_once_migrate_it_once(b: &dyn Backend) {
     let r = stores[0].ingest(None, &[new(add("e1", "2024-05-01T10:00:00.000Z", "u1", "g"), &["p"])]).unwrap();
     assert_eq!(r.stored, 1);
     for s in &stores[1..] {
-        assert_eq!(s.ingest(None, &[new(add("e1", "2024-05-01T10:00:00.000Z", "u1", "g"), &["p"])]).unwrap().duplicates, 1);
+        assert_eq!(
+            s.ingest(None, &[new(add("e1", "2024-05-01T10:00:00.000Z", "u1", "g"), &["p"])]).unwrap().duplicates,
+            1
+        );
     }
 }
 
@@ -664,10 +646,31 @@ fn search_events_filters_by_user_type_group_and_status_newest_first(b: &dyn Back
     let s = b.open();
     let add = "group.user_membership.add";
     // Uuids grow with ingest order, so ties in `received_at` (same millisecond) order the same.
-    s.ingest(None, &[new(named("e1", add, ("00u1", "jane.doe@example.com", "Jane Doe"), ("00gA", "O365Guest")), &["p"])]).unwrap();
-    s.ingest(None, &[new(named("e2", "group.user_membership.remove", ("00u2", "bob@example.com", "Bob 100%_Sure"), ("00gB", "Engineering")), &["p", "q"])]).unwrap();
-    s.ingest(None, &[new(named("e3", add, ("00u1", "jane.doe@example.com", "Jane Doe"), ("00gB", "Engineering")), &[])]).unwrap();
-    s.ingest(None, &[new(event("e4", "user.lifecycle.deactivate", "2024-05-01T10:00:00Z", None, None), &["p"])]).unwrap();
+    s.ingest(
+        None,
+        &[new(named("e1", add, ("00u1", "jane.doe@example.com", "Jane Doe"), ("00gA", "O365Guest")), &["p"])],
+    )
+    .unwrap();
+    s.ingest(
+        None,
+        &[new(
+            named(
+                "e2",
+                "group.user_membership.remove",
+                ("00u2", "bob@example.com", "Bob 100%_Sure"),
+                ("00gB", "Engineering"),
+            ),
+            &["p", "q"],
+        )],
+    )
+    .unwrap();
+    s.ingest(
+        None,
+        &[new(named("e3", add, ("00u1", "jane.doe@example.com", "Jane Doe"), ("00gB", "Engineering")), &[])],
+    )
+    .unwrap();
+    s.ingest(None, &[new(event("e4", "user.lifecycle.deactivate", "2024-05-01T10:00:00Z", None, None), &["p"])])
+        .unwrap();
 
     assert_eq!(search(&*s, EventFilter::default()), ["e4", "e3", "e2", "e1"]);
     // The login, the display name and the Okta id, case-insensitively; blank is no filter.
@@ -687,9 +690,18 @@ fn search_events_filters_by_user_type_group_and_status_newest_first(b: &dyn Back
     // Status: any delivery in it; filters combine with AND.
     let c = claim_at(&*s, "h", t0());
     let e2p = c.iter().find(|c| c.event.uuid == "e2" && c.plugin == "p").unwrap();
-    assert!(s.complete(&e2p.delivery_id, &e2p.lease_token, Some(&attempt(AttemptResult::Permanent("no".into()))), &Next::Dead).unwrap());
+    assert!(s
+        .complete(
+            &e2p.delivery_id,
+            &e2p.lease_token,
+            Some(&attempt(AttemptResult::Permanent("no".into()))),
+            &Next::Dead
+        )
+        .unwrap());
     assert_eq!(search(&*s, EventFilter { status: Some(Status::Dead), ..Default::default() }), ["e2"]);
-    assert!(search(&*s, EventFilter { status: Some(Status::Dead), text: text("jane"), ..Default::default() }).is_empty());
+    assert!(
+        search(&*s, EventFilter { status: Some(Status::Dead), text: text("jane"), ..Default::default() }).is_empty()
+    );
 
     let page = s.search_events(&EventFilter { text: text("bob"), limit: 10, ..Default::default() }).unwrap();
     let e2 = &page.events[0];
@@ -714,7 +726,8 @@ fn search_one(s: &dyn Store, uuid: &str) -> EventSummary {
 fn search_events_pages_by_cursor_without_gaps_or_repeats(b: &dyn Backend) {
     let s = b.open();
     // One batch: every event has the same `received_at`, so the uuid breaks the tie.
-    let events: Vec<NewEvent> = (0..7).map(|i| new(add(&format!("e{i}"), "2024-05-01T10:00:00Z", "u", "g"), &["p"])).collect();
+    let events: Vec<NewEvent> =
+        (0..7).map(|i| new(add(&format!("e{i}"), "2024-05-01T10:00:00Z", "u", "g"), &["p"])).collect();
     s.ingest(None, &events).unwrap();
     let mut seen = Vec::new();
     let mut before = None;
@@ -738,16 +751,25 @@ fn migration_3_backfills_the_search_columns_of_existing_events() {
     {
         // A database as version 2 left it, with one event.
         let conn = rusqlite::Connection::open(dir.db()).unwrap();
-        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);").unwrap();
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);")
+            .unwrap();
         for (version, sql) in crate::store::sqlite::schema::MIGRATIONS.iter().filter(|(v, _)| *v <= 2) {
             conn.execute_batch(sql).unwrap();
             conn.execute("INSERT INTO schema_migrations VALUES (?1, 'then')", [version]).unwrap();
         }
-        let e = named("old", "group.user_membership.add", ("00u7", "old.timer@example.com", "Old Timer"), ("00gX", "O365Guest"));
+        let e = named(
+            "old",
+            "group.user_membership.add",
+            ("00u7", "old.timer@example.com", "Old Timer"),
+            ("00gX", "O365Guest"),
+        );
         let mut raw: serde_json::Value = serde_json::from_str(&e.raw).unwrap();
         // A second group target and a repeat of the first: kept in order, once each.
         raw["target"].as_array_mut().unwrap().push(json!({"id": "00gY", "type": "UserGroup", "displayName": "Second"}));
-        raw["target"].as_array_mut().unwrap().push(json!({"id": "00gX", "type": "UserGroup", "displayName": "O365Guest"}));
+        raw["target"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"id": "00gX", "type": "UserGroup", "displayName": "O365Guest"}));
         conn.execute(
             "INSERT INTO events (uuid, event_type, published, published_key, received_at, subject, group_ids, raw)
              VALUES ('old', ?1, ?2, ?2, '2024-05-01T10:00:00.000Z', '00u7', '[\"00gX\",\"00gY\"]', ?3)",

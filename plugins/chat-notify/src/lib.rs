@@ -267,7 +267,10 @@ mod tests {
         let att = &body["attachments"][0];
         assert_eq!(att["contentType"], "application/vnd.microsoft.card.adaptive");
         assert_eq!(att["content"]["type"], "AdaptiveCard");
-        assert_eq!(att["content"]["body"][0]["text"], "Guest access removed: Jane Doe <jane@example.net> left O365Guest");
+        assert_eq!(
+            att["content"]["body"][0]["text"],
+            "Guest access removed: Jane Doe <jane@example.net> left O365Guest"
+        );
     }
 
     #[test]
@@ -278,11 +281,19 @@ mod tests {
             body: b"rate_limited".to_vec(),
         })]);
         let err = handle(&mut host, &event("group.user_membership.add")).unwrap_err();
-        assert_eq!(err, Failure::Retryable { message: "Slack webhook answered 429: rate_limited".into(), retry_after_ms: Some(30_000) });
+        assert_eq!(
+            err,
+            Failure::Retryable {
+                message: "Slack webhook answered 429: rate_limited".into(),
+                retry_after_ms: Some(30_000)
+            }
+        );
 
         let mut host = fake(vec![Err(HttpError::Connect(format!("error sending request for url ({URL})")))]);
         match handle(&mut host, &event("group.user_membership.add")).unwrap_err() {
-            Failure::Retryable { message, .. } => assert!(!message.contains("XXXXSECRET") && message.contains("<webhook_url>"), "{message}"),
+            Failure::Retryable { message, .. } => {
+                assert!(!message.contains("XXXXSECRET") && message.contains("<webhook_url>"), "{message}")
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -296,10 +307,14 @@ mod tests {
         }
         let mut host = fake(vec![]);
         host.secret = None;
-        assert!(matches!(handle(&mut host, &event("group.user_membership.add")), Err(Failure::Permanent(m)) if m.contains("webhook_url")));
+        assert!(
+            matches!(handle(&mut host, &event("group.user_membership.add")), Err(Failure::Permanent(m)) if m.contains("webhook_url"))
+        );
         let mut host = fake(vec![]);
         host.config.insert("format", "discord".into());
-        assert!(matches!(handle(&mut host, &event("group.user_membership.add")), Err(Failure::Permanent(m)) if m.contains("format")));
+        assert!(
+            matches!(handle(&mut host, &event("group.user_membership.add")), Err(Failure::Permanent(m)) if m.contains("format"))
+        );
         assert!(host.posts.is_empty());
     }
 }

@@ -59,7 +59,9 @@ pub fn text(event: &Event, config: impl Fn(&str) -> Option<String>) -> String {
     let lead = |key: &str, default: &str| config(key).filter(|s| !s.is_empty()).unwrap_or_else(|| default.into());
     match event.event_type.as_str() {
         "group.user_membership.add" => format!("{}: {user} joined {group}", lead("added_text", "Guest access granted")),
-        "group.user_membership.remove" => format!("{}: {user} left {group}", lead("removed_text", "Guest access removed")),
+        "group.user_membership.remove" => {
+            format!("{}: {user} left {group}", lead("removed_text", "Guest access removed"))
+        }
         "user.lifecycle.deactivate" => format!("Okta user deactivated: {user}"),
         "user.lifecycle.delete.initiated" => format!("Okta user deletion started: {user}"),
         other => format!("Okta event {other}: {user}"),

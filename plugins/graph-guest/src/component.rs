@@ -1,9 +1,7 @@
 //! The WASI 0.2 component: binds the library's host traits to the hookhost WIT imports and
 //! exports `handler.handle`. Field-by-field copies only; all behaviour lives in the library.
 
-use crate::host::{
-    Clock, Config, Http, HttpError, Kv, Level, Log, Method, Request, Response, Secrets,
-};
+use crate::host::{Clock, Config, Http, HttpError, Kv, Level, Log, Method, Request, Response, Secrets};
 use crate::{Event, Failure, Party};
 
 wit_bindgen::generate!({
@@ -34,11 +32,7 @@ impl Http for WitHost {
             timeout_ms: request.timeout_ms,
         };
         match http::send(&request) {
-            Ok(r) => Ok(Response {
-                status: r.status,
-                headers: r.headers,
-                body: r.body,
-            }),
+            Ok(r) => Ok(Response { status: r.status, headers: r.headers, body: r.body }),
             Err(e) => Err(match e {
                 http::HttpError::Denied(m) => HttpError::Denied(m),
                 http::HttpError::InvalidRequest(m) => HttpError::InvalidRequest(m),
@@ -110,16 +104,10 @@ impl Guest for Component {
             raw: event.raw,
         };
         match crate::handle(&mut WitHost, &event) {
-            Ok(outcome) => Ok(types::Outcome {
-                summary: outcome.summary,
-            }),
-            Err(Failure::Retryable {
-                message,
-                retry_after_ms,
-            }) => Err(types::Failure::Retryable(types::RetryableFailure {
-                message,
-                retry_after_ms,
-            })),
+            Ok(outcome) => Ok(types::Outcome { summary: outcome.summary }),
+            Err(Failure::Retryable { message, retry_after_ms }) => {
+                Err(types::Failure::Retryable(types::RetryableFailure { message, retry_after_ms }))
+            }
             Err(Failure::Permanent(message)) => Err(types::Failure::Permanent(message)),
         }
     }

@@ -23,11 +23,7 @@ pub(crate) fn percent_encode(s: &str) -> String {
 
 /// An `application/x-www-form-urlencoded` body from name/value pairs.
 pub(crate) fn form_encode(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect::<Vec<_>>().join("&")
 }
 
 /// An OData string literal: `'…'` with each single quote doubled (OData ABNF `SQUOTE-in-string`).
@@ -75,10 +71,7 @@ mod tests {
     #[test]
     fn percent_encodes_everything_but_unreserved() {
         assert_eq!(percent_encode("a-Z_0.9~"), "a-Z_0.9~");
-        assert_eq!(
-            percent_encode("mail eq 'o''b+x@y.com'"),
-            "mail%20eq%20%27o%27%27b%2Bx%40y.com%27"
-        );
+        assert_eq!(percent_encode("mail eq 'o''b+x@y.com'"), "mail%20eq%20%27o%27%27b%2Bx%40y.com%27");
         assert_eq!(percent_encode("é/&="), "%C3%A9%2F%26%3D");
     }
 
@@ -117,9 +110,6 @@ mod tests {
         assert_eq!(retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(retry_after_ms(""), None);
         assert_eq!(retry_after_ms("-1"), None);
-        assert_eq!(
-            retry_after_ms("99999999999999999999999"),
-            Some(u64::MAX / 1000 * 1000)
-        );
+        assert_eq!(retry_after_ms("99999999999999999999999"), Some(u64::MAX / 1000 * 1000));
     }
 }

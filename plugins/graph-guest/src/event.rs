@@ -57,10 +57,7 @@ pub enum Failure {
 impl Failure {
     /// A retryable failure without a retry-after hint.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Failure::Retryable {
-            message: message.into(),
-            retry_after_ms: None,
-        }
+        Failure::Retryable { message: message.into(), retry_after_ms: None }
     }
 
     /// The failure's message, whatever its kind.
@@ -74,13 +71,9 @@ impl Failure {
     /// Rewrites the message, keeping the kind and the retry hint.
     pub(crate) fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
         match self {
-            Failure::Retryable {
-                message,
-                retry_after_ms,
-            } => Failure::Retryable {
-                message: f(message),
-                retry_after_ms,
-            },
+            Failure::Retryable { message, retry_after_ms } => {
+                Failure::Retryable { message: f(message), retry_after_ms }
+            }
             Failure::Permanent(message) => Failure::Permanent(f(message)),
         }
     }
@@ -89,10 +82,9 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Retryable {
-                message,
-                retry_after_ms: Some(ms),
-            } => write!(f, "retryable (after {ms} ms): {message}"),
+            Failure::Retryable { message, retry_after_ms: Some(ms) } => {
+                write!(f, "retryable (after {ms} ms): {message}")
+            }
             Failure::Retryable { message, .. } => write!(f, "retryable: {message}"),
             Failure::Permanent(message) => write!(f, "permanent: {message}"),
         }

@@ -64,14 +64,8 @@ impl GraphUser {
     /// Whether `addr` really is this user's `mail` or one of its `otherMails` (Graph
     /// compares addresses case-insensitively, so this does too).
     fn has_address(&self, addr: &str) -> bool {
-        self.mail
-            .as_deref()
-            .is_some_and(|m| m.eq_ignore_ascii_case(addr))
-            || self
-                .other_mails
-                .iter()
-                .flatten()
-                .any(|m| m.eq_ignore_ascii_case(addr))
+        self.mail.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(addr))
+            || self.other_mails.iter().flatten().any(|m| m.eq_ignore_ascii_case(addr))
     }
 }
 
@@ -172,10 +166,7 @@ impl<H: Host> Run<'_, H> {
         if self.token_refreshed {
             return Err(unauthorized(what, &response));
         }
-        self.log(
-            Level::Info,
-            "Graph refused the app token (401); getting a new one",
-        );
+        self.log(Level::Info, "Graph refused the app token (401); getting a new one");
         let token = self.refresh_token()?;
         let response = self.send(what, graph_request(method, &url, &token, body))?;
         if response.status == 401 {
@@ -188,10 +179,7 @@ impl<H: Host> Run<'_, H> {
     /// queries rather than one `or`, which Graph may send down the advanced-query path.
     pub(crate) fn find_by_mail(&mut self, addr: &str) -> Result<Vec<GraphUser>, Failure> {
         let literal = odata_string(addr);
-        for filter in [
-            format!("mail eq {literal}"),
-            format!("otherMails/any(x:x eq {literal})"),
-        ] {
+        for filter in [format!("mail eq {literal}"), format!("otherMails/any(x:x eq {literal})")] {
             let path = format!(
                 "/v1.0/users?$filter={}&$select=id,userType,mail,otherMails,accountEnabled,userPrincipalName",
                 percent_encode(&filter)
@@ -201,19 +189,12 @@ impl<H: Host> Run<'_, H> {
             if response.status != 200 {
                 return Err(graph_failure(&action, READ_PERMISSION, &response));
             }
-            let list: UserList = serde_json::from_slice(&response.body).map_err(|e| {
-                Failure::Permanent(format!(
-                    "Graph answered {action} with an unreadable list: {e}"
-                ))
-            })?;
+            let list: UserList = serde_json::from_slice(&response.body)
+                .map_err(|e| Failure::Permanent(format!("Graph answered {action} with an unreadable list: {e}")))?;
             // Never trust the filter alone: an account is only acted on if it really carries
             // the address (a proxy or emulator that ignored $filter would list everyone).
             let total = list.value.len();
-            let matching: Vec<GraphUser> = list
-                .value
-                .into_iter()
-                .filter(|u| u.has_address(addr))
-                .collect();
+            let matching: Vec<GraphUser> = list.value.into_iter().filter(|u| u.has_address(addr)).collect();
             if matching.len() < total {
                 self.log(
                     Level::Warn,
@@ -232,34 +213,19 @@ impl<H: Host> Run<'_, H> {
 
     /// The account with object id `id`, or `None` when Graph says it does not exist.
     pub(crate) fn get_user(&mut self, id: &str) -> Result<Option<GraphUser>, Failure> {
-        let path = format!(
-            "/v1.0/users/{}?$select=id,userType,mail,userPrincipalName",
-            percent_encode(id)
-        );
+        let path = format!("/v1.0/users/{}?$select=id,userType,mail,userPrincipalName", percent_encode(id));
         let response = self.graph("Graph user read", Method::Get, &path, None)?;
         match response.status {
             200 => serde_json::from_slice(&response.body)
                 .map(Some)
-                .map_err(|e| {
-                    Failure::Permanent(format!(
-                        "Graph answered reading account {id} unreadably: {e}"
-                    ))
-                }),
+                .map_err(|e| Failure::Permanent(format!("Graph answered reading account {id} unreadably: {e}"))),
             404 => Ok(None),
-            _ => Err(graph_failure(
-                &format!("reading account {id}"),
-                READ_PERMISSION,
-                &response,
-            )),
+            _ => Err(graph_failure(&format!("reading account {id}"), READ_PERMISSION, &response)),
         }
     }
 
     /// Invites `addr`; returns the new (or existing) user's object id.
-    pub(crate) fn invite(
-        &mut self,
-        addr: &str,
-        display_name: Option<&str>,
-    ) -> Result<String, Failure> {
+    pub(crate) fn invite(&mut self, addr: &str, display_name: Option<&str>) -> Result<String, Failure> {
         let s = &self.settings;
         let mut body = serde_json::json!({
             "invitedUserEmailAddress": addr,
@@ -267,18 +233,12 @@ impl<H: Host> Run<'_, H> {
             "sendInvitationMessage": s.send_invitation_message,
             "invitedUserType": s.invited_user_type,
         });
-        if let (Some(name), Some(map)) =
-            (display_name.filter(|n| !n.is_empty()), body.as_object_mut())
-        {
+        if let (Some(name), Some(map)) = (display_name.filter(|n| !n.is_empty()), body.as_object_mut()) {
             map.insert("invitedUserDisplayName".into(), name.into());
         }
         let action = format!("inviting {addr}");
-        let response = self.graph(
-            "Graph invitation",
-            Method::Post,
-            "/v1.0/invitations",
-            Some(body.to_string().into_bytes()),
-        )?;
+        let response =
+            self.graph("Graph invitation", Method::Post, "/v1.0/invitations", Some(body.to_string().into_bytes()))?;
         if !matches!(response.status, 200 | 201) {
             return Err(graph_failure(&action, INVITE_PERMISSION, &response));
         }
@@ -329,13 +289,7 @@ fn graph_request(method: Method, url: &str, token: &str, body: Option<Vec<u8>>) 
     if body.is_some() {
         headers.push(("content-type".to_string(), "application/json".to_string()));
     }
-    Request {
-        method,
-        url: url.to_string(),
-        headers,
-        body,
-        timeout_ms: Some(REQUEST_TIMEOUT_MS),
-    }
+    Request { method, url: url.to_string(), headers, body, timeout_ms: Some(REQUEST_TIMEOUT_MS) }
 }
 
 fn unauthorized(what: &str, response: &Response) -> Failure {

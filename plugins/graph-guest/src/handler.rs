@@ -85,11 +85,7 @@ fn add<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Failure> 
     let addr = address(run, user)?;
     run.log(
         Level::Info,
-        &format!(
-            "Okta user {} joined {}; looking for an account with mail {addr}",
-            user.id,
-            group_label(event)
-        ),
+        &format!("Okta user {} joined {}; looking for an account with mail {addr}", user.id, group_label(event)),
     );
     let found = run.find_by_mail(&addr)?;
     let key = mapping_key(user);
@@ -107,10 +103,7 @@ fn add<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Failure> 
                     &format!("invited_user_type is {kind}: {id} not recorded, graph-guest will not remove it"),
                 );
             }
-            Ok(format!(
-                "invited {addr} as {kind} {id} for Okta user {}",
-                user.id
-            ))
+            Ok(format!("invited {addr} as {kind} {id} for Okta user {}", user.id))
         }
         [existing] if existing.is_guest() => {
             if !is_object_id(&existing.id) {
@@ -148,10 +141,7 @@ fn add<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Failure> 
 fn remove<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Failure> {
     let user = user_target(event)?;
     let key = mapping_key(user);
-    run.log(
-        Level::Info,
-        &format!("Okta user {} left {}", user.id, group_label(event)),
-    );
+    run.log(Level::Info, &format!("Okta user {} left {}", user.id, group_label(event)));
     if let Some(id) = run.kv_get(&key)? {
         return remove_account(run, user, &key, &id);
     }
@@ -174,21 +164,12 @@ fn offboard<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Fail
     let key = mapping_key(user);
     match run.kv_get(&key)? {
         Some(id) => remove_account(run, user, &key, &id),
-        None => Ok(format!(
-            "no guest recorded for Okta user {}{}; nothing changed",
-            user.id,
-            login_suffix(user)
-        )),
+        None => Ok(format!("no guest recorded for Okta user {}{}; nothing changed", user.id, login_suffix(user))),
     }
 }
 
 /// Deletes or disables `id` after checking it is a guest; drops the mapping once it is gone.
-fn remove_account<H: Host>(
-    run: &mut Run<'_, H>,
-    user: &Party,
-    key: &str,
-    id: &str,
-) -> Result<String, Failure> {
+fn remove_account<H: Host>(run: &mut Run<'_, H>, user: &Party, key: &str, id: &str) -> Result<String, Failure> {
     let verb = match run.settings.on_remove {
         OnRemove::Delete => "delete",
         OnRemove::Disable => "disable",
@@ -202,10 +183,7 @@ fn remove_account<H: Host>(
     }
     let Some(account) = run.get_user(id)? else {
         run.kv_delete(key)?;
-        return Ok(format!(
-            "guest {id} for Okta user {} already gone; nothing to do",
-            user.id
-        ));
+        return Ok(format!("guest {id} for Okta user {} already gone; nothing to do", user.id));
     };
     if !account.id.eq_ignore_ascii_case(id) {
         return Err(Failure::Permanent(format!(
@@ -232,17 +210,9 @@ fn remove_account<H: Host>(
             OnRemove::Delete => "deleted",
             OnRemove::Disable => "disabled",
         };
-        format!(
-            "{done} guest {} for Okta user {}",
-            account.describe(),
-            user.id
-        )
+        format!("{done} guest {} for Okta user {}", account.describe(), user.id)
     } else {
-        format!(
-            "guest {} for Okta user {} already gone; nothing to do",
-            account.describe(),
-            user.id
-        )
+        format!("guest {} for Okta user {} already gone; nothing to do", account.describe(), user.id)
     })
 }
 
@@ -255,10 +225,7 @@ fn user_target(event: &Event) -> Result<&Party, Failure> {
             "event {} ({}) has a User target without an id",
             event.id, event.event_type
         ))),
-        (None, _) => Err(Failure::Permanent(format!(
-            "event {} ({}) has no User target",
-            event.id, event.event_type
-        ))),
+        (None, _) => Err(Failure::Permanent(format!("event {} ({}) has no User target", event.id, event.event_type))),
         (Some(_), Some(_)) => Err(Failure::Permanent(format!(
             "event {} ({}) has several User targets; graph-guest will not guess which one is meant",
             event.id, event.event_type
@@ -289,25 +256,14 @@ fn login_suffix(user: &Party) -> String {
 }
 
 fn describe_all(users: &[GraphUser]) -> String {
-    users
-        .iter()
-        .map(|u| format!("{} {}", u.user_type_name(), u.describe()))
-        .collect::<Vec<_>>()
-        .join("; ")
+    users.iter().map(|u| format!("{} {}", u.user_type_name(), u.describe())).collect::<Vec<_>>().join("; ")
 }
 
 /// The user's mail address: the Okta login, or `profile.email` when `okta_url` is set.
 fn address<H: Host>(run: &mut Run<'_, H>, user: &Party) -> Result<String, Failure> {
     let (addr, source) = match run.settings.okta_url.clone() {
         Some(okta_url) => (run.okta_email(&okta_url, &user.id)?, "profile.email"),
-        None => (
-            user.alternate_id
-                .clone()
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
-            "login",
-        ),
+        None => (user.alternate_id.clone().unwrap_or_default().trim().to_string(), "login"),
     };
     if addr.is_empty() {
         return Err(Failure::Permanent(format!(
@@ -317,9 +273,7 @@ fn address<H: Host>(run: &mut Run<'_, H>, user: &Party) -> Result<String, Failur
         )));
     }
     let plausible = addr.len() <= 320
-        && addr
-            .split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+        && addr.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
         && !addr.chars().any(|c| c.is_whitespace() || c.is_control());
     if !plausible {
         let fix = if source == "login" {

@@ -23,10 +23,7 @@
 //! - [`USER_KEY_PREFIX`]`<okta user id>` (`user:00u…`): the Entra object id of the guest this
 //!   plugin invited or adopted for that Okta user. Only ever a Guest; dropped once removed.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod encoding;
 pub mod event;
@@ -42,11 +39,6 @@ mod token;
 mod component;
 
 pub use event::{Event, Failure, Outcome, Party};
-pub use handler::{
-    handle, MEMBERSHIP_ADD, MEMBERSHIP_REMOVE, USER_DEACTIVATE, USER_DELETE_INITIATED,
-    USER_KEY_PREFIX,
-};
-pub use host::{
-    Clock, Config, Host, Http, HttpError, Kv, Level, Log, Method, Request, Response, Secrets,
-};
+pub use handler::{handle, MEMBERSHIP_ADD, MEMBERSHIP_REMOVE, USER_DEACTIVATE, USER_DELETE_INITIATED, USER_KEY_PREFIX};
+pub use host::{Clock, Config, Host, Http, HttpError, Kv, Level, Log, Method, Request, Response, Secrets};
 pub use token::TOKEN_KEY;

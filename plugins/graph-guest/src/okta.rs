@@ -57,19 +57,10 @@ impl<H: Host> Run<'_, H> {
                 let from_reset = response
                     .header("x-rate-limit-reset")
                     .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(|reset_s| {
-                        reset_s
-                            .saturating_mul(1000)
-                            .saturating_sub(self.now_unix_ms())
-                    });
+                    .map(|reset_s| reset_s.saturating_mul(1000).saturating_sub(self.now_unix_ms()));
                 return Err(Failure::Retryable {
-                    message: format!(
-                        "Okta answered HTTP {status} reading user {user_id}; will retry"
-                    ),
-                    retry_after_ms: response
-                        .header("retry-after")
-                        .and_then(retry_after_ms)
-                        .or(from_reset),
+                    message: format!("Okta answered HTTP {status} reading user {user_id}; will retry"),
+                    retry_after_ms: response.header("retry-after").and_then(retry_after_ms).or(from_reset),
                 });
             }
             _ => {

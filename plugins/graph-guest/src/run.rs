@@ -34,19 +34,8 @@ pub(crate) struct Run<'h, H: Host> {
 
 impl<'h, H: Host> Run<'h, H> {
     pub(crate) fn new(host: &'h mut H, settings: Settings) -> Self {
-        let mut run = Run {
-            host,
-            secrets: Vec::new(),
-            token: None,
-            token_refreshed: false,
-            settings,
-        };
-        let values: Vec<String> = run
-            .settings
-            .secret_values()
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut run = Run { host, secrets: Vec::new(), token: None, token_refreshed: false, settings };
+        let values: Vec<String> = run.settings.secret_values().iter().map(|s| s.to_string()).collect();
         for value in values {
             run.add_secret(value);
         }
@@ -127,9 +116,7 @@ fn http_failure(what: &str, error: HttpError) -> Failure {
         HttpError::Timeout(m) => Failure::retryable(format!("{what} timed out: {m}")),
         HttpError::Connect(m) => Failure::retryable(format!("{what} could not connect: {m}")),
         HttpError::Denied(m) => Failure::Permanent(format!("{what} was refused by hookhost: {m}")),
-        HttpError::InvalidRequest(m) => {
-            Failure::Permanent(format!("{what} was malformed (a graph-guest bug): {m}"))
-        }
+        HttpError::InvalidRequest(m) => Failure::Permanent(format!("{what} was malformed (a graph-guest bug): {m}")),
         // The budget is per attempt and a flow sends at most eight requests (Okta, token,
         // two lookups, read, write, and one token refresh with its resend), so a spent
         // budget is a limit set below that: retrying would spend it the same way.

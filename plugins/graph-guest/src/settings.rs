@@ -71,10 +71,7 @@ impl Settings {
     pub fn load(host: &(impl Secrets + Config)) -> Result<Self, Failure> {
         let tenant_id = secret(host, "tenant_id")?.trim().to_string();
         // The tenant goes into the token URL's path: refuse anything that could change the path.
-        if !tenant_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        {
+        if !tenant_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
             return Err(Failure::Permanent(
                 "secret tenant_id is not a tenant GUID or domain name (only letters, digits, '.' \
                  and '-'); check [plugins.graph-guest.secrets] tenant_id"
@@ -91,13 +88,7 @@ impl Settings {
         };
         let invited_user_type = match required(host, "invited_user_type")?.as_str() {
             v @ ("Guest" | "Member") => v.to_string(),
-            other => {
-                return Err(bad_value(
-                    "invited_user_type",
-                    other,
-                    "\"Guest\" or \"Member\"",
-                ))
-            }
+            other => return Err(bad_value("invited_user_type", other, "\"Guest\" or \"Member\"")),
         };
         let on_remove = match required(host, "on_remove")?.as_str() {
             "delete" => OnRemove::Delete,
@@ -170,9 +161,7 @@ fn bad_value(key: &str, got: &str, allowed: &str) -> Failure {
 /// An absolute `http(s)` URL with its trailing slashes removed, so paths can be appended.
 fn base_url(key: &str, value: &str) -> Result<String, Failure> {
     let trimmed = value.trim().trim_end_matches('/');
-    let rest = trimmed
-        .strip_prefix("https://")
-        .or_else(|| trimmed.strip_prefix("http://"));
+    let rest = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://"));
     let well_formed = match rest {
         Some(rest) => {
             !rest.is_empty()
@@ -183,19 +172,11 @@ fn base_url(key: &str, value: &str) -> Result<String, Failure> {
         None => false,
     };
     if !well_formed {
-        return Err(bad_value(
-            key,
-            value,
-            "an absolute http(s) URL such as https://example.com",
-        ));
+        return Err(bad_value(key, value, "an absolute http(s) URL such as https://example.com"));
     }
     // A common slip: pasting the versioned Graph root would produce /v1.0/v1.0/… requests.
     if key == "graph_url" && (trimmed.ends_with("/v1.0") || trimmed.ends_with("/beta")) {
-        return Err(bad_value(
-            key,
-            value,
-            "the Graph origin without a version path, e.g. https://graph.microsoft.com",
-        ));
+        return Err(bad_value(key, value, "the Graph origin without a version path, e.g. https://graph.microsoft.com"));
     }
     Ok(trimmed.to_string())
 }
@@ -204,10 +185,7 @@ fn base_url(key: &str, value: &str) -> Result<String, Failure> {
 /// must be absolute, because Graph refuses anything else only after the token round trip.
 fn redirect_url(value: &str) -> Result<String, Failure> {
     let trimmed = value.trim();
-    let rest = trimmed
-        .strip_prefix("https://")
-        .or_else(|| trimmed.strip_prefix("http://"))
-        .unwrap_or("");
+    let rest = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://")).unwrap_or("");
     if rest.is_empty() || trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad_value(
             "invite_redirect_url",

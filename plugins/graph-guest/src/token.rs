@@ -55,10 +55,7 @@ impl<H: Host> Run<'_, H> {
                     self.token = Some(cached.access_token.clone());
                     return Ok(cached.access_token);
                 }
-                Ok(_) => self.log(
-                    Level::Debug,
-                    "cached app token expired or issued for other credentials",
-                ),
+                Ok(_) => self.log(Level::Debug, "cached app token expired or issued for other credentials"),
                 Err(_) => self.log(Level::Warn, "cached app token unreadable; replacing it"),
             }
         }
@@ -75,11 +72,7 @@ impl<H: Host> Run<'_, H> {
 
     fn request_token(&mut self) -> Result<String, Failure> {
         let s = &self.settings;
-        let url = format!(
-            "{}/{}/oauth2/v2.0/token",
-            s.login_url,
-            percent_encode(&s.tenant_id)
-        );
+        let url = format!("{}/{}/oauth2/v2.0/token", s.login_url, percent_encode(&s.tenant_id));
         let body = form_encode(&[
             ("client_id", &s.client_id),
             ("client_secret", &s.client_secret),
@@ -90,10 +83,7 @@ impl<H: Host> Run<'_, H> {
             method: Method::Post,
             url,
             headers: vec![
-                (
-                    "content-type".into(),
-                    "application/x-www-form-urlencoded".into(),
-                ),
+                ("content-type".into(), "application/x-www-form-urlencoded".into()),
                 ("accept".into(), "application/json".into()),
             ],
             body: Some(body.into_bytes()),
@@ -117,15 +107,16 @@ impl<H: Host> Run<'_, H> {
                     .into(),
             )
         })?;
-        let access_token =
-            match json.get("access_token").and_then(|v| v.as_str()) {
-                Some(t) if !t.is_empty() => t.to_string(),
-                _ => return Err(Failure::Permanent(
+        let access_token = match json.get("access_token").and_then(|v| v.as_str()) {
+            Some(t) if !t.is_empty() => t.to_string(),
+            _ => {
+                return Err(Failure::Permanent(
                     "token endpoint answered 200 without an access_token; check login_url under \
                      [plugins.graph-guest.config]"
                         .into(),
-                )),
-            };
+                ))
+            }
+        };
         self.add_secret(access_token.clone());
         // Entra sends a number; older endpoints and some proxies send it as a string.
         let expires_in_s = match json.get("expires_in") {
@@ -144,10 +135,7 @@ impl<H: Host> Run<'_, H> {
         let text = serde_json::to_string(&cached)
             .map_err(|e| Failure::Permanent(format!("could not encode the token cache: {e}")))?;
         self.kv_set(TOKEN_KEY, &text)?;
-        self.log(
-            Level::Debug,
-            &format!("new app token, valid for {expires_in_s} s"),
-        );
+        self.log(Level::Debug, &format!("new app token, valid for {expires_in_s} s"));
         self.token = Some(access_token.clone());
         Ok(access_token)
     }
@@ -177,15 +165,7 @@ fn token_refusal(status: u16, body: &[u8]) -> String {
         );
     };
     // The description's first line holds the code and the reason; Trace/Correlation ids follow.
-    let first_line = error
-        .error_description
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .chars()
-        .take(300)
-        .collect::<String>();
+    let first_line = error.error_description.lines().next().unwrap_or("").trim().chars().take(300).collect::<String>();
     let code = aadsts_code(&first_line).or(error.error_codes.first().copied());
     let detail = match code {
         Some(code) if !first_line.contains("AADSTS") => format!("AADSTS{code}: {first_line}"),
@@ -208,21 +188,14 @@ fn token_refusal(status: u16, body: &[u8]) -> String {
              and graph_scope under [plugins.graph-guest.config]"
         }
     };
-    let error_name = if error.error.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", error.error)
-    };
+    let error_name = if error.error.is_empty() { String::new() } else { format!(" {}", error.error) };
     format!("token request refused (HTTP {status}{error_name}): {detail}; {hint}")
 }
 
 /// The number in the first `AADSTS<digits>` of `text`.
 fn aadsts_code(text: &str) -> Option<u64> {
     let start = text.find("AADSTS")? + "AADSTS".len();
-    let digits: String = text[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
+    let digits: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
 
@@ -232,10 +205,8 @@ mod tests {
 
     #[test]
     fn refusal_names_the_code_and_the_setting() {
-        let body = include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/fixtures/graph/token.error.400.json"
-        ));
+        let body =
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/graph/token.error.400.json"));
         let message = token_refusal(400, body.as_bytes());
         assert!(message.starts_with("token request refused (HTTP 400 invalid_scope): AADSTS70011:"));
         assert!(message.contains("graph_scope"));

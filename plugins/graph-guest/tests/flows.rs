@@ -7,17 +7,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use graph_guest::{
-    handle, Clock, Config, Event, Failure, Http, HttpError, Kv, Level, Log, Method, Outcome, Party,
-    Request, Response, Secrets,
+    handle, Clock, Config, Event, Failure, Http, HttpError, Kv, Level, Log, Method, Outcome, Party, Request, Response,
+    Secrets,
 };
 
 macro_rules! fixture {
     ($path:literal) => {
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/fixtures/",
-            $path
-        ))
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/", $path))
     };
 }
 
@@ -65,49 +61,26 @@ impl FakeHost {
             ("invited_user_type", "Guest"),
             ("on_remove", "delete"),
         ];
-        let secrets = [
-            ("tenant_id", TENANT),
-            ("client_id", CLIENT_ID),
-            ("client_secret", CLIENT_SECRET),
-        ];
+        let secrets = [("tenant_id", TENANT), ("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)];
         FakeHost {
             script: VecDeque::new(),
             sent: Vec::new(),
             kv: BTreeMap::new(),
             kv_broken: false,
-            secrets: secrets
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            config: config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            secrets: secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             logs: Vec::new(),
             now_ms: NOW,
         }
     }
 
-    fn expect(
-        &mut self,
-        method: Method,
-        url: impl Into<String>,
-        reply: Result<Response, HttpError>,
-    ) -> &mut Self {
-        self.script.push_back(Step {
-            method,
-            url: url.into(),
-            reply,
-        });
+    fn expect(&mut self, method: Method, url: impl Into<String>, reply: Result<Response, HttpError>) -> &mut Self {
+        self.script.push_back(Step { method, url: url.into(), reply });
         self
     }
 
     fn expect_token(&mut self) -> &mut Self {
-        self.expect(
-            Method::Post,
-            token_url(),
-            Ok(json(200, fixture!("graph/token.success.200.json"))),
-        )
+        self.expect(Method::Post, token_url(), Ok(json(200, fixture!("graph/token.success.200.json"))))
     }
 
     /// Puts a live token in the cache the way the plugin itself would (a first event).
@@ -116,15 +89,9 @@ impl FakeHost {
         seed.expect_token().expect(
             Method::Get,
             mail_url("seed@example.com"),
-            Ok(json(
-                200,
-                &users(&[(GUEST_ID, "Guest", "seed@example.com")]),
-            )),
+            Ok(json(200, &users(&[(GUEST_ID, "Guest", "seed@example.com")]))),
         );
-        summary(run(
-            &mut seed,
-            &membership(graph_guest::MEMBERSHIP_ADD, "00useed", "seed@example.com"),
-        ));
+        summary(run(&mut seed, &membership(graph_guest::MEMBERSHIP_ADD, "00useed", "seed@example.com")));
         self.kv.insert("token".into(), seed.kv["token"].clone());
         self
     }
@@ -136,10 +103,7 @@ impl FakeHost {
     fn writes(&self) -> usize {
         self.sent
             .iter()
-            .filter(|r| {
-                matches!(r.method, Method::Delete | Method::Patch)
-                    || r.url.ends_with("/invitations")
-            })
+            .filter(|r| matches!(r.method, Method::Delete | Method::Patch) || r.url.ends_with("/invitations"))
             .count()
     }
 }
@@ -149,11 +113,7 @@ impl Http for FakeHost {
         let Some(step) = self.script.pop_front() else {
             panic!("unexpected request {:?} {}", request.method, request.url);
         };
-        assert_eq!(
-            (request.method, request.url.as_str()),
-            (step.method, step.url.as_str()),
-            "request out of script"
-        );
+        assert_eq!((request.method, request.url.as_str()), (step.method, step.url.as_str()), "request out of script");
         self.sent.push(request);
         step.reply
     }
@@ -221,14 +181,7 @@ fn run(host: &mut FakeHost, event: &Event) -> Result<Outcome, Failure> {
     let mut written: Vec<&str> = host.logs.iter().map(|(_, m)| m.as_str()).collect();
     written.push(&text);
     for line in written {
-        for secret in [
-            TENANT,
-            CLIENT_ID,
-            CLIENT_SECRET,
-            OKTA_TOKEN,
-            FIXTURE_TOKEN,
-            "fresh-token-2",
-        ] {
+        for secret in [TENANT, CLIENT_ID, CLIENT_SECRET, OKTA_TOKEN, FIXTURE_TOKEN, "fresh-token-2"] {
             assert!(!line.contains(secret), "secret leaked into {line:?}");
         }
     }
@@ -247,17 +200,11 @@ fn enc(addr: &str) -> String {
 const SELECT: &str = "$select=id,userType,mail,otherMails,accountEnabled,userPrincipalName";
 
 fn mail_url(addr: &str) -> String {
-    format!(
-        "{GRAPH}/v1.0/users?$filter=mail%20eq%20%27{}%27&{SELECT}",
-        enc(addr)
-    )
+    format!("{GRAPH}/v1.0/users?$filter=mail%20eq%20%27{}%27&{SELECT}", enc(addr))
 }
 
 fn other_mails_url(addr: &str) -> String {
-    format!(
-        "{GRAPH}/v1.0/users?$filter=otherMails%2Fany%28x%3Ax%20eq%20%27{}%27%29&{SELECT}",
-        enc(addr)
-    )
+    format!("{GRAPH}/v1.0/users?$filter=otherMails%2Fany%28x%3Ax%20eq%20%27{}%27%29&{SELECT}", enc(addr))
 }
 
 fn user_url(id: &str) -> String {
@@ -273,11 +220,7 @@ fn json(status: u16, body: &str) -> Response {
 }
 
 fn status(status: u16) -> Response {
-    Response {
-        status,
-        headers: vec![],
-        body: vec![],
-    }
+    Response { status, headers: vec![], body: vec![] }
 }
 
 /// A `GET /users` list answer; each user is (id, userType, mail).
@@ -292,7 +235,8 @@ fn users(list: &[(&str, &str, &str)]) -> String {
             })
         })
         .collect();
-    serde_json::json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users", "value": value }).to_string()
+    serde_json::json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users", "value": value })
+        .to_string()
 }
 
 fn user(id: &str, kind: &str, mail: &str) -> String {
@@ -348,27 +292,15 @@ fn from_logevent(raw: &str) -> Event {
 }
 
 fn add_event() -> Event {
-    membership(
-        graph_guest::MEMBERSHIP_ADD,
-        OKTA_USER,
-        "jane.doe@example.com",
-    )
+    membership(graph_guest::MEMBERSHIP_ADD, OKTA_USER, "jane.doe@example.com")
 }
 
 fn remove_event() -> Event {
-    membership(
-        graph_guest::MEMBERSHIP_REMOVE,
-        OKTA_USER,
-        "jane.doe@example.com",
-    )
+    membership(graph_guest::MEMBERSHIP_REMOVE, OKTA_USER, "jane.doe@example.com")
 }
 
 fn deactivate_event() -> Event {
-    membership(
-        graph_guest::USER_DEACTIVATE,
-        OKTA_USER,
-        "jane.doe@example.com",
-    )
+    membership(graph_guest::USER_DEACTIVATE, OKTA_USER, "jane.doe@example.com")
 }
 
 fn permanent(result: Result<Outcome, Failure>) -> String {
@@ -391,41 +323,19 @@ fn summary(result: Result<Outcome, Failure>) -> String {
 fn add_invites_a_new_guest_and_records_it() {
     let mut host = FakeHost::new();
     host.expect_token()
-        .expect(
-            Method::Get,
-            mail_url("jane.doe@example.com"),
-            Ok(json(200, &users(&[]))),
-        )
-        .expect(
-            Method::Get,
-            other_mails_url("jane.doe@example.com"),
-            Ok(json(200, &users(&[]))),
-        )
+        .expect(Method::Get, mail_url("jane.doe@example.com"), Ok(json(200, &users(&[]))))
+        .expect(Method::Get, other_mails_url("jane.doe@example.com"), Ok(json(200, &users(&[]))))
         .expect(
             Method::Post,
             format!("{GRAPH}/v1.0/invitations"),
-            Ok(json(
-                201,
-                fixture!("graph/invitation-post.response.201.json"),
-            )),
+            Ok(json(201, fixture!("graph/invitation-post.response.201.json"))),
         );
     let s = summary(run(&mut host, &add_event()));
-    assert!(
-        s.contains("invited jane.doe@example.com as Guest") && s.contains(INVITED_ID),
-        "{s}"
-    );
-    assert_eq!(
-        host.kv
-            .get(&format!("user:{OKTA_USER}"))
-            .map(String::as_str),
-        Some(INVITED_ID)
-    );
+    assert!(s.contains("invited jane.doe@example.com as Guest") && s.contains(INVITED_ID), "{s}");
+    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")).map(String::as_str), Some(INVITED_ID));
 
     let token = &host.sent[0];
-    assert_eq!(
-        token.header("content-type"),
-        Some("application/x-www-form-urlencoded")
-    );
+    assert_eq!(token.header("content-type"), Some("application/x-www-form-urlencoded"));
     let form = String::from_utf8(token.body.clone().unwrap()).unwrap();
     assert_eq!(
         form,
@@ -435,10 +345,7 @@ fn add_invites_a_new_guest_and_records_it() {
         )
     );
     for graph_call in &host.sent[1..] {
-        assert_eq!(
-            graph_call.header("authorization"),
-            Some(format!("Bearer {FIXTURE_TOKEN}").as_str())
-        );
+        assert_eq!(graph_call.header("authorization"), Some(format!("Bearer {FIXTURE_TOKEN}").as_str()));
     }
     let invite = host.requests(Method::Post)[1];
     assert_eq!(invite.header("content-type"), Some("application/json"));
@@ -461,22 +368,11 @@ fn add_adopts_an_existing_guest_without_inviting() {
     host.expect_token().expect(
         Method::Get,
         mail_url("jane.doe@example.com"),
-        Ok(json(
-            200,
-            &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]),
-        )),
+        Ok(json(200, &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]))),
     );
     let s = summary(run(&mut host, &add_event()));
-    assert!(
-        s.starts_with("already present") && s.contains(GUEST_ID),
-        "{s}"
-    );
-    assert_eq!(
-        host.kv
-            .get(&format!("user:{OKTA_USER}"))
-            .map(String::as_str),
-        Some(GUEST_ID)
-    );
+    assert!(s.starts_with("already present") && s.contains(GUEST_ID), "{s}");
+    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")).map(String::as_str), Some(GUEST_ID));
     assert_eq!(host.writes(), 0);
 }
 
@@ -485,24 +381,13 @@ fn add_finds_a_guest_by_other_mails() {
     let mut host = FakeHost::new();
     let listed = serde_json::json!({"value": [{"id": GUEST_ID, "userType": "Guest", "mail": null,
         "otherMails": ["Jane.Doe@Example.com"], "userPrincipalName": "jane_x#EXT#@contoso.onmicrosoft.com"}]});
-    host.expect_token()
-        .expect(
-            Method::Get,
-            mail_url("jane.doe@example.com"),
-            Ok(json(200, &users(&[]))),
-        )
-        .expect(
-            Method::Get,
-            other_mails_url("jane.doe@example.com"),
-            Ok(json(200, &listed.to_string())),
-        );
-    summary(run(&mut host, &add_event()));
-    assert_eq!(
-        host.kv
-            .get(&format!("user:{OKTA_USER}"))
-            .map(String::as_str),
-        Some(GUEST_ID)
+    host.expect_token().expect(Method::Get, mail_url("jane.doe@example.com"), Ok(json(200, &users(&[])))).expect(
+        Method::Get,
+        other_mails_url("jane.doe@example.com"),
+        Ok(json(200, &listed.to_string())),
     );
+    summary(run(&mut host, &add_event()));
+    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")).map(String::as_str), Some(GUEST_ID));
     assert_eq!(host.writes(), 0);
 }
 
@@ -512,16 +397,10 @@ fn add_leaves_an_existing_member_alone_and_unrecorded() {
     host.expect_token().expect(
         Method::Get,
         mail_url("jane.doe@example.com"),
-        Ok(json(
-            200,
-            &users(&[(MEMBER_ID, "Member", "jane.doe@example.com")]),
-        )),
+        Ok(json(200, &users(&[(MEMBER_ID, "Member", "jane.doe@example.com")]))),
     );
     let s = summary(run(&mut host, &add_event()));
-    assert!(
-        s.contains("already present") && s.contains("Member") && s.contains(MEMBER_ID),
-        "{s}"
-    );
+    assert!(s.contains("already present") && s.contains("Member") && s.contains(MEMBER_ID), "{s}");
     assert!(!host.kv.contains_key(&format!("user:{OKTA_USER}")));
     assert_eq!(host.writes(), 0);
 }
@@ -532,31 +411,15 @@ fn add_ignores_listed_accounts_that_do_not_carry_the_address() {
     let mut host = FakeHost::new();
     let unrelated = users(&[(GUEST_ID, "Guest", "someone.else@example.com")]);
     host.expect_token()
-        .expect(
-            Method::Get,
-            mail_url("jane.doe@example.com"),
-            Ok(json(200, &unrelated)),
-        )
-        .expect(
-            Method::Get,
-            other_mails_url("jane.doe@example.com"),
-            Ok(json(200, &unrelated)),
-        )
+        .expect(Method::Get, mail_url("jane.doe@example.com"), Ok(json(200, &unrelated)))
+        .expect(Method::Get, other_mails_url("jane.doe@example.com"), Ok(json(200, &unrelated)))
         .expect(
             Method::Post,
             format!("{GRAPH}/v1.0/invitations"),
-            Ok(json(
-                201,
-                fixture!("graph/invitation-post.response.201.json"),
-            )),
+            Ok(json(201, fixture!("graph/invitation-post.response.201.json"))),
         );
     summary(run(&mut host, &add_event()));
-    assert_eq!(
-        host.kv
-            .get(&format!("user:{OKTA_USER}"))
-            .map(String::as_str),
-        Some(INVITED_ID)
-    );
+    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")).map(String::as_str), Some(INVITED_ID));
 }
 
 #[test]
@@ -574,61 +437,34 @@ fn add_escapes_quotes_and_plus_in_the_filter() {
             Ok(json(200, &users(&[]))),
         )
         .expect(Method::Post, format!("{GRAPH}/v1.0/invitations"), Ok(json(201, fixture!("graph/invitation-post.response.201.json"))));
-    summary(run(
-        &mut host,
-        &membership(
-            graph_guest::MEMBERSHIP_ADD,
-            OKTA_USER,
-            "o'brien+tag@example.com",
-        ),
-    ));
+    summary(run(&mut host, &membership(graph_guest::MEMBERSHIP_ADD, OKTA_USER, "o'brien+tag@example.com")));
 }
 
 #[test]
 fn add_sends_the_configured_invitation_options() {
     let mut host = FakeHost::new();
-    host.config
-        .insert("send_invitation_message".into(), "true".into());
-    host.config.insert(
-        "invite_redirect_url".into(),
-        "https://portal.example.com/?tenant=x".into(),
-    );
+    host.config.insert("send_invitation_message".into(), "true".into());
+    host.config.insert("invite_redirect_url".into(), "https://portal.example.com/?tenant=x".into());
     host.expect_token()
-        .expect(
-            Method::Get,
-            mail_url("jane.doe@example.com"),
-            Ok(json(200, &users(&[]))),
-        )
-        .expect(
-            Method::Get,
-            other_mails_url("jane.doe@example.com"),
-            Ok(json(200, &users(&[]))),
-        )
+        .expect(Method::Get, mail_url("jane.doe@example.com"), Ok(json(200, &users(&[]))))
+        .expect(Method::Get, other_mails_url("jane.doe@example.com"), Ok(json(200, &users(&[]))))
         .expect(
             Method::Post,
             format!("{GRAPH}/v1.0/invitations"),
-            Ok(json(
-                201,
-                fixture!("graph/invitation-post.response.201.json"),
-            )),
+            Ok(json(201, fixture!("graph/invitation-post.response.201.json"))),
         );
     summary(run(&mut host, &add_event()));
     let body: serde_json::Value =
         serde_json::from_slice(host.requests(Method::Post)[1].body.as_deref().unwrap()).unwrap();
     assert_eq!(body["sendInvitationMessage"], true);
-    assert_eq!(
-        body["inviteRedirectUrl"],
-        "https://portal.example.com/?tenant=x"
-    );
+    assert_eq!(body["inviteRedirectUrl"], "https://portal.example.com/?tenant=x");
 }
 
 #[test]
 fn add_reads_profile_email_from_okta_when_okta_url_is_set() {
     let mut host = FakeHost::new();
-    host.config
-        .insert("okta_url".into(), "https://acme.okta.com/".into());
-    host.secrets
-        .insert("okta_api_token".into(), OKTA_TOKEN.into());
+    host.config.insert("okta_url".into(), "https://acme.okta.com/".into());
+    host.secrets.insert("okta_api_token".into(), OKTA_TOKEN.into());
     let okta_user = serde_json::json!({"id": OKTA_USER, "profile": {"login": "jdoe", "email": "jane.doe@example.com"}});
     host.expect(
         Method::Get,
@@ -639,20 +475,11 @@ fn add_reads_profile_email_from_okta_when_okta_url_is_set() {
     .expect(
         Method::Get,
         mail_url("jane.doe@example.com"),
-        Ok(json(
-            200,
-            &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]),
-        )),
+        Ok(json(200, &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]))),
     );
-    summary(run(
-        &mut host,
-        &membership(graph_guest::MEMBERSHIP_ADD, OKTA_USER, "jdoe"),
-    ));
+    summary(run(&mut host, &membership(graph_guest::MEMBERSHIP_ADD, OKTA_USER, "jdoe")));
     let okta = &host.sent[0];
-    assert_eq!(
-        okta.header("authorization"),
-        Some(format!("SSWS {OKTA_TOKEN}").as_str())
-    );
+    assert_eq!(okta.header("authorization"), Some(format!("SSWS {OKTA_TOKEN}").as_str()));
     assert_eq!(okta.header("accept"), Some("application/json"));
 }
 
@@ -660,42 +487,25 @@ fn add_reads_profile_email_from_okta_when_okta_url_is_set() {
 fn okta_lookup_failures_are_classified() {
     let okta_host = || {
         let mut host = FakeHost::new();
-        host.config
-            .insert("okta_url".into(), "https://acme.okta.com".into());
-        host.secrets
-            .insert("okta_api_token".into(), OKTA_TOKEN.into());
+        host.config.insert("okta_url".into(), "https://acme.okta.com".into());
+        host.secrets.insert("okta_api_token".into(), OKTA_TOKEN.into());
         host
     };
     let url = format!("https://acme.okta.com/api/v1/users/{OKTA_USER}");
 
     let mut host = okta_host();
-    host.expect(
-        Method::Get,
-        url.clone(),
-        Ok(json(404, r#"{"errorCode":"E0000007"}"#)),
-    );
+    host.expect(Method::Get, url.clone(), Ok(json(404, r#"{"errorCode":"E0000007"}"#)));
     assert!(permanent(run(&mut host, &add_event())).contains("Okta has no user"));
 
     let mut host = okta_host();
     let mut throttled = status(429);
-    throttled
-        .headers
-        .push(("x-rate-limit-reset".into(), ((NOW / 1000) + 30).to_string()));
+    throttled.headers.push(("x-rate-limit-reset".into(), ((NOW / 1000) + 30).to_string()));
     host.expect(Method::Get, url.clone(), Ok(throttled));
-    assert!(matches!(
-        run(&mut host, &add_event()),
-        Err(Failure::Retryable {
-            retry_after_ms: Some(30_000),
-            ..
-        })
-    ));
+    assert!(matches!(run(&mut host, &add_event()), Err(Failure::Retryable { retry_after_ms: Some(30_000), .. })));
 
     let mut host = okta_host();
     host.expect(Method::Get, url, Ok(status(502)));
-    assert!(matches!(
-        run(&mut host, &add_event()),
-        Err(Failure::Retryable { .. })
-    ));
+    assert!(matches!(run(&mut host, &add_event()), Err(Failure::Retryable { .. })));
 
     let mut host = okta_host();
     host.secrets.remove("okta_api_token");
@@ -706,10 +516,7 @@ fn okta_lookup_failures_are_classified() {
 #[test]
 fn a_login_that_is_not_an_address_is_permanent_and_suggests_okta_url() {
     let mut host = FakeHost::new();
-    let m = permanent(run(
-        &mut host,
-        &membership(graph_guest::MEMBERSHIP_ADD, OKTA_USER, "jdoe"),
-    ));
+    let m = permanent(run(&mut host, &membership(graph_guest::MEMBERSHIP_ADD, OKTA_USER, "jdoe")));
     assert!(m.contains("okta_url"), "{m}");
     assert!(host.sent.is_empty());
 }
@@ -721,51 +528,23 @@ fn remove_deletes_the_mapped_guest_and_drops_the_mapping() {
     let mut host = FakeHost::new();
     host.kv.insert(format!("user:{OKTA_USER}"), GUEST_ID.into());
     host.expect_token()
-        .expect(
-            Method::Get,
-            user_url(GUEST_ID),
-            Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))),
-        )
-        .expect(
-            Method::Delete,
-            format!("{GRAPH}/v1.0/users/{GUEST_ID}"),
-            Ok(status(204)),
-        );
+        .expect(Method::Get, user_url(GUEST_ID), Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))))
+        .expect(Method::Delete, format!("{GRAPH}/v1.0/users/{GUEST_ID}"), Ok(status(204)));
     let s = summary(run(&mut host, &remove_event()));
-    assert!(
-        s.starts_with("deleted guest") && s.contains(GUEST_ID),
-        "{s}"
-    );
+    assert!(s.starts_with("deleted guest") && s.contains(GUEST_ID), "{s}");
     assert!(!host.kv.contains_key(&format!("user:{OKTA_USER}")));
 }
 
 #[test]
 fn remove_from_a_real_okta_logevent_finds_the_guest_by_mail() {
-    let event = from_logevent(fixture!(
-        "okta/demisto-content_logevent_group.user_membership.remove.json"
-    ));
+    let event = from_logevent(fixture!("okta/demisto-content_logevent_group.user_membership.remove.json"));
     let mut host = FakeHost::new();
     host.expect_token()
-        .expect(
-            Method::Get,
-            mail_url("test@this.com"),
-            Ok(json(200, &users(&[(GUEST_ID, "Guest", "test@this.com")]))),
-        )
-        .expect(
-            Method::Get,
-            user_url(GUEST_ID),
-            Ok(json(200, &user(GUEST_ID, "Guest", "test@this.com"))),
-        )
-        .expect(
-            Method::Delete,
-            format!("{GRAPH}/v1.0/users/{GUEST_ID}"),
-            Ok(status(204)),
-        );
+        .expect(Method::Get, mail_url("test@this.com"), Ok(json(200, &users(&[(GUEST_ID, "Guest", "test@this.com")]))))
+        .expect(Method::Get, user_url(GUEST_ID), Ok(json(200, &user(GUEST_ID, "Guest", "test@this.com"))))
+        .expect(Method::Delete, format!("{GRAPH}/v1.0/users/{GUEST_ID}"), Ok(status(204)));
     let s = summary(run(&mut host, &event));
-    assert!(
-        s.contains("deleted guest") && s.contains("00uptu0jj9V91p5QM0h7"),
-        "{s}"
-    );
+    assert!(s.contains("deleted guest") && s.contains("00uptu0jj9V91p5QM0h7"), "{s}");
 }
 
 #[test]
@@ -775,25 +554,12 @@ fn remove_refuses_a_member_found_by_mail_and_changes_nothing() {
         .expect(
             Method::Get,
             mail_url("jane.doe@example.com"),
-            Ok(json(
-                200,
-                &users(&[(MEMBER_ID, "Member", "jane.doe@example.com")]),
-            )),
+            Ok(json(200, &users(&[(MEMBER_ID, "Member", "jane.doe@example.com")]))),
         )
-        .expect(
-            Method::Get,
-            user_url(MEMBER_ID),
-            Ok(json(
-                200,
-                &user(MEMBER_ID, "Member", "jane.doe@example.com"),
-            )),
-        );
+        .expect(Method::Get, user_url(MEMBER_ID), Ok(json(200, &user(MEMBER_ID, "Member", "jane.doe@example.com"))));
     let m = permanent(run(&mut host, &remove_event()));
     assert!(
-        m.contains(MEMBER_ID)
-            && m.contains("jane.doe")
-            && m.contains("not Guest")
-            && m.contains("nothing was changed"),
+        m.contains(MEMBER_ID) && m.contains("jane.doe") && m.contains("not Guest") && m.contains("nothing was changed"),
         "{m}"
     );
     assert_eq!(host.writes(), 0);
@@ -802,15 +568,11 @@ fn remove_refuses_a_member_found_by_mail_and_changes_nothing() {
 #[test]
 fn remove_refuses_a_mapped_account_that_is_now_a_member() {
     let mut host = FakeHost::new();
-    host.kv
-        .insert(format!("user:{OKTA_USER}"), MEMBER_ID.into());
+    host.kv.insert(format!("user:{OKTA_USER}"), MEMBER_ID.into());
     host.expect_token().expect(
         Method::Get,
         user_url(MEMBER_ID),
-        Ok(json(
-            200,
-            &user(MEMBER_ID, "Member", "jane.doe@example.com"),
-        )),
+        Ok(json(200, &user(MEMBER_ID, "Member", "jane.doe@example.com"))),
     );
     let m = permanent(run(&mut host, &remove_event()));
     assert!(m.contains("nothing was changed"), "{m}");
@@ -859,10 +621,7 @@ fn remove_refuses_to_pick_among_several_accounts() {
         mail_url("jane.doe@example.com"),
         Ok(json(
             200,
-            &users(&[
-                (GUEST_ID, "Guest", "jane.doe@example.com"),
-                (MEMBER_ID, "Member", "jane.doe@example.com"),
-            ]),
+            &users(&[(GUEST_ID, "Guest", "jane.doe@example.com"), (MEMBER_ID, "Member", "jane.doe@example.com")]),
         )),
     );
     assert!(permanent(run(&mut host, &remove_event())).contains("nothing was changed"));
@@ -875,23 +634,12 @@ fn remove_in_disable_mode_patches_account_enabled() {
     host.config.insert("on_remove".into(), "disable".into());
     host.kv.insert(format!("user:{OKTA_USER}"), GUEST_ID.into());
     host.expect_token()
-        .expect(
-            Method::Get,
-            user_url(GUEST_ID),
-            Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))),
-        )
-        .expect(
-            Method::Patch,
-            format!("{GRAPH}/v1.0/users/{GUEST_ID}"),
-            Ok(status(204)),
-        );
+        .expect(Method::Get, user_url(GUEST_ID), Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))))
+        .expect(Method::Patch, format!("{GRAPH}/v1.0/users/{GUEST_ID}"), Ok(status(204)));
     let s = summary(run(&mut host, &remove_event()));
     assert!(s.starts_with("disabled guest"), "{s}");
     let patch = host.requests(Method::Patch)[0];
-    assert_eq!(
-        patch.body.as_deref(),
-        Some(&br#"{"accountEnabled":false}"#[..])
-    );
+    assert_eq!(patch.body.as_deref(), Some(&br#"{"accountEnabled":false}"#[..]));
     assert_eq!(patch.header("content-type"), Some("application/json"));
     assert!(host.requests(Method::Delete).is_empty());
 }
@@ -903,10 +651,7 @@ fn remove_treats_404_as_already_gone() {
     host.expect_token().expect(
         Method::Get,
         user_url(GUEST_ID),
-        Ok(json(
-            404,
-            fixture!("graph/graph-error.404.Request_ResourceNotFound.json"),
-        )),
+        Ok(json(404, fixture!("graph/graph-error.404.Request_ResourceNotFound.json"))),
     );
     assert!(summary(run(&mut host, &remove_event())).contains("already gone"));
     assert!(!host.kv.contains_key(&format!("user:{OKTA_USER}")));
@@ -915,18 +660,11 @@ fn remove_treats_404_as_already_gone() {
     let mut host = FakeHost::new();
     host.kv.insert(format!("user:{OKTA_USER}"), GUEST_ID.into());
     host.expect_token()
-        .expect(
-            Method::Get,
-            user_url(GUEST_ID),
-            Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))),
-        )
+        .expect(Method::Get, user_url(GUEST_ID), Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))))
         .expect(
             Method::Delete,
             format!("{GRAPH}/v1.0/users/{GUEST_ID}"),
-            Ok(json(
-                404,
-                fixture!("graph/graph-error.404.Request_ResourceNotFound.json"),
-            )),
+            Ok(json(404, fixture!("graph/graph-error.404.Request_ResourceNotFound.json"))),
         );
     assert!(summary(run(&mut host, &remove_event())).contains("already gone"));
     assert!(!host.kv.contains_key(&format!("user:{OKTA_USER}")));
@@ -935,21 +673,12 @@ fn remove_treats_404_as_already_gone() {
 #[test]
 fn remove_with_no_account_does_nothing() {
     let mut host = FakeHost::new();
-    host.expect_token()
-        .expect(
-            Method::Get,
-            mail_url("jane.doe@example.com"),
-            Ok(json(200, &users(&[]))),
-        )
-        .expect(
-            Method::Get,
-            other_mails_url("jane.doe@example.com"),
-            Ok(json(200, &users(&[]))),
-        );
-    assert_eq!(
-        summary(run(&mut host, &remove_event())),
-        "no guest for jane.doe@example.com; nothing to do"
+    host.expect_token().expect(Method::Get, mail_url("jane.doe@example.com"), Ok(json(200, &users(&[])))).expect(
+        Method::Get,
+        other_mails_url("jane.doe@example.com"),
+        Ok(json(200, &users(&[]))),
     );
+    assert_eq!(summary(run(&mut host, &remove_event())), "no guest for jane.doe@example.com; nothing to do");
     assert_eq!(host.writes(), 0);
 }
 
@@ -958,41 +687,22 @@ fn remove_with_no_account_does_nothing() {
 #[test]
 fn deactivate_of_an_unmapped_user_touches_nothing() {
     // The same-mail guest exists in Graph, but offboarding never acts on a mail match.
-    let event = from_logevent(fixture!(
-        "okta/okta-docs_logevent_user.lifecycle.deactivate.json"
-    ));
+    let event = from_logevent(fixture!("okta/okta-docs_logevent_user.lifecycle.deactivate.json"));
     let mut host = FakeHost::new();
     let s = summary(run(&mut host, &event));
-    assert!(
-        s.contains("nothing changed") && s.contains("00u3m90rxKjGQ0G6L1d6"),
-        "{s}"
-    );
+    assert!(s.contains("nothing changed") && s.contains("00u3m90rxKjGQ0G6L1d6"), "{s}");
     assert!(host.sent.is_empty());
 }
 
 #[test]
 fn deactivate_and_delete_remove_the_mapped_guest() {
-    for event_type in [
-        graph_guest::USER_DEACTIVATE,
-        graph_guest::USER_DELETE_INITIATED,
-    ] {
+    for event_type in [graph_guest::USER_DEACTIVATE, graph_guest::USER_DELETE_INITIATED] {
         let mut host = FakeHost::new();
         host.kv.insert(format!("user:{OKTA_USER}"), GUEST_ID.into());
         host.expect_token()
-            .expect(
-                Method::Get,
-                user_url(GUEST_ID),
-                Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))),
-            )
-            .expect(
-                Method::Delete,
-                format!("{GRAPH}/v1.0/users/{GUEST_ID}"),
-                Ok(status(204)),
-            );
-        summary(run(
-            &mut host,
-            &membership(event_type, OKTA_USER, "jane.doe@example.com"),
-        ));
+            .expect(Method::Get, user_url(GUEST_ID), Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))))
+            .expect(Method::Delete, format!("{GRAPH}/v1.0/users/{GUEST_ID}"), Ok(status(204)));
+        summary(run(&mut host, &membership(event_type, OKTA_USER, "jane.doe@example.com")));
         assert!(!host.kv.contains_key(&format!("user:{OKTA_USER}")));
     }
 }
@@ -1004,10 +714,7 @@ fn other_event_types_are_ignored_without_reading_settings() {
     let event = from_logevent(&v["data"]["events"][0].to_string());
     let mut host = FakeHost::new();
     host.secrets.clear();
-    assert_eq!(
-        summary(run(&mut host, &event)),
-        "ignored user.session.start"
-    );
+    assert_eq!(summary(run(&mut host, &event)), "ignored user.session.start");
     assert!(host.sent.is_empty());
 }
 
@@ -1017,16 +724,10 @@ fn other_event_types_are_ignored_without_reading_settings() {
 fn throttling_is_retryable_after_graphs_retry_after() {
     let mut host = FakeHost::new();
     let mut throttled = json(429, fixture!("graph/graph-error.429.json"));
-    throttled
-        .headers
-        .push(("retry-after".into(), "2.128".into()));
-    host.expect_token()
-        .expect(Method::Get, mail_url("jane.doe@example.com"), Ok(throttled));
+    throttled.headers.push(("retry-after".into(), "2.128".into()));
+    host.expect_token().expect(Method::Get, mail_url("jane.doe@example.com"), Ok(throttled));
     match run(&mut host, &add_event()) {
-        Err(Failure::Retryable {
-            message,
-            retry_after_ms,
-        }) => {
+        Err(Failure::Retryable { message, retry_after_ms }) => {
             assert_eq!(retry_after_ms, Some(2128));
             assert!(message.contains("TooManyRequests"), "{message}");
         }
@@ -1044,15 +745,8 @@ fn outages_and_network_errors_are_retryable() {
         Err(HttpError::Connect("connection refused".into())),
     ] {
         let mut host = FakeHost::new();
-        host.expect_token()
-            .expect(Method::Get, mail_url("jane.doe@example.com"), reply);
-        assert!(matches!(
-            run(&mut host, &add_event()),
-            Err(Failure::Retryable {
-                retry_after_ms: None,
-                ..
-            })
-        ));
+        host.expect_token().expect(Method::Get, mail_url("jane.doe@example.com"), reply);
+        assert!(matches!(run(&mut host, &add_event()), Err(Failure::Retryable { retry_after_ms: None, .. })));
     }
 }
 
@@ -1061,90 +755,46 @@ fn forbidden_names_the_missing_permission() {
     let forbidden = r#"{"error":{"code":"Authorization_RequestDenied","message":"Insufficient privileges to complete the operation."}}"#;
     let mut host = FakeHost::new();
     host.expect_token()
-        .expect(
-            Method::Get,
-            mail_url("jane.doe@example.com"),
-            Ok(json(200, &users(&[]))),
-        )
-        .expect(
-            Method::Get,
-            other_mails_url("jane.doe@example.com"),
-            Ok(json(200, &users(&[]))),
-        )
-        .expect(
-            Method::Post,
-            format!("{GRAPH}/v1.0/invitations"),
-            Ok(json(403, forbidden)),
-        );
+        .expect(Method::Get, mail_url("jane.doe@example.com"), Ok(json(200, &users(&[]))))
+        .expect(Method::Get, other_mails_url("jane.doe@example.com"), Ok(json(200, &users(&[]))))
+        .expect(Method::Post, format!("{GRAPH}/v1.0/invitations"), Ok(json(403, forbidden)));
     let m = permanent(run(&mut host, &add_event()));
-    assert!(
-        m.contains("User.Invite.All") && m.contains("Authorization_RequestDenied"),
-        "{m}"
-    );
+    assert!(m.contains("User.Invite.All") && m.contains("Authorization_RequestDenied"), "{m}");
 
     let mut host = FakeHost::new();
-    host.expect_token().expect(
-        Method::Get,
-        mail_url("jane.doe@example.com"),
-        Ok(json(403, forbidden)),
-    );
+    host.expect_token().expect(Method::Get, mail_url("jane.doe@example.com"), Ok(json(403, forbidden)));
     assert!(permanent(run(&mut host, &add_event())).contains("User.Read.All"));
 
     let mut host = FakeHost::new();
     host.kv.insert(format!("user:{OKTA_USER}"), GUEST_ID.into());
     host.expect_token()
-        .expect(
-            Method::Get,
-            user_url(GUEST_ID),
-            Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))),
-        )
-        .expect(
-            Method::Delete,
-            format!("{GRAPH}/v1.0/users/{GUEST_ID}"),
-            Ok(json(403, forbidden)),
-        );
+        .expect(Method::Get, user_url(GUEST_ID), Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))))
+        .expect(Method::Delete, format!("{GRAPH}/v1.0/users/{GUEST_ID}"), Ok(json(403, forbidden)));
     assert!(permanent(run(&mut host, &remove_event())).contains("User.ReadWrite.All"));
-    assert!(
-        host.kv.contains_key(&format!("user:{OKTA_USER}")),
-        "mapping kept until the guest is gone"
-    );
+    assert!(host.kv.contains_key(&format!("user:{OKTA_USER}")), "mapping kept until the guest is gone");
 }
 
 #[test]
 fn other_client_errors_carry_graphs_code_and_message() {
     let mut host = FakeHost::new();
     host.expect_token()
-        .expect(
-            Method::Get,
-            mail_url("jane.doe@example.com"),
-            Ok(json(200, &users(&[]))),
-        )
-        .expect(
-            Method::Get,
-            other_mails_url("jane.doe@example.com"),
-            Ok(json(200, &users(&[]))),
-        )
+        .expect(Method::Get, mail_url("jane.doe@example.com"), Ok(json(200, &users(&[]))))
+        .expect(Method::Get, other_mails_url("jane.doe@example.com"), Ok(json(200, &users(&[]))))
         .expect(
             Method::Post,
             format!("{GRAPH}/v1.0/invitations"),
             Ok(json(400, fixture!("graph/graph-error.example.json"))),
         );
     let m = permanent(run(&mut host, &add_event()));
-    assert!(
-        m.contains("HTTP 400 invalidRange: Uploaded fragment overlaps with existing data."),
-        "{m}"
-    );
+    assert!(m.contains("HTTP 400 invalidRange: Uploaded fragment overlaps with existing data."), "{m}");
 }
 
 #[test]
 fn a_denied_origin_is_permanent_with_the_hosts_message() {
     let mut host = FakeHost::new();
-    let denied = "https://login.microsoftonline.com is not in allowed_hosts; add it to [plugins.graph-guest] allowed_hosts";
-    host.expect(
-        Method::Post,
-        token_url(),
-        Err(HttpError::Denied(denied.into())),
-    );
+    let denied =
+        "https://login.microsoftonline.com is not in allowed_hosts; add it to [plugins.graph-guest] allowed_hosts";
+    host.expect(Method::Post, token_url(), Err(HttpError::Denied(denied.into())));
     assert!(permanent(run(&mut host, &add_event())).contains(denied));
 }
 
@@ -1158,26 +808,13 @@ fn token_refusal_is_permanent_with_the_aadsts_code() {
     );
     host.expect(Method::Post, token_url(), Ok(json(401, &refused)));
     let m = permanent(run(&mut host, &add_event()));
-    assert!(
-        m.contains("AADSTS7000215") && m.contains("[plugins.graph-guest.secrets] client_secret"),
-        "{m}"
-    );
-    assert!(
-        m.contains("[redacted]"),
-        "the echoed client id is scrubbed: {m}"
-    );
+    assert!(m.contains("AADSTS7000215") && m.contains("[plugins.graph-guest.secrets] client_secret"), "{m}");
+    assert!(m.contains("[redacted]"), "the echoed client id is scrubbed: {m}");
 
     let mut host = FakeHost::new();
-    host.expect(
-        Method::Post,
-        token_url(),
-        Ok(json(400, fixture!("graph/token.error.400.json"))),
-    );
+    host.expect(Method::Post, token_url(), Ok(json(400, fixture!("graph/token.error.400.json"))));
     let m = permanent(run(&mut host, &add_event()));
-    assert!(
-        m.contains("AADSTS70011") && m.contains("graph_scope"),
-        "{m}"
-    );
+    assert!(m.contains("AADSTS70011") && m.contains("graph_scope"), "{m}");
 }
 
 #[test]
@@ -1186,13 +823,7 @@ fn token_endpoint_outages_are_retryable() {
     let mut busy = status(503);
     busy.headers.push(("retry-after".into(), "5".into()));
     host.expect(Method::Post, token_url(), Ok(busy));
-    assert!(matches!(
-        run(&mut host, &add_event()),
-        Err(Failure::Retryable {
-            retry_after_ms: Some(5000),
-            ..
-        })
-    ));
+    assert!(matches!(run(&mut host, &add_event()), Err(Failure::Retryable { retry_after_ms: Some(5000), .. })));
 }
 
 #[test]
@@ -1201,23 +832,12 @@ fn the_token_is_cached_across_events() {
     host.expect_token().expect(
         Method::Get,
         mail_url("jane.doe@example.com"),
-        Ok(json(
-            200,
-            &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]),
-        )),
+        Ok(json(200, &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]))),
     );
     summary(run(&mut host, &add_event()));
     host.now_ms += 30 * 60 * 1000;
-    host.expect(
-        Method::Get,
-        user_url(GUEST_ID),
-        Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))),
-    )
-    .expect(
-        Method::Delete,
-        format!("{GRAPH}/v1.0/users/{GUEST_ID}"),
-        Ok(status(204)),
-    );
+    host.expect(Method::Get, user_url(GUEST_ID), Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))))
+        .expect(Method::Delete, format!("{GRAPH}/v1.0/users/{GUEST_ID}"), Ok(status(204)));
     summary(run(&mut host, &remove_event()));
     assert_eq!(host.sent.iter().filter(|r| r.url == token_url()).count(), 1);
     let cached: serde_json::Value = serde_json::from_str(&host.kv["token"]).unwrap();
@@ -1233,24 +853,15 @@ fn an_expired_cached_token_is_replaced() {
     host.expect(
         Method::Post,
         token_url(),
-        Ok(json(
-            200,
-            r#"{"token_type":"Bearer","expires_in":3599,"access_token":"fresh-token-2"}"#,
-        )),
+        Ok(json(200, r#"{"token_type":"Bearer","expires_in":3599,"access_token":"fresh-token-2"}"#)),
     )
     .expect(
         Method::Get,
         mail_url("jane.doe@example.com"),
-        Ok(json(
-            200,
-            &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]),
-        )),
+        Ok(json(200, &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]))),
     );
     summary(run(&mut host, &add_event()));
-    assert_eq!(
-        host.sent[1].header("authorization"),
-        Some("Bearer fresh-token-2")
-    );
+    assert_eq!(host.sent[1].header("authorization"), Some("Bearer fresh-token-2"));
     assert!(host.kv["token"].contains("fresh-token-2"));
 }
 
@@ -1258,17 +869,11 @@ fn an_expired_cached_token_is_replaced() {
 fn a_token_cached_for_other_credentials_is_not_used() {
     let mut host = FakeHost::new();
     host.with_cached_token();
-    host.secrets.insert(
-        "client_id".into(),
-        "0f7e7b4d-0000-4000-8000-000000000001".into(),
-    );
+    host.secrets.insert("client_id".into(), "0f7e7b4d-0000-4000-8000-000000000001".into());
     host.expect_token().expect(
         Method::Get,
         mail_url("jane.doe@example.com"),
-        Ok(json(
-            200,
-            &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]),
-        )),
+        Ok(json(200, &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]))),
     );
     summary(run(&mut host, &add_event()));
     assert_eq!(host.sent[0].url, token_url());
@@ -1278,33 +883,21 @@ fn a_token_cached_for_other_credentials_is_not_used() {
 fn a_401_refreshes_the_token_once_and_resends() {
     let mut host = FakeHost::new();
     host.with_cached_token();
-    let unauthorized = r#"{"error":{"code":"InvalidAuthenticationToken","message":"Access token has expired or is not yet valid."}}"#;
-    host.expect(
-        Method::Get,
-        mail_url("jane.doe@example.com"),
-        Ok(json(401, unauthorized)),
-    )
-    .expect(
-        Method::Post,
-        token_url(),
-        Ok(json(
-            200,
-            r#"{"token_type":"Bearer","expires_in":3599,"access_token":"fresh-token-2"}"#,
-        )),
-    )
-    .expect(
-        Method::Get,
-        mail_url("jane.doe@example.com"),
-        Ok(json(
-            200,
-            &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]),
-        )),
-    );
+    let unauthorized =
+        r#"{"error":{"code":"InvalidAuthenticationToken","message":"Access token has expired or is not yet valid."}}"#;
+    host.expect(Method::Get, mail_url("jane.doe@example.com"), Ok(json(401, unauthorized)))
+        .expect(
+            Method::Post,
+            token_url(),
+            Ok(json(200, r#"{"token_type":"Bearer","expires_in":3599,"access_token":"fresh-token-2"}"#)),
+        )
+        .expect(
+            Method::Get,
+            mail_url("jane.doe@example.com"),
+            Ok(json(200, &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]))),
+        );
     summary(run(&mut host, &add_event()));
-    assert_eq!(
-        host.sent[2].header("authorization"),
-        Some("Bearer fresh-token-2")
-    );
+    assert_eq!(host.sent[2].header("authorization"), Some("Bearer fresh-token-2"));
     assert!(host.kv["token"].contains("fresh-token-2"));
 }
 
@@ -1312,25 +905,15 @@ fn a_401_refreshes_the_token_once_and_resends() {
 fn a_second_401_is_permanent() {
     let mut host = FakeHost::new();
     host.with_cached_token();
-    let unauthorized = r#"{"error":{"code":"InvalidAuthenticationToken","message":"Access token validation failure."}}"#;
-    host.expect(
-        Method::Get,
-        mail_url("jane.doe@example.com"),
-        Ok(json(401, unauthorized)),
-    )
-    .expect(
-        Method::Post,
-        token_url(),
-        Ok(json(
-            200,
-            r#"{"token_type":"Bearer","expires_in":3599,"access_token":"fresh-token-2"}"#,
-        )),
-    )
-    .expect(
-        Method::Get,
-        mail_url("jane.doe@example.com"),
-        Ok(json(401, unauthorized)),
-    );
+    let unauthorized =
+        r#"{"error":{"code":"InvalidAuthenticationToken","message":"Access token validation failure."}}"#;
+    host.expect(Method::Get, mail_url("jane.doe@example.com"), Ok(json(401, unauthorized)))
+        .expect(
+            Method::Post,
+            token_url(),
+            Ok(json(200, r#"{"token_type":"Bearer","expires_in":3599,"access_token":"fresh-token-2"}"#)),
+        )
+        .expect(Method::Get, mail_url("jane.doe@example.com"), Ok(json(401, unauthorized)));
     let m = permanent(run(&mut host, &add_event()));
     assert!(m.contains("InvalidAuthenticationToken"), "{m}");
 }
@@ -1342,10 +925,7 @@ fn a_missing_secret_is_permanent_and_says_where_to_set_it() {
     let mut host = FakeHost::new();
     host.secrets.remove("client_secret");
     let m = permanent(run(&mut host, &add_event()));
-    assert!(
-        m.contains("client_secret") && m.contains("[plugins.graph-guest.secrets]"),
-        "{m}"
-    );
+    assert!(m.contains("client_secret") && m.contains("[plugins.graph-guest.secrets]"), "{m}");
     assert!(host.sent.is_empty());
 }
 
@@ -1356,11 +936,7 @@ fn bad_config_values_name_the_key_and_the_choices() {
         ("send_invitation_message", "yes", "true or false"),
         ("invited_user_type", "guest", "\"Guest\" or \"Member\""),
         ("graph_url", "graph.microsoft.com", "absolute http(s) URL"),
-        (
-            "graph_url",
-            "https://graph.microsoft.com/v1.0",
-            "without a version path",
-        ),
+        ("graph_url", "https://graph.microsoft.com/v1.0", "without a version path"),
     ] {
         let mut host = FakeHost::new();
         host.config.insert(key.into(), value.into());
@@ -1368,8 +944,7 @@ fn bad_config_values_name_the_key_and_the_choices() {
         assert!(m.contains(key) && m.contains(expected), "{m}");
     }
     let mut host = FakeHost::new();
-    host.secrets
-        .insert("tenant_id".into(), "contoso/../evil".into());
+    host.secrets.insert("tenant_id".into(), "contoso/../evil".into());
     assert!(permanent(run(&mut host, &add_event())).contains("tenant_id"));
 }
 
@@ -1377,10 +952,7 @@ fn bad_config_values_name_the_key_and_the_choices() {
 fn kv_failures_are_retryable() {
     let mut host = FakeHost::new();
     host.kv_broken = true;
-    assert!(matches!(
-        run(&mut host, &deactivate_event()),
-        Err(Failure::Retryable { .. })
-    ));
+    assert!(matches!(run(&mut host, &deactivate_event()), Err(Failure::Retryable { .. })));
 }
 
 #[test]
@@ -1403,33 +975,19 @@ fn debug_logs_name_requests_but_never_tokens() {
     host.expect_token().expect(
         Method::Get,
         mail_url("jane.doe@example.com"),
-        Ok(json(
-            200,
-            &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]),
-        )),
+        Ok(json(200, &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]))),
     );
     summary(run(&mut host, &add_event()));
-    let debug: Vec<&str> = host
-        .logs
-        .iter()
-        .filter(|(l, _)| *l == Level::Debug)
-        .map(|(_, m)| m.as_str())
-        .collect();
+    let debug: Vec<&str> = host.logs.iter().filter(|(l, _)| *l == Level::Debug).map(|(_, m)| m.as_str()).collect();
     assert!(
-        debug.iter().any(|l| l.starts_with(
-            "POST https://login.microsoftonline.com/[redacted]/oauth2/v2.0/token -> 200"
-        )),
+        debug
+            .iter()
+            .any(|l| l.starts_with("POST https://login.microsoftonline.com/[redacted]/oauth2/v2.0/token -> 200")),
         "{debug:?}"
     );
     assert!(
-        debug.iter().any(
-            |l| l.starts_with("GET https://graph.microsoft.com/v1.0/users?")
-                && l.ends_with("-> 200")
-        ),
+        debug.iter().any(|l| l.starts_with("GET https://graph.microsoft.com/v1.0/users?") && l.ends_with("-> 200")),
         "{debug:?}"
     );
-    assert!(host
-        .logs
-        .iter()
-        .any(|(l, m)| *l == Level::Info && m.starts_with("already present")));
+    assert!(host.logs.iter().any(|(l, m)| *l == Level::Info && m.starts_with("already present")));
 }

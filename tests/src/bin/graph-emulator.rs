@@ -21,12 +21,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let emulator = cli::start(cli::Args::parse()).await?;
     let mut stdout = std::io::stdout();
-    writeln!(
-        stdout,
-        "graph-emulator listening on {}",
-        emulator.base_url()
-    )
-    .context("writing to stdout")?;
+    writeln!(stdout, "graph-emulator listening on {}", emulator.base_url()).context("writing to stdout")?;
     stdout.flush().context("flushing stdout")?;
     cli::stop_signal().await?;
     emulator.shutdown().await;

@@ -198,7 +198,15 @@ hec_token = {{ value = "{HEC_TOKEN}" }}
         .iter()
         .enumerate()
         .map(|(i, (id, login, name))| {
-            group_membership_event(Membership::Add, id, login, name, "00gO365", "O365Guest", &timestamp(-60_000 + i as i64))
+            group_membership_event(
+                Membership::Add,
+                id,
+                login,
+                name,
+                "00gO365",
+                "O365Guest",
+                &timestamp(-60_000 + i as i64),
+            )
         })
         .collect();
     let post = |body: Value| {
@@ -219,9 +227,28 @@ hec_token = {{ value = "{HEC_TOKEN}" }}
     graph.inject(Fault::Throttle { times: 3, retry_after: "1".into() });
     println!("== POST: alice, bob, carol added to O365Guest → {}", post(delivery(adds.clone())).await?);
     println!("== POST: the same events again (Okta's retry) → {}", post(delivery(adds.clone())).await?);
-    let other = group_membership_event(Membership::Add, "00udemo4", "dave@fabrikam.example", "Dave Diaz", "00gENG", "Engineering", &timestamp(-50_000));
-    println!("== POST: dave added to Engineering (only siem-forward subscribes to every group) → {}", post(delivery(vec![other.clone()])).await?);
-    let removal = group_membership_event(Membership::Remove, "00udemo2", "bob@fabrikam.example", "Bob Brown", "00gO365", "O365Guest", &timestamp(-40_000));
+    let other = group_membership_event(
+        Membership::Add,
+        "00udemo4",
+        "dave@fabrikam.example",
+        "Dave Diaz",
+        "00gENG",
+        "Engineering",
+        &timestamp(-50_000),
+    );
+    println!(
+        "== POST: dave added to Engineering (only siem-forward subscribes to every group) → {}",
+        post(delivery(vec![other.clone()])).await?
+    );
+    let removal = group_membership_event(
+        Membership::Remove,
+        "00udemo2",
+        "bob@fabrikam.example",
+        "Bob Brown",
+        "00gO365",
+        "O365Guest",
+        &timestamp(-40_000),
+    );
     println!("== POST: bob removed from O365Guest → {}", post(delivery(vec![removal.clone()])).await?);
     let bad = http.post(format!("{url}/hooks/okta")).header("authorization", "Basic wrong").body("{}").send().await?;
     println!("== POST with a wrong secret → {} (nothing stored)", bad.status().as_u16());
@@ -253,13 +280,33 @@ hec_token = {{ value = "{HEC_TOKEN}" }}
     };
 
     println!();
-    println!("{:<38} {:<30} {:<24} {:<12} {:<13} {:<6} {:>8}", "event", "type", "user", "group", "plugin", "status", "attempts");
+    println!(
+        "{:<38} {:<30} {:<24} {:<12} {:<13} {:<6} {:>8}",
+        "event", "type", "user", "group", "plugin", "status", "attempts"
+    );
     for (e, v) in all.iter().zip(&views) {
-        let user = e["target"].as_array().and_then(|t| t.iter().find(|x| x["type"] == "User")).map(|u| u["alternateId"].as_str().unwrap_or("")).unwrap_or("");
-        let group = e["target"].as_array().and_then(|t| t.iter().find(|x| x["type"] == "UserGroup")).map(|g| g["displayName"].as_str().unwrap_or("")).unwrap_or("");
+        let user = e["target"]
+            .as_array()
+            .and_then(|t| t.iter().find(|x| x["type"] == "User"))
+            .map(|u| u["alternateId"].as_str().unwrap_or(""))
+            .unwrap_or("");
+        let group = e["target"]
+            .as_array()
+            .and_then(|t| t.iter().find(|x| x["type"] == "UserGroup"))
+            .map(|g| g["displayName"].as_str().unwrap_or(""))
+            .unwrap_or("");
         let ds = v["deliveries"].as_array().cloned().unwrap_or_default();
         if ds.is_empty() {
-            println!("{:<38} {:<30} {:<24} {:<12} {:<13} {:<6} {:>8}", v["id"].as_str().unwrap_or(""), v["event_type"].as_str().unwrap_or(""), user, group, "(none)", "-", "-");
+            println!(
+                "{:<38} {:<30} {:<24} {:<12} {:<13} {:<6} {:>8}",
+                v["id"].as_str().unwrap_or(""),
+                v["event_type"].as_str().unwrap_or(""),
+                user,
+                group,
+                "(none)",
+                "-",
+                "-"
+            );
         }
         for d in ds {
             println!(
@@ -277,7 +324,8 @@ hec_token = {{ value = "{HEC_TOKEN}" }}
 
     println!();
     println!("Accounts now in the emulated tenant:");
-    let guests: Vec<String> = graph.users().into_iter().filter(|u| u.user_type == "Guest").filter_map(|u| u.mail).collect();
+    let guests: Vec<String> =
+        graph.users().into_iter().filter(|u| u.user_type == "Guest").filter_map(|u| u.mail).collect();
     for u in graph.users() {
         println!("  {:<8} {:<28} {}", u.user_type, u.mail.as_deref().unwrap_or("-"), u.user_principal_name);
     }
@@ -309,7 +357,13 @@ hec_token = {{ value = "{HEC_TOKEN}" }}
     println!();
     println!("One event, fanned out: alice added to O365Guest ({alice_uuid})");
     for d in views[0]["deliveries"].as_array().cloned().unwrap_or_default() {
-        println!("  delivery {} → {} {} after {} attempt(s)", d["id"].as_str().unwrap_or(""), d["plugin"].as_str().unwrap_or(""), d["status"].as_str().unwrap_or(""), d["attempts"]);
+        println!(
+            "  delivery {} → {} {} after {} attempt(s)",
+            d["id"].as_str().unwrap_or(""),
+            d["plugin"].as_str().unwrap_or(""),
+            d["status"].as_str().unwrap_or(""),
+            d["attempts"]
+        );
     }
     if let Some(u) = graph.users().into_iter().find(|u| u.mail.as_deref() == Some("alice@fabrikam.example")) {
         println!("  graph-guest  → Entra guest {} {} ({})", u.user_type, u.user_principal_name, u.id);

@@ -12,11 +12,7 @@ use super::{GraphEmulator, TenantConfig};
 /// `graph-emulator [--listen ADDR] [--tenant-id T] [--client-id C] [--client-secret S]
 /// [--domain D] [--seed-member MAIL]... [--seed-guest MAIL]...`
 #[derive(Debug, Parser)]
-#[command(
-    name = "graph-emulator",
-    version,
-    about = "Microsoft Graph and Entra ID token endpoint emulator"
-)]
+#[command(name = "graph-emulator", version, about = "Microsoft Graph and Entra ID token endpoint emulator")]
 pub struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8081")]
@@ -80,9 +76,7 @@ pub async fn stop_signal() -> anyhow::Result<()> {
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     Ok(())
 }
 
@@ -109,15 +103,8 @@ mod tests {
         let emulator = start(args).await.unwrap();
         assert!(emulator.base_url().starts_with("http://127.0.0.1:"));
         assert_eq!(emulator.config().client_secret, "s3cret");
-        assert_eq!(
-            emulator.config().tenant_id,
-            TenantConfig::default().tenant_id
-        );
-        let types: Vec<_> = emulator
-            .users()
-            .iter()
-            .map(|u| u.user_type.clone())
-            .collect();
+        assert_eq!(emulator.config().tenant_id, TenantConfig::default().tenant_id);
+        let types: Vec<_> = emulator.users().iter().map(|u| u.user_type.clone()).collect();
         assert_eq!(types, ["Member", "Member", "Guest"]);
         emulator.shutdown().await;
 

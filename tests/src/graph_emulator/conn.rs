@@ -50,10 +50,7 @@ impl Listener for DroppableListener {
             match self.0.accept().await {
                 Ok((stream, peer)) => {
                     let dropped = Arc::new(AtomicBool::new(false));
-                    let io = DroppableStream {
-                        inner: stream,
-                        dropped: dropped.clone(),
-                    };
+                    let io = DroppableStream { inner: stream, dropped: dropped.clone() };
                     return (io, Connection { peer, dropped });
                 }
                 // E.g. EMFILE: back off rather than spin, as axum's own listener does.
@@ -66,10 +63,7 @@ impl Listener for DroppableListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(Connection {
-            peer: self.0.local_addr()?,
-            dropped: Arc::default(),
-        })
+        Ok(Connection { peer: self.0.local_addr()?, dropped: Arc::default() })
     }
 }
 
@@ -96,22 +90,14 @@ impl DroppableStream {
 }
 
 impl AsyncRead for DroppableStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.check()?;
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for DroppableStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.check()?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }

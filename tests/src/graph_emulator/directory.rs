@@ -96,20 +96,12 @@ impl NewUser {
 
     /// An enabled guest for `mail`, as an accepted invitation leaves it.
     pub fn guest(mail: &str, display_name: &str) -> Self {
-        Self {
-            other_mails: vec![mail.into()],
-            user_type: "Guest".into(),
-            ..Self::member(mail, display_name)
-        }
+        Self { other_mails: vec![mail.into()], user_type: "Guest".into(), ..Self::member(mail, display_name) }
     }
 
     pub(super) fn into_user(self, cfg: &TenantConfig, created_at: Option<Instant>) -> User {
         let guest = self.user_type == "Guest";
-        let address = self
-            .mail
-            .clone()
-            .or_else(|| self.other_mails.first().cloned())
-            .unwrap_or_default();
+        let address = self.mail.clone().or_else(|| self.other_mails.first().cloned()).unwrap_or_default();
         let upn = self.user_principal_name.unwrap_or_else(|| {
             if guest {
                 guest_upn(&address, &cfg.domain)
@@ -130,8 +122,7 @@ impl NewUser {
             external_user_state: guest.then(|| "Accepted".into()),
             user_type: self.user_type,
             account_enabled: self.account_enabled,
-            created_date_time: chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            created_date_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             given_name: None,
             surname: None,
             job_title: None,
@@ -152,17 +143,13 @@ impl User {
         let same = |candidate: &str| candidate.eq_ignore_ascii_case(address);
         self.mail.as_deref().is_some_and(same)
             || self.other_mails.iter().any(|m| same(m))
-            || self
-                .proxy_addresses
-                .iter()
-                .any(|p| p.split_once(':').is_some_and(|(_, a)| same(a)))
+            || self.proxy_addresses.iter().any(|p| p.split_once(':').is_some_and(|(_, a)| same(a)))
             || same(&self.user_principal_name)
     }
 
     /// Whether list queries see this user `now` under replication lag `lag`.
     fn listable(&self, now: Instant, lag: std::time::Duration) -> bool {
-        self.created_at
-            .is_none_or(|created| now.duration_since(created) >= lag)
+        self.created_at.is_none_or(|created| now.duration_since(created) >= lag)
     }
 
     /// The value of a property named as in [`PROPERTIES`]; ones the emulator does not model are
@@ -217,12 +204,7 @@ impl User {
     }
 
     fn project(&self, select: &[&str]) -> Value {
-        Value::Object(
-            select
-                .iter()
-                .map(|p| ((*p).to_owned(), self.property(p)))
-                .collect(),
-        )
+        Value::Object(select.iter().map(|p| ((*p).to_owned(), self.property(p))).collect())
     }
 }
 
@@ -267,10 +249,7 @@ const DEFAULT_SELECT: &[&str] = &[
 
 /// The canonical spelling of a user property (Graph matches property names case-insensitively).
 pub(super) fn canonical_property(name: &str) -> Option<&'static str> {
-    PROPERTIES
-        .iter()
-        .copied()
-        .find(|p| p.eq_ignore_ascii_case(name))
+    PROPERTIES.iter().copied().find(|p| p.eq_ignore_ascii_case(name))
 }
 
 fn unknown_property(name: &str) -> GraphError {
@@ -288,18 +267,13 @@ const SYSTEM_OPTIONS: &[&str] = &[
 
 /// Parses the system query options of a request, refusing unknown and repeated ones and ones
 /// `allowed` does not list.
-fn query_options(
-    raw: Option<&str>,
-    allowed: &[&str],
-) -> Result<HashMap<String, String>, GraphError> {
+fn query_options(raw: Option<&str>, allowed: &[&str]) -> Result<HashMap<String, String>, GraphError> {
     let mut options = HashMap::new();
     for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         let name = key.strip_prefix('$').unwrap_or(&key).to_ascii_lowercase();
         if !SYSTEM_OPTIONS.contains(&name.as_str()) {
             if key.starts_with('$') {
-                return Err(GraphError::bad_request(format!(
-                    "The query parameter '{key}' is not supported."
-                )));
+                return Err(GraphError::bad_request(format!("The query parameter '{key}' is not supported.")));
             }
             continue;
         }
@@ -328,11 +302,7 @@ fn parse_select(value: Option<&String>) -> Result<Vec<&'static str>, GraphError>
             select.push(canonical);
         }
     }
-    Ok(if select.is_empty() {
-        DEFAULT_SELECT.to_vec()
-    } else {
-        select
-    })
+    Ok(if select.is_empty() { DEFAULT_SELECT.to_vec() } else { select })
 }
 
 /// `…/$metadata#users` or `…/$metadata#users(id,mail)`.
@@ -345,9 +315,7 @@ fn context(base_url: &str, select: &[&str]) -> String {
 }
 
 fn find_user(users: &[User], key: &str) -> Option<usize> {
-    users.iter().position(|u| {
-        u.id.eq_ignore_ascii_case(key) || u.user_principal_name.eq_ignore_ascii_case(key)
-    })
+    users.iter().position(|u| u.id.eq_ignore_ascii_case(key) || u.user_principal_name.eq_ignore_ascii_case(key))
 }
 
 pub(super) async fn list_users(
@@ -364,21 +332,12 @@ pub(super) async fn list_users(
         None => false,
         Some(c) if c == "true" => true,
         Some(c) if c == "false" => false,
-        Some(c) => {
-            return Err(GraphError::bad_request(format!(
-                "Invalid value '{c}' for query option '$count'."
-            )))
-        }
+        Some(c) => return Err(GraphError::bad_request(format!("Invalid value '{c}' for query option '$count'."))),
     };
     if count && !eventual {
-        return Err(GraphError::request_bad_request(
-            "$count is not currently supported.",
-        ));
+        return Err(GraphError::request_bad_request("$count is not currently supported."));
     }
-    let filter = options
-        .get("filter")
-        .map(|f| Filter::parse(f))
-        .transpose()?;
+    let filter = options.get("filter").map(|f| Filter::parse(f)).transpose()?;
     if let Some(reason) = filter.as_ref().and_then(Filter::advanced_requirement) {
         if !(eventual && count) {
             return Err(GraphError::unsupported_query(reason));
@@ -406,21 +365,11 @@ pub(super) async fn list_users(
         .filter(|u| filter.as_ref().is_none_or(|f| f.matches(u)))
         .collect();
     let mut body = Map::new();
-    body.insert(
-        "@odata.context".into(),
-        json!(context(&shared.base_url, &select)),
-    );
+    body.insert("@odata.context".into(), json!(context(&shared.base_url, &select)));
     if count {
         body.insert("@odata.count".into(), json!(matching.len()));
     }
-    body.insert(
-        "value".into(),
-        matching
-            .iter()
-            .take(top)
-            .map(|u| u.project(&select))
-            .collect(),
-    );
+    body.insert("value".into(), matching.iter().take(top).map(|u| u.project(&select)).collect());
     Ok(odata(StatusCode::OK, &Value::Object(body)))
 }
 
@@ -433,11 +382,8 @@ pub(super) async fn get_user(
     let select = parse_select(options.get("select"))?;
     let tenant = shared.lock();
     let index = find_user(&tenant.users, &key).ok_or_else(|| GraphError::not_found(&key))?;
-    let mut body =
-        json!({ "@odata.context": format!("{}/$entity", context(&shared.base_url, &select)) });
-    if let (Value::Object(body), Value::Object(user)) =
-        (&mut body, tenant.users[index].project(&select))
-    {
+    let mut body = json!({ "@odata.context": format!("{}/$entity", context(&shared.base_url, &select)) });
+    if let (Value::Object(body), Value::Object(user)) = (&mut body, tenant.users[index].project(&select)) {
         body.extend(user);
     }
     Ok(odata(StatusCode::OK, &body))
@@ -456,14 +402,14 @@ pub(super) async fn patch_user(
     for (name, value) in &changes {
         match name.as_str() {
             "accountEnabled" => user.account_enabled = boolean(value)?,
-            "displayName" => {
-                match value.as_str() {
-                    Some(v) if !v.trim().is_empty() => user.display_name = v.to_owned(),
-                    _ => return Err(GraphError::request_bad_request(
+            "displayName" => match value.as_str() {
+                Some(v) if !v.trim().is_empty() => user.display_name = v.to_owned(),
+                _ => {
+                    return Err(GraphError::request_bad_request(
                         "Invalid value specified for property 'displayName' of resource 'User'.",
-                    )),
+                    ))
                 }
-            }
+            },
             "givenName" => user.given_name = optional_text(value)?,
             "surname" => user.surname = optional_text(value)?,
             "jobTitle" => user.job_title = optional_text(value)?,
@@ -477,8 +423,7 @@ pub(super) async fn patch_user(
                     ))
                 }
             },
-            "id" | "createdDateTime" | "creationType" | "externalUserState" | "proxyAddresses"
-            | "mailNickname" => {
+            "id" | "createdDateTime" | "creationType" | "externalUserState" | "proxyAddresses" | "mailNickname" => {
                 return Err(GraphError::request_bad_request(format!(
                     "Property '{name}' is read-only and cannot be set."
                 )))
@@ -521,19 +466,10 @@ pub(super) async fn invite(
     body: Bytes,
 ) -> Result<Response, GraphError> {
     let request = json_object(&headers, &body)?;
-    if let Some(unknown) = request
-        .keys()
-        .find(|k| !k.contains('@') && !INVITATION_PROPERTIES.contains(&k.as_str()))
-    {
+    if let Some(unknown) = request.keys().find(|k| !k.contains('@') && !INVITATION_PROPERTIES.contains(&k.as_str())) {
         return Err(no_such_json_property(unknown, "invitation"));
     }
-    let text = |name: &str| {
-        request
-            .get(name)
-            .map(optional_text)
-            .transpose()
-            .map(Option::flatten)
-    };
+    let text = |name: &str| request.get(name).map(optional_text).transpose().map(Option::flatten);
     let email = text("invitedUserEmailAddress")?.filter(|e| !e.is_empty());
     let redirect = text("inviteRedirectUrl")?.filter(|r| !r.is_empty());
     let Some(email) = email else {
@@ -551,13 +487,7 @@ pub(super) async fn invite(
             return Err(GraphError::bad_request(message));
         }
     };
-    let flag = |name: &str| {
-        request
-            .get(name)
-            .filter(|v| !v.is_null())
-            .map(boolean)
-            .transpose()
-    };
+    let flag = |name: &str| request.get(name).filter(|v| !v.is_null()).map(boolean).transpose();
     let send_message = flag("sendInvitationMessage")?.unwrap_or(false);
     let reset_redemption = flag("resetRedemption")?.unwrap_or(false);
     let message_info = match request.get("invitedUserMessageInfo") {
@@ -566,19 +496,17 @@ pub(super) async fn invite(
             "ccRecipients": [{ "emailAddress": { "name": null, "address": null } }],
         }),
         Some(info @ Value::Object(_)) => info.clone(),
-        Some(other) => return Err(GraphError::bad_request(format!(
-            "Cannot convert the literal '{other}' to the expected type 'microsoft.graph.invitedUserMessageInfo'."
-        ))),
+        Some(other) => {
+            return Err(GraphError::bad_request(format!(
+                "Cannot convert the literal '{other}' to the expected type 'microsoft.graph.invitedUserMessageInfo'."
+            )))
+        }
     };
     if !valid_invite_address(&email) {
-        return Err(GraphError::bad_request(
-            "The Primary SMTP Address is an invalid value.",
-        ));
+        return Err(GraphError::bad_request("The Primary SMTP Address is an invalid value."));
     }
     if !is_absolute_url(&redirect) {
-        return Err(GraphError::bad_request(
-            "The value of 'inviteRedirectUrl' is not a valid absolute URI.",
-        ));
+        return Err(GraphError::bad_request("The value of 'inviteRedirectUrl' is not a valid absolute URI."));
     }
     let reset_target = match request.get("invitedUser") {
         Some(Value::Object(user)) => user.get("id").and_then(Value::as_str).map(str::to_owned),
@@ -593,8 +521,7 @@ pub(super) async fn invite(
                 "The invitedUser id is required when resetRedemption is true.",
             ));
         };
-        let index =
-            find_user(&tenant.users, &target).ok_or_else(|| GraphError::not_found(&target))?;
+        let index = find_user(&tenant.users, &target).ok_or_else(|| GraphError::not_found(&target))?;
         if !tenant.users[index].has_address(&email) {
             return Err(GraphError::request_bad_request(
                 "The email you're using to invite this user doesn't match any emails on the user object.",
@@ -606,11 +533,9 @@ pub(super) async fn invite(
         match tenant.users.iter().find(|u| u.has_address(&email)) {
             Some(u) if u.user_type != "Guest" => {
                 let message = "Another object with the same value for property proxyAddresses already exists.";
-                return Err(
-                    GraphError::request_bad_request(message).with_details(json!([
-                        { "code": "ObjectConflict", "message": message, "target": "proxyAddresses" }
-                    ])),
-                );
+                return Err(GraphError::request_bad_request(message).with_details(json!([
+                    { "code": "ObjectConflict", "message": message, "target": "proxyAddresses" }
+                ])));
             }
             Some(u) if !u.account_enabled => {
                 return Err(GraphError::request_bad_request(format!(
@@ -685,14 +610,9 @@ fn valid_invite_address(address: &str) -> bool {
         return false;
     };
     let edge_ok = |part: &str| {
-        !part.is_empty()
-            && !part.starts_with(['.', '-'])
-            && !part.ends_with(['.', '-'])
-            && !part.contains("..")
+        !part.is_empty() && !part.starts_with(['.', '-']) && !part.ends_with(['.', '-']) && !part.contains("..")
     };
-    !address
-        .chars()
-        .any(|c| FORBIDDEN.contains(c) || c.is_whitespace() || c.is_control())
+    !address.chars().any(|c| FORBIDDEN.contains(c) || c.is_whitespace() || c.is_control())
         && !domain.contains('@')
         && edge_ok(local)
         && edge_ok(domain)
@@ -724,9 +644,7 @@ fn json_object(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, G
 }
 
 fn required(property: &str) -> GraphError {
-    GraphError::bad_request(format!(
-        "Required property '{property}' is missing or empty."
-    ))
+    GraphError::bad_request(format!("Required property '{property}' is missing or empty."))
 }
 
 fn no_such_json_property(name: &str, type_name: &str) -> GraphError {
@@ -736,15 +654,11 @@ fn no_such_json_property(name: &str, type_name: &str) -> GraphError {
 }
 
 fn cannot_convert(value: &Value, edm: &str) -> GraphError {
-    GraphError::bad_request(format!(
-        "Cannot convert the literal '{value}' to the expected type '{edm}'."
-    ))
+    GraphError::bad_request(format!("Cannot convert the literal '{value}' to the expected type '{edm}'."))
 }
 
 fn boolean(value: &Value) -> Result<bool, GraphError> {
-    value
-        .as_bool()
-        .ok_or_else(|| cannot_convert(value, "Edm.Boolean"))
+    value.as_bool().ok_or_else(|| cannot_convert(value, "Edm.Boolean"))
 }
 
 fn optional_text(value: &Value) -> Result<Option<String>, GraphError> {
@@ -756,15 +670,6 @@ fn optional_text(value: &Value) -> Result<Option<String>, GraphError> {
 }
 
 fn text_list(value: &Value) -> Result<Vec<String>, GraphError> {
-    let items = value
-        .as_array()
-        .ok_or_else(|| cannot_convert(value, "Collection(Edm.String)"))?;
-    items
-        .iter()
-        .map(|v| {
-            v.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| cannot_convert(v, "Edm.String"))
-        })
-        .collect()
+    let items = value.as_array().ok_or_else(|| cannot_convert(value, "Collection(Edm.String)"))?;
+    items.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(|| cannot_convert(v, "Edm.String"))).collect()
 }

@@ -40,9 +40,7 @@ struct Api {
 }
 
 fn form(pairs: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }
 
 fn keys(value: &Value) -> BTreeSet<String> {
@@ -53,31 +51,16 @@ async fn reply(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    Reply { status, headers, body }
 }
 
 impl Api {
     /// A client for `emulator` holding a fresh token. No idle-pool timer, so paused time only
     /// moves when a test or the emulator sleeps.
     async fn new(emulator: &GraphEmulator) -> Api {
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(None)
-            .build()
-            .unwrap();
-        let mut api = Api {
-            http,
-            base: emulator.base_url(),
-            token: String::new(),
-        };
+        let http = reqwest::Client::builder().pool_idle_timeout(None).build().unwrap();
+        let mut api = Api { http, base: emulator.base_url(), token: String::new() };
         api.token = api.refresh_token().await;
         api
     }
@@ -111,13 +94,7 @@ impl Api {
         reply(response).await
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
+    async fn send(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
         reply(self.try_send(method, path, body, headers).await.unwrap()).await
     }
 
@@ -133,9 +110,7 @@ impl Api {
             request = request.header("Authorization", format!("Bearer {}", self.token));
         }
         if let Some(body) = body {
-            request = request
-                .header("Content-Type", "application/json")
-                .body(serde_json::to_vec(&body).unwrap());
+            request = request.header("Content-Type", "application/json").body(serde_json::to_vec(&body).unwrap());
         }
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -152,8 +127,7 @@ impl Api {
     }
 
     async fn invite(&self, body: Value) -> Reply {
-        self.send(Method::POST, "/v1.0/invitations", Some(body), &[])
-            .await
+        self.send(Method::POST, "/v1.0/invitations", Some(body), &[]).await
     }
 
     async fn invite_address(&self, address: &str) -> Reply {
@@ -179,103 +153,42 @@ async fn token_endpoint_answers_like_entra() {
         ("grant_type", "client_credentials"),
     ];
     let with = |name: &str, value: &'static str| {
-        good.iter()
-            .map(|(k, v)| if *k == name { (*k, value) } else { (*k, *v) })
-            .collect::<Vec<_>>()
+        good.iter().map(|(k, v)| if *k == name { (*k, value) } else { (*k, *v) }).collect::<Vec<_>>()
     };
-    let without = |name: &str| {
-        good.iter()
-            .filter(|(k, _)| *k != name)
-            .copied()
-            .collect::<Vec<_>>()
-    };
+    let without = |name: &str| good.iter().filter(|(k, _)| *k != name).copied().collect::<Vec<_>>();
 
     let ok = api.token_request(&cfg.domain, &good).await;
     assert_eq!(ok.status, 200);
     assert!(keys(&ok.body).is_superset(&keys(&fixtures::load("graph/token.success.200.json"))));
-    assert_eq!(
-        (
-            ok.body["token_type"].as_str(),
-            ok.body["expires_in"].as_u64()
-        ),
-        (Some("Bearer"), Some(3599))
-    );
+    assert_eq!((ok.body["token_type"].as_str(), ok.body["expires_in"].as_u64()), (Some("Bearer"), Some(3599)));
 
     let error_keys = keys(&fixtures::load("graph/token.error.400.json"));
     let cases: Vec<(Reply, u16, &str, u64)> = vec![
+        (api.token_request("contoso-unknown.onmicrosoft.com", &good).await, 400, "invalid_request", 90002),
+        (api.token_request(&cfg.tenant_id, &without("grant_type")).await, 400, "invalid_request", 900144),
+        (api.token_request(&cfg.tenant_id, &without("scope")).await, 400, "invalid_request", 900144),
         (
-            api.token_request("contoso-unknown.onmicrosoft.com", &good)
-                .await,
-            400,
-            "invalid_request",
-            90002,
-        ),
-        (
-            api.token_request(&cfg.tenant_id, &without("grant_type"))
-                .await,
-            400,
-            "invalid_request",
-            900144,
-        ),
-        (
-            api.token_request(&cfg.tenant_id, &without("scope")).await,
-            400,
-            "invalid_request",
-            900144,
-        ),
-        (
-            api.token_request(
-                &cfg.tenant_id,
-                &with("client_id", "22222222-2222-2222-2222-222222222222"),
-            )
-            .await,
+            api.token_request(&cfg.tenant_id, &with("client_id", "22222222-2222-2222-2222-222222222222")).await,
             400,
             "unauthorized_client",
             700016,
         ),
         (
-            api.token_request(
-                &cfg.tenant_id,
-                &with("scope", "https://foo.microsoft.com/.default"),
-            )
-            .await,
+            api.token_request(&cfg.tenant_id, &with("scope", "https://foo.microsoft.com/.default")).await,
             400,
             "invalid_scope",
             70011,
         ),
-        (
-            api.token_request(&cfg.tenant_id, &with("client_secret", "wrong"))
-                .await,
-            401,
-            "invalid_client",
-            7000215,
-        ),
-        (
-            api.token_request(&cfg.tenant_id, &without("client_secret"))
-                .await,
-            401,
-            "invalid_client",
-            7000218,
-        ),
+        (api.token_request(&cfg.tenant_id, &with("client_secret", "wrong")).await, 401, "invalid_client", 7000215),
+        (api.token_request(&cfg.tenant_id, &without("client_secret")).await, 401, "invalid_client", 7000218),
     ];
     for (r, status, error, code) in &cases {
-        assert_eq!(
-            (r.status, r.body["error"].as_str()),
-            (*status, Some(*error)),
-            "{}",
-            r.body
-        );
+        assert_eq!((r.status, r.body["error"].as_str()), (*status, Some(*error)), "{}", r.body);
         assert_eq!(keys(&r.body), error_keys);
         assert_eq!(r.body["error_codes"], json!([code]));
         let description = r.body["error_description"].as_str().unwrap();
-        assert!(
-            description.starts_with(&format!("AADSTS{code}: ")),
-            "{description}"
-        );
-        assert!(description.contains(&format!(
-            "Trace ID: {}",
-            r.body["trace_id"].as_str().unwrap()
-        )));
+        assert!(description.starts_with(&format!("AADSTS{code}: ")), "{description}");
+        assert!(description.contains(&format!("Trace ID: {}", r.body["trace_id"].as_str().unwrap())));
     }
 
     // A JSON body is not a form: Entra sees no grant_type.
@@ -288,38 +201,23 @@ async fn token_endpoint_answers_like_entra() {
         .await
         .unwrap();
     let json_body = reply(json_body).await;
-    assert_eq!(
-        (json_body.status, json_body.body["error_codes"][0].as_u64()),
-        (400, Some(900144))
-    );
+    assert_eq!((json_body.status, json_body.body["error_codes"][0].as_u64()), (400, Some(900144)));
     assert_eq!(emulator.token_requests(), 1 + 1 + cases.len() + 1);
     emulator.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn graph_calls_need_an_issued_unexpired_bearer_token() {
-    let cfg = TenantConfig {
-        token_ttl_secs: 600,
-        ..TenantConfig::default()
-    };
+    let cfg = TenantConfig { token_ttl_secs: 600, ..TenantConfig::default() };
     let emulator = GraphEmulator::start(cfg).await.unwrap();
     let mut api = Api::new(&emulator).await;
     assert_eq!(api.list(&[]).await.status, 200);
 
     let token = std::mem::take(&mut api.token);
     let missing = api.list(&[]).await;
-    assert_eq!(
-        (missing.status, missing.code()),
-        (401, "InvalidAuthenticationToken")
-    );
-    assert!(missing
-        .header("www-authenticate")
-        .unwrap()
-        .starts_with("Bearer"));
-    assert_eq!(
-        missing.header("request-id"),
-        missing.body["error"]["innerError"]["request-id"].as_str()
-    );
+    assert_eq!((missing.status, missing.code()), (401, "InvalidAuthenticationToken"));
+    assert!(missing.header("www-authenticate").unwrap().starts_with("Bearer"));
+    assert_eq!(missing.header("request-id"), missing.body["error"]["innerError"]["request-id"].as_str());
     api.token = "not-a-token".into();
     assert_eq!(api.list(&[]).await.status, 401);
 
@@ -343,21 +241,12 @@ async fn invitation_creates_a_pending_guest_with_an_ext_upn() {
     let request = fixtures::load("graph/invitation-post.request.json");
     let created = api.invite(request).await;
     assert_eq!(created.status, 201, "{}", created.body);
-    assert!(created
-        .header("content-type")
-        .unwrap()
-        .starts_with("application/json"));
-    assert_eq!(
-        keys(&created.body),
-        keys(&fixtures::load("graph/invitation-post.response.201.json"))
-    );
+    assert!(created.header("content-type").unwrap().starts_with("application/json"));
+    assert_eq!(keys(&created.body), keys(&fixtures::load("graph/invitation-post.response.201.json")));
     assert_eq!(created.body["status"], "PendingAcceptance");
     assert_eq!(created.body["sendInvitationMessage"], false);
     assert_eq!(created.body["invitedUserType"], "Guest");
-    let user_id = created.body["invitedUser"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user_id = created.body["invitedUser"]["id"].as_str().unwrap().to_owned();
     assert_ne!(created.body["id"].as_str(), Some(user_id.as_str()));
 
     let users = emulator.users();
@@ -365,17 +254,11 @@ async fn invitation_creates_a_pending_guest_with_an_ext_upn() {
     let guest = &users[0];
     assert_eq!(guest.id, user_id);
     assert_eq!(guest.user_type, "Guest");
-    assert_eq!(
-        guest.user_principal_name,
-        "admin_fabrikam.com#EXT#@contoso.onmicrosoft.com"
-    );
+    assert_eq!(guest.user_principal_name, "admin_fabrikam.com#EXT#@contoso.onmicrosoft.com");
     assert_eq!(guest.mail.as_deref(), Some("admin@fabrikam.com"));
     assert_eq!(guest.other_mails, vec!["admin@fabrikam.com".to_owned()]);
     assert_eq!(guest.creation_type.as_deref(), Some("Invitation"));
-    assert_eq!(
-        guest.external_user_state.as_deref(),
-        Some("PendingAcceptance")
-    );
+    assert_eq!(guest.external_user_state.as_deref(), Some("PendingAcceptance"));
     assert!(guest.account_enabled);
     assert!(!emulator.invitations()[0].message_sent);
 
@@ -384,16 +267,12 @@ async fn invitation_creates_a_pending_guest_with_an_ext_upn() {
     assert_eq!(plain.status, 200);
     assert!(plain.body.get("userType").is_none());
     assert_eq!(plain.body["userPrincipalName"], guest.user_principal_name);
-    let by_upn = api.get("/v1.0/users/admin_fabrikam.com%23EXT%23@contoso.onmicrosoft.com?$select=id,userType,creationType").await;
+    let by_upn = api
+        .get("/v1.0/users/admin_fabrikam.com%23EXT%23@contoso.onmicrosoft.com?$select=id,userType,creationType")
+        .await;
     assert_eq!(by_upn.status, 200, "{}", by_upn.body);
-    assert_eq!(
-        (by_upn.body["id"].as_str(), by_upn.body["userType"].as_str()),
-        (Some(user_id.as_str()), Some("Guest"))
-    );
-    assert!(by_upn.body["@odata.context"]
-        .as_str()
-        .unwrap()
-        .ends_with("#users(id,userType,creationType)/$entity"));
+    assert_eq!((by_upn.body["id"].as_str(), by_upn.body["userType"].as_str()), (Some(user_id.as_str()), Some("Guest")));
+    assert!(by_upn.body["@odata.context"].as_str().unwrap().ends_with("#users(id,userType,creationType)/$entity"));
 
     // Re-inviting the address (any case) answers with the same guest; a message is recorded.
     let again = api
@@ -403,16 +282,10 @@ async fn invitation_creates_a_pending_guest_with_an_ext_upn() {
         }))
         .await;
     assert_eq!(again.status, 201);
-    assert_eq!(
-        again.body["invitedUser"]["id"].as_str(),
-        Some(user_id.as_str())
-    );
+    assert_eq!(again.body["invitedUser"]["id"].as_str(), Some(user_id.as_str()));
     assert_eq!(emulator.users().len(), 1);
     let invitations = emulator.invitations();
-    assert_eq!(
-        (invitations[1].created_user, invitations[1].message_sent),
-        (false, true)
-    );
+    assert_eq!((invitations[1].created_user, invitations[1].message_sent), (false, true));
     emulator.shutdown().await;
 }
 
@@ -420,22 +293,12 @@ async fn invitation_creates_a_pending_guest_with_an_ext_upn() {
 async fn invitation_refuses_what_graph_refuses() {
     let (emulator, api) = start().await;
     let member = emulator.seed_member("employee@contoso.com", "Employee");
-    emulator.seed_user(NewUser {
-        account_enabled: false,
-        ..NewUser::guest("blocked@fabrikam.com", "Blocked")
-    });
+    emulator.seed_user(NewUser { account_enabled: false, ..NewUser::guest("blocked@fabrikam.com", "Blocked") });
 
-    let no_redirect = api
-        .invite(json!({ "invitedUserEmailAddress": "a@fabrikam.com" }))
-        .await;
-    assert_eq!(
-        (no_redirect.status, no_redirect.code()),
-        (400, "BadRequest")
-    );
+    let no_redirect = api.invite(json!({ "invitedUserEmailAddress": "a@fabrikam.com" })).await;
+    assert_eq!((no_redirect.status, no_redirect.code()), (400, "BadRequest"));
     assert!(no_redirect.message().contains("inviteRedirectUrl"));
-    let no_address = api
-        .invite(json!({ "inviteRedirectUrl": "https://myapps.microsoft.com" }))
-        .await;
+    let no_address = api.invite(json!({ "inviteRedirectUrl": "https://myapps.microsoft.com" })).await;
     assert!(no_address.status == 400 && no_address.message().contains("invitedUserEmailAddress"));
 
     for bad in [
@@ -448,14 +311,10 @@ async fn invitation_refuses_what_graph_refuses() {
     ] {
         assert_eq!(api.invite_address(bad).await.status, 400, "{bad}");
     }
-    assert_eq!(
-        api.invite_address("o'brien_jr.x-y@fabrikam.com")
-            .await
-            .status,
-        201
-    );
+    assert_eq!(api.invite_address("o'brien_jr.x-y@fabrikam.com").await.status, 201);
 
-    let misspelt = api.invite(json!({ "invitedUserEmail": "a@fabrikam.com", "inviteRedirectUrl": "https://x.example" })).await;
+    let misspelt =
+        api.invite(json!({ "invitedUserEmail": "a@fabrikam.com", "inviteRedirectUrl": "https://x.example" })).await;
     assert_eq!(misspelt.status, 400);
     assert!(misspelt.message().contains("'invitedUserEmail'"));
     let not_json = reply(
@@ -471,19 +330,14 @@ async fn invitation_refuses_what_graph_refuses() {
     assert_eq!((not_json.status, not_json.code()), (400, "BadRequest"));
 
     let conflict = api.invite_address("EMPLOYEE@contoso.com").await;
-    assert_eq!(
-        (conflict.status, conflict.code()),
-        (400, "Request_BadRequest")
-    );
+    assert_eq!((conflict.status, conflict.code()), (400, "Request_BadRequest"));
     assert!(conflict.message().contains("proxyAddresses"));
     let blocked = api.invite_address("blocked@fabrikam.com").await;
     assert!(blocked.status == 400 && blocked.message().contains("blocked from signing in"));
 
     let users = emulator.users();
     assert_eq!(users.len(), 3, "only the o'brien guest was added");
-    assert!(users
-        .iter()
-        .any(|u| u.id == member && u.user_type == "Member"));
+    assert!(users.iter().any(|u| u.id == member && u.user_type == "Member"));
     emulator.shutdown().await;
 }
 
@@ -496,100 +350,40 @@ async fn users_filter_supports_lookups_by_address() {
         other_mails: vec!["contact@fabrikam.com".into()],
         ..NewUser::guest("contact@fabrikam.com", "Contact")
     });
-    let obrien = api.invite_address("o'brien@fabrikam.com").await.body["invitedUser"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let ids = |r: &Reply| {
-        r.values()
-            .iter()
-            .map(|u| u["id"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
+    let obrien =
+        api.invite_address("o'brien@fabrikam.com").await.body["invitedUser"]["id"].as_str().unwrap().to_owned();
+    let ids = |r: &Reply| r.values().iter().map(|u| u["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
 
-    let by_mail = api
-        .list(&[
-            ("$filter", "mail eq 'O''Brien@FABRIKAM.com'"),
-            ("$select", "id,userType"),
-        ])
-        .await;
+    let by_mail = api.list(&[("$filter", "mail eq 'O''Brien@FABRIKAM.com'"), ("$select", "id,userType")]).await;
     assert_eq!(by_mail.status, 200, "{}", by_mail.body);
     assert_eq!(ids(&by_mail), vec![obrien.clone()]);
-    assert_eq!(
-        by_mail.values()[0],
-        json!({ "id": obrien, "userType": "Guest" })
-    );
-    assert!(by_mail.body["@odata.context"]
-        .as_str()
-        .unwrap()
-        .ends_with("/v1.0/$metadata#users(id,userType)"));
+    assert_eq!(by_mail.values()[0], json!({ "id": obrien, "userType": "Guest" }));
+    assert!(by_mail.body["@odata.context"].as_str().unwrap().ends_with("/v1.0/$metadata#users(id,userType)"));
 
-    let by_other = api
-        .list(&[("$filter", "otherMails/any(id:id eq 'contact@fabrikam.com')")])
-        .await;
+    let by_other = api.list(&[("$filter", "otherMails/any(id:id eq 'contact@fabrikam.com')")]).await;
     assert_eq!(ids(&by_other), vec![contact_guest.clone()]);
-    assert_eq!(
-        api.list(&[("$filter", "mail eq 'contact@fabrikam.com'")])
-            .await
-            .values()
-            .len(),
-        0
-    );
-    let by_upn = api
-        .list(&[(
-            "$filter",
-            "userPrincipalName eq 'm@contoso.onmicrosoft.com'",
-        )])
-        .await;
+    assert_eq!(api.list(&[("$filter", "mail eq 'contact@fabrikam.com'")]).await.values().len(), 0);
+    let by_upn = api.list(&[("$filter", "userPrincipalName eq 'm@contoso.onmicrosoft.com'")]).await;
     assert_eq!(by_upn.values().len(), 1);
     let either = "mail eq 'contact@fabrikam.com' or otherMails/any(x:x eq 'contact@fabrikam.com') or mail eq 'o''brien@fabrikam.com'";
-    assert_eq!(
-        ids(&api.list(&[("$filter", either)]).await),
-        vec![contact_guest, obrien]
-    );
-    assert_eq!(
-        api.list(&[("$filter", either), ("$top", "1")])
-            .await
-            .values()
-            .len(),
-        1
-    );
+    assert_eq!(ids(&api.list(&[("$filter", either)]).await), vec![contact_guest, obrien]);
+    assert_eq!(api.list(&[("$filter", either), ("$top", "1")]).await.values().len(), 1);
 
     // The fixture's user-list shape: @odata.context, value[] with the selected properties.
-    let listed = api
-        .list(&[("$select", "displayName,mail,mailNickname,userPrincipalName")])
-        .await;
+    let listed = api.list(&[("$select", "displayName,mail,mailNickname,userPrincipalName")]).await;
     let fixture = fixtures::load("graph/user-list.filter-startswith.response.json");
     assert_eq!(keys(&listed.values()[0]), keys(&fixture["value"][0]));
 
     let refusals = [
         (vec![("$select", "id,shoeSize")], "Request_BadRequest"),
-        (
-            vec![("$filter", "endsWith(mail,'@fabrikam.com')")],
-            "Request_UnsupportedQuery",
-        ),
-        (
-            vec![("$filter", "mail ne 'x@y.com'")],
-            "Request_UnsupportedQuery",
-        ),
-        (
-            vec![("$filter", "officeLocation eq 'x'")],
-            "Request_UnsupportedQuery",
-        ),
-        (
-            vec![("$filter", "mail eq o'brien@fabrikam.com")],
-            "BadRequest",
-        ),
+        (vec![("$filter", "endsWith(mail,'@fabrikam.com')")], "Request_UnsupportedQuery"),
+        (vec![("$filter", "mail ne 'x@y.com'")], "Request_UnsupportedQuery"),
+        (vec![("$filter", "officeLocation eq 'x'")], "Request_UnsupportedQuery"),
+        (vec![("$filter", "mail eq o'brien@fabrikam.com")], "BadRequest"),
         (vec![("$filter", "mail eq 'a' or")], "BadRequest"),
         (vec![("$filter", "shoeSize eq 'x'")], "Request_BadRequest"),
-        (
-            vec![("$filter", "mail eq 'a'"), ("$filter", "mail eq 'b'")],
-            "BadRequest",
-        ),
-        (
-            vec![("$orderby", "displayName")],
-            "Request_UnsupportedQuery",
-        ),
+        (vec![("$filter", "mail eq 'a'"), ("$filter", "mail eq 'b'")], "BadRequest"),
+        (vec![("$orderby", "displayName")], "Request_UnsupportedQuery"),
     ];
     for (params, code) in refusals {
         let r = api.list(&params).await;
@@ -597,21 +391,8 @@ async fn users_filter_supports_lookups_by_address() {
     }
 
     // Advanced queries run with ConsistencyLevel: eventual and $count=true.
-    let path = format!(
-        "/v1.0/users?{}",
-        form(&[
-            ("$filter", "endsWith(mail,'@fabrikam.com')"),
-            ("$count", "true")
-        ])
-    );
-    let advanced = api
-        .send(
-            Method::GET,
-            &path,
-            None,
-            &[("ConsistencyLevel", "eventual")],
-        )
-        .await;
+    let path = format!("/v1.0/users?{}", form(&[("$filter", "endsWith(mail,'@fabrikam.com')"), ("$count", "true")]));
+    let advanced = api.send(Method::GET, &path, None, &[("ConsistencyLevel", "eventual")]).await;
     assert_eq!(advanced.status, 200, "{}", advanced.body);
     assert_eq!(advanced.body["@odata.count"], 1);
     emulator.shutdown().await;
@@ -622,86 +403,35 @@ async fn users_by_id_patch_delete_and_not_found() {
     let (emulator, api) = start().await;
     let guest = emulator.seed_guest("g@fabrikam.com", "Guest");
 
-    let missing = api
-        .get("/v1.0/users/68be84bf-a585-4776-80b3-30aa5207aa22")
-        .await;
+    let missing = api.get("/v1.0/users/68be84bf-a585-4776-80b3-30aa5207aa22").await;
     let fixture = fixtures::load("graph/graph-error.404.Request_ResourceNotFound.json");
-    assert_eq!(
-        (missing.status, missing.code()),
-        (404, "Request_ResourceNotFound")
-    );
-    assert_eq!(
-        missing.message(),
-        fixture["error"]["message"].as_str().unwrap()
-    );
+    assert_eq!((missing.status, missing.code()), (404, "Request_ResourceNotFound"));
+    assert_eq!(missing.message(), fixture["error"]["message"].as_str().unwrap());
     assert_eq!(keys(&missing.body["error"]), keys(&fixture["error"]));
-    assert!(keys(&missing.body["error"]["innerError"])
-        .is_superset(&keys(&fixture["error"]["innerError"])));
+    assert!(keys(&missing.body["error"]["innerError"]).is_superset(&keys(&fixture["error"]["innerError"])));
     assert_eq!(missing.header("content-type"), Some("application/json"));
 
     let path = format!("/v1.0/users/{guest}");
-    let patched = api
-        .send(
-            Method::PATCH,
-            &path,
-            Some(json!({ "accountEnabled": false })),
-            &[],
-        )
-        .await;
+    let patched = api.send(Method::PATCH, &path, Some(json!({ "accountEnabled": false })), &[]).await;
     assert_eq!(patched.status, 204);
     assert!(!emulator.user(&guest).unwrap().account_enabled);
-    let wrong_type = api
-        .send(
-            Method::PATCH,
-            &path,
-            Some(json!({ "accountEnabled": "no" })),
-            &[],
-        )
-        .await;
+    let wrong_type = api.send(Method::PATCH, &path, Some(json!({ "accountEnabled": "no" })), &[]).await;
     assert_eq!((wrong_type.status, wrong_type.code()), (400, "BadRequest"));
-    let unknown = api
-        .send(
-            Method::PATCH,
-            &path,
-            Some(json!({ "accountEnable": false })),
-            &[],
-        )
-        .await;
+    let unknown = api.send(Method::PATCH, &path, Some(json!({ "accountEnable": false })), &[]).await;
     assert_eq!(unknown.status, 400);
-    assert_eq!(
-        api.send(Method::PUT, &path, Some(json!({})), &[])
-            .await
-            .status,
-        405
-    );
+    assert_eq!(api.send(Method::PUT, &path, Some(json!({})), &[]).await.status, 405);
 
     assert_eq!(api.send(Method::DELETE, &path, None, &[]).await.status, 204);
     assert_eq!(api.get(&path).await.status, 404);
-    assert_eq!(
-        api.send(Method::DELETE, &path, None, &[]).await.code(),
-        "Request_ResourceNotFound"
-    );
-    assert_eq!(
-        api.send(
-            Method::PATCH,
-            &path,
-            Some(json!({ "accountEnabled": true })),
-            &[]
-        )
-        .await
-        .status,
-        404
-    );
+    assert_eq!(api.send(Method::DELETE, &path, None, &[]).await.code(), "Request_ResourceNotFound");
+    assert_eq!(api.send(Method::PATCH, &path, Some(json!({ "accountEnabled": true })), &[]).await.status, 404);
     assert!(emulator.users().is_empty());
     assert_eq!(emulator.deleted_users().len(), 1);
     assert_eq!(api.list(&[]).await.values().len(), 0);
 
     let segment = api.get("/v1.0/groupz").await;
     assert_eq!((segment.status, segment.code()), (400, "BadRequest"));
-    assert_eq!(
-        segment.message(),
-        "Resource not found for the segment 'groupz'."
-    );
+    assert_eq!(segment.message(), "Resource not found for the segment 'groupz'.");
     emulator.shutdown().await;
 }
 
@@ -709,47 +439,27 @@ async fn users_by_id_patch_delete_and_not_found() {
 async fn faults_apply_in_fifo_order_to_matching_graph_requests() {
     let (emulator, api) = start().await;
     // A request takes the first queued rule that matches it, so the scoped rule is first.
-    emulator.inject_for(
-        Some(Method::POST),
-        "/v1.0/invitations",
-        Fault::Forbidden { times: 1 },
-    );
-    emulator.inject(Fault::Throttle {
-        times: 2,
-        retry_after: "2.128".into(),
-    });
-    emulator.inject(Fault::Unavailable {
-        times: 1,
-        retry_after: Some("5".into()),
-    });
+    emulator.inject_for(Some(Method::POST), "/v1.0/invitations", Fault::Forbidden { times: 1 });
+    emulator.inject(Fault::Throttle { times: 2, retry_after: "2.128".into() });
+    emulator.inject(Fault::Unavailable { times: 1, retry_after: Some("5".into()) });
     emulator.inject(Fault::GatewayTimeout { times: 1 });
 
     let throttled = api.list(&[]).await;
-    assert_eq!(
-        (throttled.status, throttled.header("retry-after")),
-        (429, Some("2.128"))
-    );
+    assert_eq!((throttled.status, throttled.header("retry-after")), (429, Some("2.128")));
     let fixture = fixtures::load("graph/graph-error.429.json");
     assert_eq!(keys(&throttled.body["error"]), keys(&fixture["error"]));
-    assert!(keys(&throttled.body["error"]["innerError"])
-        .is_superset(&keys(&fixture["error"]["innerError"])));
+    assert!(keys(&throttled.body["error"]["innerError"]).is_superset(&keys(&fixture["error"]["innerError"])));
     assert_eq!(throttled.code(), "TooManyRequests");
 
     // The token endpoint is never faulted.
     api.refresh_token().await;
     let forbidden = api.invite_address("x@fabrikam.com").await;
-    assert_eq!(
-        (forbidden.status, forbidden.code()),
-        (403, "Authorization_RequestDenied")
-    );
+    assert_eq!((forbidden.status, forbidden.code()), (403, "Authorization_RequestDenied"));
 
     let second = api.list(&[]).await;
     assert_eq!(second.status, 429);
     let unavailable = api.list(&[]).await;
-    assert_eq!(
-        (unavailable.status, unavailable.header("retry-after")),
-        (503, Some("5"))
-    );
+    assert_eq!((unavailable.status, unavailable.header("retry-after")), (503, Some("5")));
     assert_eq!(api.list(&[]).await.status, 504);
     assert_eq!(emulator.pending_faults(), 0);
     assert_eq!(api.list(&[]).await.status, 200);
@@ -758,20 +468,14 @@ async fn faults_apply_in_fifo_order_to_matching_graph_requests() {
     let statuses: Vec<u16> = emulator.journal().iter().map(|e| e.status).collect();
     assert_eq!(statuses, vec![200, 429, 200, 403, 429, 503, 504, 200, 201]);
     let entry = &emulator.journal()[1];
-    assert_eq!(
-        (entry.method.as_str(), entry.path.as_str()),
-        ("GET", "/v1.0/users")
-    );
+    assert_eq!((entry.method.as_str(), entry.path.as_str()), ("GET", "/v1.0/users"));
     emulator.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn latency_holds_and_reset_drops_without_answer() {
     let (emulator, api) = start().await;
-    emulator.inject(Fault::Latency {
-        times: 1,
-        delay: Duration::from_secs(30),
-    });
+    emulator.inject(Fault::Latency { times: 1, delay: Duration::from_secs(30) });
     let before = tokio::time::Instant::now();
     assert_eq!(api.list(&[]).await.status, 200);
     assert!(before.elapsed() >= Duration::from_secs(30));
@@ -793,18 +497,11 @@ async fn replication_lag_hides_new_users_from_list_queries_only() {
     let (emulator, api) = start().await;
     emulator.seed_member("m@contoso.com", "Member");
     emulator.set_replication_lag(Duration::from_secs(600));
-    let id = api.invite_address("late@fabrikam.com").await.body["invitedUser"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = api.invite_address("late@fabrikam.com").await.body["invitedUser"]["id"].as_str().unwrap().to_owned();
     let query = [("$filter", "mail eq 'late@fabrikam.com'")];
 
     assert!(api.list(&query).await.values().is_empty());
-    assert_eq!(
-        api.list(&[]).await.values().len(),
-        1,
-        "seeded users are replicated"
-    );
+    assert_eq!(api.list(&[]).await.values().len(), 1, "seeded users are replicated");
     assert_eq!(api.get(&format!("/v1.0/users/{id}")).await.status, 200);
     tokio::time::advance(Duration::from_secs(601)).await;
     assert_eq!(api.list(&query).await.values().len(), 1);
@@ -816,7 +513,8 @@ async fn admin_endpoints_expose_state_and_take_faults() {
     let (emulator, api) = start().await;
     emulator.seed_member("m@contoso.com", "Member");
     let admin = |path: &str| format!("{}/_emulator/{path}", emulator.base_url());
-    let fault = json!({ "kind": "throttle", "times": 1, "retry_after": "1", "method": "get", "path_prefix": "/v1.0/users" });
+    let fault =
+        json!({ "kind": "throttle", "times": 1, "retry_after": "1", "method": "get", "path_prefix": "/v1.0/users" });
     let posted = api
         .http
         .post(admin("faults"))
@@ -826,33 +524,16 @@ async fn admin_endpoints_expose_state_and_take_faults() {
         .await
         .unwrap();
     assert_eq!(posted.status(), 204);
-    assert_eq!(
-        api.invite_address("i@fabrikam.com").await.status,
-        201,
-        "POST is out of the fault's scope"
-    );
+    assert_eq!(api.invite_address("i@fabrikam.com").await.status, 201, "POST is out of the fault's scope");
     assert_eq!(api.list(&[]).await.status, 429);
 
     let users = reply(api.http.get(admin("users")).send().await.unwrap()).await;
     let users = users.body.as_array().unwrap().clone();
     assert_eq!(users.len(), 2);
-    assert_eq!(
-        users[1]["userPrincipalName"],
-        "i_fabrikam.com#EXT#@contoso.onmicrosoft.com"
-    );
+    assert_eq!(users[1]["userPrincipalName"], "i_fabrikam.com#EXT#@contoso.onmicrosoft.com");
     let journal = reply(api.http.get(admin("journal")).send().await.unwrap()).await;
-    assert_eq!(
-        journal.body.as_array().unwrap().len(),
-        3,
-        "token, invitation, list: admin calls are not journaled"
-    );
-    let bad = api
-        .http
-        .post(admin("faults"))
-        .body("{\"kind\":\"meteor\"}")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(journal.body.as_array().unwrap().len(), 3, "token, invitation, list: admin calls are not journaled");
+    let bad = api.http.post(admin("faults")).body("{\"kind\":\"meteor\"}").send().await.unwrap();
     assert_eq!(bad.status(), 400);
     emulator.shutdown().await;
 }

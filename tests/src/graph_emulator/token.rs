@@ -24,10 +24,8 @@ use super::Shared;
 use crate::ids;
 
 /// The scopes Entra accepts for app-only Graph access (resource URI or Graph's app id).
-const GRAPH_SCOPES: [&str; 2] = [
-    "https://graph.microsoft.com/.default",
-    "00000003-0000-0000-c000-000000000000/.default",
-];
+const GRAPH_SCOPES: [&str; 2] =
+    ["https://graph.microsoft.com/.default", "00000003-0000-0000-c000-000000000000/.default"];
 
 pub(super) async fn issue(
     State(shared): State<Arc<Shared>>,
@@ -36,32 +34,18 @@ pub(super) async fn issue(
     body: Bytes,
 ) -> Response {
     shared.lock().token_requests += 1;
-    let correlation_id = headers
-        .get("client-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(ids::uuid_v4, str::to_owned);
-    let refuse = |status, error, code, description: String| {
-        oauth_error(status, error, code, &description, &correlation_id)
-    };
+    let correlation_id =
+        headers.get("client-request-id").and_then(|v| v.to_str().ok()).map_or_else(ids::uuid_v4, str::to_owned);
+    let refuse =
+        |status, error, code, description: String| oauth_error(status, error, code, &description, &correlation_id);
 
     let is_form = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
-    let form: Vec<(String, String)> = if is_form {
-        url::form_urlencoded::parse(&body).into_owned().collect()
-    } else {
-        Vec::new()
-    };
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    };
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    let form: Vec<(String, String)> =
+        if is_form { url::form_urlencoded::parse(&body).into_owned().collect() } else { Vec::new() };
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
     let cfg = &shared.cfg;
 
     if !tenant.eq_ignore_ascii_case(&cfg.tenant_id) && !tenant.eq_ignore_ascii_case(&cfg.domain) {
@@ -70,12 +54,7 @@ pub(super) async fn issue(
         ));
     }
     let Some(grant_type) = field("grant_type") else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            900144,
-            missing("grant_type"),
-        );
+        return refuse(StatusCode::BAD_REQUEST, "invalid_request", 900144, missing("grant_type"));
     };
     if grant_type != "client_credentials" {
         return refuse(
@@ -89,12 +68,7 @@ pub(super) async fn issue(
         return refuse(StatusCode::BAD_REQUEST, "invalid_request", 900144, "graph-emulator only emulates a client_secret sent in the form body; HTTP Basic client authentication and client_assertion are not emulated.".into());
     }
     let Some(client_id) = field("client_id") else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            900144,
-            missing("client_id"),
-        );
+        return refuse(StatusCode::BAD_REQUEST, "invalid_request", 900144, missing("client_id"));
     };
     if !client_id.eq_ignore_ascii_case(&cfg.client_id) {
         return refuse(StatusCode::BAD_REQUEST, "unauthorized_client", 700016, format!(
@@ -103,12 +77,7 @@ pub(super) async fn issue(
         ));
     }
     let Some(scope) = field("scope") else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            900144,
-            missing("scope"),
-        );
+        return refuse(StatusCode::BAD_REQUEST, "invalid_request", 900144, missing("scope"));
     };
     if !GRAPH_SCOPES.iter().any(|s| s.eq_ignore_ascii_case(scope)) {
         if !scope.split(' ').all(|s| s.ends_with("/.default")) {
@@ -116,13 +85,20 @@ pub(super) async fn issue(
                 "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
             ));
         }
-        return refuse(StatusCode::BAD_REQUEST, "invalid_scope", 70011, format!(
-            "The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
-        ));
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            70011,
+            format!("The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."),
+        );
     }
     let Some(secret) = field("client_secret") else {
-        return refuse(StatusCode::UNAUTHORIZED, "invalid_client", 7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".into());
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".into(),
+        );
     };
     if secret != cfg.client_secret {
         return refuse(StatusCode::UNAUTHORIZED, "invalid_client", 7000215, format!(
@@ -148,13 +124,7 @@ fn missing(parameter: &str) -> String {
 }
 
 /// Entra's OAuth error body, as in fixtures/graph/token.error.400.json.
-fn oauth_error(
-    status: StatusCode,
-    error: &str,
-    code: u32,
-    description: &str,
-    correlation_id: &str,
-) -> Response {
+fn oauth_error(status: StatusCode, error: &str, code: u32, description: &str, correlation_id: &str) -> Response {
     let trace_id = ids::uuid_v4();
     let timestamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
     let body = json!({

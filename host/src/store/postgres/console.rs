@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 
+use super::Conn;
 use chrono::{DateTime, Utc};
 use postgres::types::ToSql;
-use super::Conn;
 
 use crate::store::common::{age_secs, chart, chart_start, fmt_time, show_published};
 use crate::store::{
-    like_pattern, EventFilter, EventPage, EventSummary, EventUser, PluginQueue, QueueStats, Status,
-    StoreError, MAX_EVENT_PAGE,
+    like_pattern, EventFilter, EventPage, EventSummary, EventUser, PluginQueue, QueueStats, Status, StoreError,
+    MAX_EVENT_PAGE,
 };
 
 fn set(text: &Option<String>) -> Option<&str> {
@@ -79,11 +79,7 @@ pub(super) fn search_events(client: &mut Conn, filter: &EventFilter) -> Result<E
             event_type: r.get(1),
             published: show_published(r.get::<_, &str>(2)),
             received_at: r.get(3),
-            user: r.get::<_, Option<String>>(4).map(|id| EventUser {
-                id,
-                login: r.get(5),
-                display_name: r.get(6),
-            }),
+            user: r.get::<_, Option<String>>(4).map(|id| EventUser { id, login: r.get(5), display_name: r.get(6) }),
             groups: Vec::new(),
             statuses: BTreeMap::new(),
         })
@@ -146,8 +142,5 @@ pub(super) fn queue_stats(client: &mut Conn, now: DateTime<Utc>) -> Result<Queue
         per_minute.insert(r.get(0), (count(r.get(1)), count(r.get(2))));
     }
     let attempts_per_minute = chart(first, &per_minute);
-    Ok(QueueStats {
-        plugins: plugins.into_values().collect(),
-        attempts_per_minute,
-    })
+    Ok(QueueStats { plugins: plugins.into_values().collect(), attempts_per_minute })
 }

@@ -25,8 +25,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use super::{prepared, Conn};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::okta::Event;
@@ -47,17 +47,23 @@ pub(super) fn ingest(
     let mut report = IngestReport::default();
     let (client, cache) = conn.parts();
     let mut tx = client.transaction()?;
-    let insert_event = prepared(cache, &mut tx, 
+    let insert_event = prepared(
+        cache,
+        &mut tx,
         "INSERT INTO events (uuid, event_type, published, published_key, received_at,
                              okta_delivery_id, subject, group_ids, raw, subject_login, subject_name)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (uuid) DO NOTHING",
     )?;
-    let insert_group = prepared(cache, &mut tx, 
+    let insert_group = prepared(
+        cache,
+        &mut tx,
         "INSERT INTO event_groups (event_uuid, group_id, group_name, position) VALUES ($1, $2, $3, $4)
          ON CONFLICT (event_uuid, group_id) DO NOTHING",
     )?;
-    let insert_delivery = prepared(cache, &mut tx, 
+    let insert_delivery = prepared(
+        cache,
+        &mut tx,
         "INSERT INTO deliveries (seq, id, event_uuid, plugin, subject, published_key, status,
                                  created_at, updated_at)
          SELECT n.seq, 'd_' || lpad(to_hex(n.seq), 16, '0'), $1, $2, $3, $4, 'pending', $5, $5
@@ -142,11 +148,7 @@ pub(super) fn claim(
                  FROM p WHERE p.plugin IS NOT NULL)
              SELECT plugin FROM p WHERE plugin IS NOT NULL",
     )?;
-    let plugins: Vec<String> = tx
-        .query(&plugins_with_work, &[])?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let plugins: Vec<String> = tx.query(&plugins_with_work, &[])?.iter().map(|r| r.get(0)).collect();
     let running_here = prepared(
         cache,
         &mut tx,
@@ -158,7 +160,9 @@ pub(super) fn claim(
         .map(|r| (r.get::<_, String>(0), usize::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
         .collect();
 
-    let heads = prepared(cache, &mut tx, 
+    let heads = prepared(
+        cache,
+        &mut tx,
         "SELECT d.seq, d.id, d.attempts, d.replay, e.raw
          FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
          WHERE d.status IN ('pending', 'retrying') AND d.plugin = $1
@@ -178,9 +182,7 @@ pub(super) fn claim(
     )?;
     let mut candidates = Vec::new();
     for plugin in plugins {
-        let room = max_running(&plugin)
-            .saturating_sub(running.get(&plugin).copied().unwrap_or(0))
-            .min(limit);
+        let room = max_running(&plugin).saturating_sub(running.get(&plugin).copied().unwrap_or(0)).min(limit);
         if room == 0 {
             continue;
         }
@@ -199,13 +201,17 @@ pub(super) fn claim(
     // Oldest first across plugins. Rows locked above but not taken are unlocked at commit.
     candidates.sort_by_key(|c| c.seq);
 
-    let take = prepared(cache, &mut tx, 
+    let take = prepared(
+        cache,
+        &mut tx,
         "UPDATE deliveries
          SET status = 'running', lease_owner = $2, lease_token = $3, lease_until = $4,
              next_attempt_at = NULL, updated_at = $5
          WHERE id = $1",
     )?;
-    let unreadable = prepared(cache, &mut tx, 
+    let unreadable = prepared(
+        cache,
+        &mut tx,
         "UPDATE deliveries SET status = 'dead', last_error = $2, next_attempt_at = NULL, updated_at = $3
          WHERE id = $1",
     )?;
@@ -213,9 +219,8 @@ pub(super) fn claim(
     candidates.truncate(limit);
     let mut claims = Vec::with_capacity(candidates.len());
     for c in candidates {
-        let event = serde_json::from_str::<Value>(&c.raw)
-            .map_err(|e| e.to_string())
-            .and_then(|v| Event::from_value(&v));
+        let event =
+            serde_json::from_str::<Value>(&c.raw).map_err(|e| e.to_string()).and_then(|v| Event::from_value(&v));
         let event = match event {
             Ok(e) => e,
             Err(e) => {
@@ -305,14 +310,13 @@ pub(super) fn complete(
     if status != "running" || token.as_deref() != Some(lease_token) {
         return Ok(false);
     }
-    let last_number = prepared(
-        cache,
-        &mut tx,
-        "SELECT COALESCE(MAX(number), 0)::BIGINT FROM attempts WHERE delivery_id = $1",
-    )?;
+    let last_number =
+        prepared(cache, &mut tx, "SELECT COALESCE(MAX(number), 0)::BIGINT FROM attempts WHERE delivery_id = $1")?;
     let mut number: i64 = tx.query_one(&last_number, &[&delivery_id])?.get(0);
     let now_s = now();
-    let record = prepared(cache, &mut tx, 
+    let record = prepared(
+        cache,
+        &mut tx,
         "INSERT INTO attempts (delivery_id, number, plugin_version, plugin_sha256, started_at,
                                duration_ms, result, error, log)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

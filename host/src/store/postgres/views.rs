@@ -11,8 +11,7 @@ use crate::store::{AttemptView, DeliveryView, EventView, Status, StoreError};
 /// Largest page [`deliveries`] returns, whatever `limit` asks for.
 const MAX_PAGE: usize = 1000;
 
-const DELIVERY_COLUMNS: &str =
-    "id, event_uuid, plugin, plugin_version, status, attempts, next_attempt_at, last_error";
+const DELIVERY_COLUMNS: &str = "id, event_uuid, plugin, plugin_version, status, attempts, next_attempt_at, last_error";
 
 fn delivery(r: &Row) -> DeliveryView {
     let status: String = r.get(4);
@@ -38,10 +37,7 @@ pub(super) fn event(client: &mut Conn, uuid: &str) -> Result<Option<EventView>, 
         return Ok(None);
     };
     let deliveries = client
-        .query(
-            &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_uuid = $1 ORDER BY seq"),
-            &[&uuid],
-        )?
+        .query(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_uuid = $1 ORDER BY seq"), &[&uuid])?
         .iter()
         .map(delivery)
         .collect();
@@ -108,10 +104,8 @@ pub(super) fn attempts(client: &mut Conn, delivery_id: &str) -> Result<Vec<Attem
 }
 
 pub(super) fn counts(client: &mut Conn) -> Result<Vec<(String, Status, u64)>, StoreError> {
-    let rows = client.rows(
-        "SELECT plugin, status, COUNT(*) FROM deliveries GROUP BY plugin, status ORDER BY plugin, status",
-        &[],
-    )?;
+    let rows = client
+        .rows("SELECT plugin, status, COUNT(*) FROM deliveries GROUP BY plugin, status ORDER BY plugin, status", &[])?;
     Ok(rows
         .iter()
         .filter_map(|r| {
@@ -123,10 +117,7 @@ pub(super) fn counts(client: &mut Conn) -> Result<Vec<(String, Status, u64)>, St
 
 pub(super) fn busy(client: &mut Conn) -> Result<bool, StoreError> {
     Ok(client
-        .rows(
-            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE status IN ('pending', 'running', 'retrying'))",
-            &[],
-        )?
+        .rows("SELECT EXISTS (SELECT 1 FROM deliveries WHERE status IN ('pending', 'running', 'retrying'))", &[])?
         .first()
         .is_some_and(|r| r.get(0)))
 }

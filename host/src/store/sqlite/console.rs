@@ -14,10 +14,9 @@ use rusqlite::{params, params_from_iter, Connection};
 
 use crate::store::common::{age_secs, chart, chart_start, fmt_time, show_published};
 use crate::store::{
-    like_pattern, EventFilter, EventPage, EventSummary, EventUser, PluginQueue, QueueStats, Status,
-    StoreError, MAX_EVENT_PAGE,
+    like_pattern, EventFilter, EventPage, EventSummary, EventUser, PluginQueue, QueueStats, Status, StoreError,
+    MAX_EVENT_PAGE,
 };
-
 
 /// `received_at|uuid` of the last event of a page: the next page starts strictly after it.
 /// `received_at` is fixed-width RFC 3339 and never contains `|`, so the first `|` splits.
@@ -53,11 +52,7 @@ pub(super) fn search_events(conn: &Connection, filter: &EventFilter) -> Result<E
         );
     }
     if let Some(event_type) = set(&filter.event_type) {
-        arg(
-            &mut sql,
-            " AND LOWER(e.event_type) LIKE ?N ESCAPE '\\'",
-            SqlValue::Text(like_pattern(event_type)),
-        );
+        arg(&mut sql, " AND LOWER(e.event_type) LIKE ?N ESCAPE '\\'", SqlValue::Text(like_pattern(event_type)));
     }
     if let Some(group) = set(&filter.group) {
         arg(
@@ -80,11 +75,7 @@ pub(super) fn search_events(conn: &Connection, filter: &EventFilter) -> Result<E
         arg(&mut sql, " OR (e.received_at = ?N", SqlValue::Text(received_at.into()));
         arg(&mut sql, " AND e.uuid < ?N))", SqlValue::Text(uuid.into()));
     }
-    arg(
-        &mut sql,
-        " ORDER BY e.received_at DESC, e.uuid DESC LIMIT ?N",
-        SqlValue::Integer((limit + 1) as i64),
-    );
+    arg(&mut sql, " ORDER BY e.received_at DESC, e.uuid DESC LIMIT ?N", SqlValue::Integer((limit + 1) as i64));
 
     let mut stmt = conn.prepare(&sql)?;
     let mut events: Vec<EventSummary> = stmt
@@ -131,8 +122,7 @@ pub(super) fn search_events(conn: &Connection, filter: &EventFilter) -> Result<E
 
 pub(super) fn queue_stats(conn: &Connection, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
     let mut plugins: BTreeMap<String, PluginQueue> = BTreeMap::new();
-    let mut counts =
-        conn.prepare_cached("SELECT plugin, status, COUNT(*) FROM deliveries GROUP BY plugin, status")?;
+    let mut counts = conn.prepare_cached("SELECT plugin, status, COUNT(*) FROM deliveries GROUP BY plugin, status")?;
     for row in counts.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))? {
         let (plugin, status, n) = row?;
         let q = plugins.entry(plugin.clone()).or_insert_with(|| PluginQueue { plugin, ..PluginQueue::default() });
@@ -172,8 +162,5 @@ pub(super) fn queue_stats(conn: &Connection, now: DateTime<Utc>) -> Result<Queue
         per_minute.insert(minute, (n.max(0) as u64, failed.max(0) as u64));
     }
     let attempts_per_minute = chart(first, &per_minute);
-    Ok(QueueStats {
-        plugins: plugins.into_values().collect(),
-        attempts_per_minute,
-    })
+    Ok(QueueStats { plugins: plugins.into_values().collect(), attempts_per_minute })
 }

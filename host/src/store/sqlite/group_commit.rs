@@ -58,11 +58,7 @@ impl IngestQueue {
     }
 }
 
-pub(super) fn ingest(
-    store: &SqliteStore,
-    okta_delivery_id: Option<&str>,
-    events: &[NewEvent],
-) -> Outcome {
+pub(super) fn ingest(store: &SqliteStore, okta_delivery_id: Option<&str>, events: &[NewEvent]) -> Outcome {
     let queue = &store.ingest_queue;
     let mut state = queue.lock()?;
     let ticket = state.next_ticket;
@@ -84,11 +80,7 @@ pub(super) fn ingest(
         state.leader = true;
         let group = std::mem::take(&mut state.waiting);
         drop(state);
-        let mut leader = Leader {
-            queue,
-            tickets: group.iter().map(|b| b.ticket).collect(),
-            outcomes: Vec::new(),
-        };
+        let mut leader = Leader { queue, tickets: group.iter().map(|b| b.ticket).collect(), outcomes: Vec::new() };
         leader.outcomes = commit_group(store, &group);
         drop(leader); // publishes the outcomes and wakes the waiters
         state = queue.lock()?;
@@ -125,10 +117,7 @@ impl Drop for Leader<'_> {
 /// Commits a group of batches in one transaction, each in its own savepoint.
 fn commit_group(store: &SqliteStore, group: &[Batch]) -> Vec<(u64, Outcome)> {
     let fail_all = |e: &StoreError| -> Vec<(u64, Outcome)> {
-        group
-            .iter()
-            .map(|b| (b.ticket, Err(StoreError::Unavailable(e.to_string()))))
-            .collect()
+        group.iter().map(|b| (b.ticket, Err(StoreError::Unavailable(e.to_string())))).collect()
     };
     let mut conn = match store.conn() {
         Ok(c) => c,
@@ -136,8 +125,7 @@ fn commit_group(store: &SqliteStore, group: &[Batch]) -> Vec<(u64, Outcome)> {
     };
     let result = (|| -> Result<Vec<(u64, Outcome)>, StoreError> {
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut next_seq: i64 =
-            tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM deliveries", [], |r| r.get(0))?;
+        let mut next_seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM deliveries", [], |r| r.get(0))?;
         let mut outcomes = Vec::with_capacity(group.len());
         for batch in group {
             let mut sp = tx.savepoint()?;

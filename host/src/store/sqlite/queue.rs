@@ -20,9 +20,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
-use crate::store::common::{fmt_time, group_ids, landing, lease_end, log_json, now, published_key, superseded_note};
 use crate::okta::Event;
 use crate::runtime::{Attempt, AttemptResult};
+use crate::store::common::{fmt_time, group_ids, landing, lease_end, log_json, now, published_key, superseded_note};
 use crate::store::{Claim, Next, ReplayOutcome, Status, StoreError};
 
 struct Candidate {
@@ -68,8 +68,7 @@ pub(super) fn claim(
             "SELECT plugin, COUNT(*) FROM deliveries WHERE status = 'running' AND lease_owner = ?1 GROUP BY plugin",
         )?;
         let rows = stmt.query_map([host_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        rows.map(|r| r.map(|(p, n)| (p, n.max(0) as usize)))
-            .collect::<Result<_, _>>()?
+        rows.map(|r| r.map(|(p, n)| (p, n.max(0) as usize))).collect::<Result<_, _>>()?
     };
 
     let mut candidates: Vec<Candidate> = Vec::new();
@@ -92,9 +91,7 @@ pub(super) fn claim(
              LIMIT ?3",
         )?;
         for plugin in plugins {
-            let room = max_running(&plugin)
-                .saturating_sub(running.get(&plugin).copied().unwrap_or(0))
-                .min(limit);
+            let room = max_running(&plugin).saturating_sub(running.get(&plugin).copied().unwrap_or(0)).min(limit);
             if room == 0 {
                 continue;
             }
@@ -130,9 +127,8 @@ pub(super) fn claim(
              WHERE id = ?1",
         )?;
         for c in candidates {
-            let event = serde_json::from_str::<Value>(&c.raw)
-                .map_err(|e| e.to_string())
-                .and_then(|v| Event::from_value(&v));
+            let event =
+                serde_json::from_str::<Value>(&c.raw).map_err(|e| e.to_string()).and_then(|v| Event::from_value(&v));
             let event = match event {
                 Ok(e) => e,
                 Err(e) => {
@@ -191,10 +187,7 @@ pub(super) fn release_claims(
              lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = ?2
          WHERE status = 'running' AND ";
     let n = match host_id {
-        None => conn.execute(
-            &format!("{SET} lease_until < ?1"),
-            params![fmt_time(now_t), now()],
-        )?,
+        None => conn.execute(&format!("{SET} lease_until < ?1"), params![fmt_time(now_t), now()])?,
         Some(host) => conn.execute(&format!("{SET} lease_owner = ?1"), params![host, now()])?,
     };
     Ok(n)
@@ -229,11 +222,10 @@ pub(super) fn complete(
     if status != "running" || token.as_deref() != Some(lease_token) {
         return Ok(false);
     }
-    let mut number: u32 = tx.query_row(
-        "SELECT COALESCE(MAX(number), 0) FROM attempts WHERE delivery_id = ?1",
-        [delivery_id],
-        |r| r.get(0),
-    )?;
+    let mut number: u32 =
+        tx.query_row("SELECT COALESCE(MAX(number), 0) FROM attempts WHERE delivery_id = ?1", [delivery_id], |r| {
+            r.get(0)
+        })?;
     let now_s = now();
     let mut record = tx.prepare_cached(
         "INSERT INTO attempts (delivery_id, number, plugin_version, plugin_sha256, started_at,
@@ -264,7 +256,17 @@ pub(super) fn complete(
     if let Next::Superseded { by_event } = next {
         // Nothing ran: the history row says why, and which event made this one stale.
         number += 1;
-        record.execute(params![delivery_id, number, "", "", now_s, 0, "superseded", superseded_note(by_event), "[]"])?;
+        record.execute(params![
+            delivery_id,
+            number,
+            "",
+            "",
+            now_s,
+            0,
+            "superseded",
+            superseded_note(by_event),
+            "[]"
+        ])?;
     }
     let landing = landing(next, failure, old_error, replay);
     drop(record);
@@ -306,10 +308,9 @@ pub(super) fn newer_done(conn: &Connection, plugin: &str, event: &Event) -> Resu
            AND d.published_key > ?3 AND d.superseded_by IS NULL AND d.event_uuid <> ?4
          ORDER BY d.published_key DESC, d.seq DESC",
     )?;
-    let rows = stmt.query_map(
-        params![plugin, subject, published_key(&event.published), event.uuid],
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
-    )?;
+    let rows = stmt.query_map(params![plugin, subject, published_key(&event.published), event.uuid], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+    })?;
     for row in rows {
         let (uuid, event_type, groups) = row?;
         let groups: Vec<String> = serde_json::from_str(&groups).unwrap_or_default();
@@ -322,9 +323,8 @@ pub(super) fn newer_done(conn: &Connection, plugin: &str, event: &Event) -> Resu
 
 pub(super) fn replay(conn: &mut Connection, delivery_id: &str) -> Result<ReplayOutcome, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let status: Option<String> = tx
-        .query_row("SELECT status FROM deliveries WHERE id = ?1", [delivery_id], |r| r.get(0))
-        .optional()?;
+    let status: Option<String> =
+        tx.query_row("SELECT status FROM deliveries WHERE id = ?1", [delivery_id], |r| r.get(0)).optional()?;
     let Some(status) = status else {
         return Ok(ReplayOutcome::NotFound);
     };

@@ -9,8 +9,7 @@ use crate::store::{AttemptView, DeliveryView, EventView, Status, StoreError};
 /// Largest page [`deliveries`] returns, whatever `limit` asks for.
 const MAX_PAGE: usize = 1000;
 
-const DELIVERY_COLUMNS: &str =
-    "id, event_uuid, plugin, plugin_version, status, attempts, next_attempt_at, last_error";
+const DELIVERY_COLUMNS: &str = "id, event_uuid, plugin, plugin_version, status, attempts, next_attempt_at, last_error";
 
 fn delivery(r: &Row<'_>) -> rusqlite::Result<DeliveryView> {
     let status: String = r.get(4)?;
@@ -47,12 +46,9 @@ pub(super) fn event(conn: &Connection, uuid: &str) -> Result<Option<EventView>, 
     let Some(mut view) = head else {
         return Ok(None);
     };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_uuid = ?1 ORDER BY seq"
-    ))?;
-    view.deliveries = stmt
-        .query_map([uuid], delivery)?
-        .collect::<Result<_, _>>()?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_uuid = ?1 ORDER BY seq"))?;
+    view.deliveries = stmt.query_map([uuid], delivery)?.collect::<Result<_, _>>()?;
     Ok(Some(view))
 }
 
@@ -75,9 +71,7 @@ pub(super) fn deliveries(
             .query_map(params![status.as_str(), after, fetch], delivery)?
             .collect::<Result<_, _>>()?,
         None => conn
-            .prepare_cached(&format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id > ?1 ORDER BY id LIMIT ?2"
-            ))?
+            .prepare_cached(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id > ?1 ORDER BY id LIMIT ?2"))?
             .query_map(params![after, fetch], delivery)?
             .collect::<Result<_, _>>()?,
     };
@@ -117,9 +111,7 @@ pub(super) fn counts(conn: &Connection) -> Result<Vec<(String, Status, u64)>, St
     let mut stmt = conn.prepare_cached(
         "SELECT plugin, status, COUNT(*) FROM deliveries GROUP BY plugin, status ORDER BY plugin, status",
     )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-    })?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
     let mut out = Vec::new();
     for row in rows {
         let (plugin, status, n) = row?;

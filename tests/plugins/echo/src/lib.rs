@@ -9,15 +9,9 @@ struct Echo;
 
 impl Guest for Echo {
     fn handle(event: Event) -> Result<Outcome, Failure> {
-        let user = event
-            .targets
-            .iter()
-            .find(|t| t.kind == "User")
-            .and_then(|t| t.alternate_id.as_deref())
-            .unwrap_or("nobody");
-        Ok(Outcome {
-            summary: format!("{} for {user}", event.event_type),
-        })
+        let user =
+            event.targets.iter().find(|t| t.kind == "User").and_then(|t| t.alternate_id.as_deref()).unwrap_or("nobody");
+        Ok(Outcome { summary: format!("{} for {user}", event.event_type) })
     }
 }
 

@@ -60,9 +60,7 @@ impl Guest for Hostile {
                 }
             }
             "ungranted-origin" | "huge-response" => match get(&url) {
-                Ok(r) => Ok(Outcome {
-                    summary: format!("got {} with {} bytes", r.status, r.body.len()),
-                }),
+                Ok(r) => Ok(Outcome { summary: format!("got {} with {} bytes", r.status, r.body.len()) }),
                 Err(e) => Err(Failure::Permanent(describe(&e))),
             },
             "host-header" => {
@@ -75,9 +73,7 @@ impl Guest for Hostile {
                     timeout_ms: None,
                 });
                 match sent {
-                    Ok(r) => Ok(Outcome {
-                        summary: format!("got {} with {} bytes", r.status, r.body.len()),
-                    }),
+                    Ok(r) => Ok(Outcome { summary: format!("got {} with {} bytes", r.status, r.body.len()) }),
                     Err(e) => Err(Failure::Permanent(describe(&e))),
                 }
             }
@@ -90,9 +86,7 @@ impl Guest for Hostile {
                 Ok(Outcome { summary: "never refused".into() })
             }
             "ungranted-secret" => match secrets::get("client_secret") {
-                Some(v) => Ok(Outcome {
-                    summary: format!("read a secret of {} bytes", v.len()),
-                }),
+                Some(v) => Ok(Outcome { summary: format!("read a secret of {} bytes", v.len()) }),
                 None => Err(Failure::Permanent("secret client_secret is not available".into())),
             },
             "panic" => panic!("hostile plugin panicked on purpose for {}", event.id),
@@ -105,13 +99,9 @@ impl Guest for Hostile {
             }
             "stack-overflow" => {
                 let mut buf = [0u8; 256];
-                Ok(Outcome {
-                    summary: format!("{}", recurse(0, &mut buf)),
-                })
+                Ok(Outcome { summary: format!("{}", recurse(0, &mut buf)) })
             }
-            "ok" => Ok(Outcome {
-                summary: format!("ok {}", event.id),
-            }),
+            "ok" => Ok(Outcome { summary: format!("ok {}", event.id) }),
             other => Err(Failure::Permanent(format!("unknown mode {other}"))),
         }
     }
