@@ -11,6 +11,8 @@
 //! - [`okta`]: the Okta delivery envelope and LogEvent model (pure parsing).
 //! - [`config`]: the host config file, strict, with paths resolved; [`secret`]: where
 //!   secrets come from and how they stay out of logs.
+//! - [`attempt`], [`kv`]: leaves shared by the runtime and the store (what an attempt left
+//!   behind; where plugin KV lives), so neither depends on the other.
 //! - [`store`]: durable state (plugin KV; events, deliveries, attempts).
 //! - [`registry`]: plugin bundles (`<name>.wasm` + `<name>.toml`), their effective
 //!   grants after operator overrides, and hot reload: the directory watcher, the atomic
@@ -25,10 +27,12 @@
 //!   [`scaffold`]: the templates of `hookhost plugin new`.
 
 pub mod api;
+pub mod attempt;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod ingest;
+pub mod kv;
 pub mod metrics;
 pub mod okta;
 pub mod registry;

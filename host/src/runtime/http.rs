@@ -40,8 +40,8 @@ use std::time::{Duration, Instant};
 use super::bindings::http::Host;
 use super::bindings::http::{HttpError, Method, Request, Response};
 use super::grant::Origin;
-use super::log::{LogLevel, LogSource};
 use super::state::AttemptState;
+use crate::attempt::{LogLevel, LogSource};
 
 /// Headers the host sets itself; a plugin may not.
 const FORBIDDEN_HEADERS: &[&str] = &[

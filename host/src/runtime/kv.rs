@@ -4,61 +4,14 @@
 //! attempts, restarts and versions. Refuses: other plugins' keys (the namespace is applied
 //! by the host, not chosen by the guest), keys over 512 bytes and values over 64 KiB.
 //! The backend is the store's (SQLite or PostgreSQL); tests and `plugin run` without a
-//! config use [`MemoryKv`].
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! config use [`MemoryKv`](crate::kv::MemoryKv).
 
 use super::bindings::kv::Host;
 use super::state::AttemptState;
+use crate::kv::KvBackend;
 
 const MAX_KEY_BYTES: usize = 512;
 const MAX_VALUE_BYTES: usize = 64 << 10;
-
-/// Where plugin KV lives. Implemented by the store; errors are messages for the plugin.
-pub trait KvBackend: Send + Sync {
-    fn get(&self, plugin: &str, key: &str) -> Result<Option<String>, String>;
-    fn set(&self, plugin: &str, key: &str, value: &str) -> Result<(), String>;
-    fn delete(&self, plugin: &str, key: &str) -> Result<(), String>;
-
-    /// Whether calls block on I/O (a database), so the runtime moves them to a blocking
-    /// thread instead of holding up an async worker. Only an in-process map answers false.
-    fn blocks(&self) -> bool {
-        true
-    }
-}
-
-/// A process-local KV, lost at exit.
-#[derive(Debug, Default)]
-pub struct MemoryKv {
-    map: Mutex<KvMap>,
-}
-
-/// (plugin, key) → value.
-type KvMap = HashMap<(String, String), String>;
-
-impl MemoryKv {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, KvMap>, String> {
-        self.map.lock().map_err(|_| "kv store lock poisoned".to_string())
-    }
-}
-
-impl KvBackend for MemoryKv {
-    fn get(&self, plugin: &str, key: &str) -> Result<Option<String>, String> {
-        Ok(self.lock()?.get(&(plugin.to_owned(), key.to_owned())).cloned())
-    }
-    fn set(&self, plugin: &str, key: &str, value: &str) -> Result<(), String> {
-        self.lock()?.insert((plugin.to_owned(), key.to_owned()), value.to_owned());
-        Ok(())
-    }
-    fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
-        self.lock()?.remove(&(plugin.to_owned(), key.to_owned()));
-        Ok(())
-    }
-    fn blocks(&self) -> bool {
-        false
-    }
-}
 
 fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {

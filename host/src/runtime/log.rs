@@ -8,55 +8,9 @@ use std::time::Instant;
 
 use super::bindings::log::{Host, Level};
 use super::state::AttemptState;
+use crate::attempt::{LogLevel, LogLine, LogSource};
 
 const MAX_LINE_BYTES: usize = 4 << 10;
-
-/// Severity of a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-impl LogLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Trace => "trace",
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        }
-    }
-}
-
-/// Where a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogSource {
-    /// The plugin's `log` import.
-    Plugin,
-    /// Captured guest stdout.
-    Stdout,
-    /// Captured guest stderr (panic messages land here).
-    Stderr,
-    /// The host, about this attempt (e.g. a refused HTTP call).
-    Host,
-}
-
-/// One line of an attempt's log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LogLine {
-    /// Milliseconds since the attempt started.
-    pub at_ms: u64,
-    pub level: LogLevel,
-    pub source: LogSource,
-    pub message: String,
-}
 
 /// The capped log of one attempt.
 #[derive(Debug)]

@@ -34,11 +34,11 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 
+pub use crate::attempt::{Attempt, AttemptResult, LogLevel, LogLine, LogSource};
+pub use crate::kv::{KvBackend, MemoryKv};
 pub use engine::{Allocation, EngineOptions};
 pub use grant::{Grant, Origin};
-pub use kv::{KvBackend, MemoryKv};
 pub use limits::Limits;
-pub use log::{LogLevel, LogLine, LogSource};
 
 use crate::okta::Event;
 use bindings::{types, Plugin, PluginPre};
@@ -70,72 +70,6 @@ pub enum LoadError {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start the plugin runtime: {0}")]
 pub struct RuntimeError(String);
-
-/// How one attempt ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptResult {
-    /// The plugin handled the event.
-    Done { summary: String },
-    /// The plugin asked to be retried, not before `retry_after` when given.
-    Retryable { message: String, retry_after: Option<Duration> },
-    /// The plugin says retrying will not help.
-    Permanent(String),
-    /// The guest trapped (a panic, an abort, a bad instruction); the message says where.
-    Trapped(String),
-    /// The attempt hit its deadline and was stopped.
-    TimedOut,
-    /// The guest tried to grow past its memory limit and was stopped.
-    OutOfMemory,
-}
-
-impl AttemptResult {
-    /// The stable name used in the store, the API and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            AttemptResult::Done { .. } => "done",
-            AttemptResult::Retryable { .. } => "retryable",
-            AttemptResult::Permanent(_) => "permanent",
-            AttemptResult::Trapped(_) => "trapped",
-            AttemptResult::TimedOut => "timed_out",
-            AttemptResult::OutOfMemory => "out_of_memory",
-        }
-    }
-
-    /// A one-line description, the `last_error` of a failed delivery.
-    pub fn describe(&self) -> String {
-        match self {
-            AttemptResult::Done { summary } => summary.clone(),
-            AttemptResult::Retryable { message, retry_after: Some(d) } => {
-                format!("retryable: {message} (retry after {} ms)", d.as_millis())
-            }
-            AttemptResult::Retryable { message, .. } => format!("retryable: {message}"),
-            AttemptResult::Permanent(m) => format!("permanent: {m}"),
-            AttemptResult::Trapped(m) => format!("trapped: {m}"),
-            AttemptResult::TimedOut => {
-                "timed out: the attempt passed its deadline ([limits] timeout_ms) and was stopped".into()
-            }
-            AttemptResult::OutOfMemory => {
-                "out of memory: the plugin tried to grow past its memory limit ([limits] memory_mb) and was stopped"
-                    .into()
-            }
-        }
-    }
-}
-
-/// The record of one attempt: what ran, how long, how it ended, what it logged.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    pub plugin: String,
-    pub plugin_version: String,
-    pub plugin_sha256: String,
-    pub started_at: SystemTime,
-    pub duration: Duration,
-    pub result: AttemptResult,
-    pub log: Vec<LogLine>,
-    /// Log lines dropped past the caps.
-    pub log_dropped: u32,
-    pub http_requests: u32,
-}
 
 /// One plugin version, compiled and linked, ready for attempts.
 #[derive(Clone)]

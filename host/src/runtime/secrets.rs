@@ -7,8 +7,8 @@
 //! or an error message.
 
 use super::bindings::secrets::Host;
-use super::log::{LogLevel, LogSource};
 use super::state::AttemptState;
+use crate::attempt::{LogLevel, LogSource};
 
 impl Host for AttemptState {
     async fn get(&mut self, name: String) -> Option<String> {

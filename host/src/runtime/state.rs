@@ -7,9 +7,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::grant::Grant;
-use super::kv::KvBackend;
 use super::limits::{Limits, MemoryLimiter};
 use super::log::AttemptLog;
+use crate::kv::KvBackend;
 
 /// A loaded plugin version's identity, grants and limits, shared by all its attempts.
 #[derive(Debug)]

@@ -9,8 +9,8 @@ use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
 use serde_json::Value;
 
 use super::{MinuteAttempts, Next, Status};
+use crate::attempt::Attempt;
 use crate::okta::Event;
-use crate::runtime::Attempt;
 
 /// Now as RFC 3339 UTC with milliseconds.
 pub(crate) fn now() -> String {

@@ -21,8 +21,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::attempt::Attempt;
+use crate::kv::KvBackend;
 use crate::okta::Event;
-use crate::runtime::{Attempt, KvBackend};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -163,7 +164,7 @@ pub struct AttemptView {
     pub plugin_sha256: String,
     pub started_at: String,
     pub duration_ms: u64,
-    /// [`crate::runtime::AttemptResult::kind`], or `superseded`.
+    /// [`crate::attempt::AttemptResult::kind`], or `superseded`.
     pub result: String,
     pub error: Option<String>,
     /// The attempt's log lines as JSON.
@@ -216,7 +217,7 @@ pub trait Store: KvBackend + Send + Sync {
     /// Records an attempt (if any) and moves the delivery to `next`, if the claim is still ours
     /// (status running and the same `lease_token`; otherwise nothing changes and it returns
     /// false). `attempts` counts plugin runs, so it grows only when `attempt` is given.
-    /// `last_error` becomes the attempt's [`describe`](crate::runtime::AttemptResult::describe)
+    /// `last_error` becomes the attempt's [`describe`](crate::attempt::AttemptResult::describe)
     /// on retry or dead, and null on done. [`Next::Superseded`] ends `done` with a history row
     /// whose result is `superseded` and whose error names the later event.
     fn complete(

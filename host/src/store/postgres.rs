@@ -42,8 +42,9 @@ use super::{
     AttemptView, Claim, DeliveryView, EventFilter, EventPage, EventView, IngestReport, NewEvent, Next, QueueStats,
     ReplayOutcome, Status, Store, StoreError,
 };
+use crate::attempt::Attempt;
+use crate::kv::KvBackend;
 use crate::okta::Event;
-use crate::runtime::{Attempt, KvBackend};
 
 /// Connections one host opens at most (PostgreSQL's default `max_connections` is 100, so a
 /// handful of hosts fit). Callers beyond it wait for a connection to come back.
@@ -287,7 +288,8 @@ impl PostgresStore {
 /// blocking thread, through `block_in_place` on a multi-threaded runtime's worker, and on a
 /// scoped thread from a single-threaded runtime (tests, one-shot commands).
 fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
+    use tokio::runtime as tokio_rt;
+    use tokio_rt::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Err(_) => f(),
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),

@@ -33,8 +33,9 @@ use super::{
     AttemptView, Claim, DeliveryView, EventFilter, EventPage, EventView, IngestReport, NewEvent, Next, QueueStats,
     ReplayOutcome, Status, Store, StoreError,
 };
+use crate::attempt::Attempt;
+use crate::kv::KvBackend;
 use crate::okta::Event;
-use crate::runtime::{Attempt, KvBackend};
 use group_commit::IngestQueue;
 
 /// One SQLite database file.

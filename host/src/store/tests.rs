@@ -6,8 +6,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 
 use super::*;
+use crate::attempt::{Attempt, AttemptResult};
 use crate::okta::Event;
-use crate::runtime::{Attempt, AttemptResult};
 use crate::store::{EventFilter, EventSummary, EventUser, NewEvent, Next, ReplayOutcome, Status, Store};
 
 /// A folder under the system temp dir, removed on drop.

@@ -29,8 +29,8 @@ use super::{prepared, Conn};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::attempt::{Attempt, AttemptResult};
 use crate::okta::Event;
-use crate::runtime::{Attempt, AttemptResult};
 use crate::store::common::{fmt_time, group_ids, landing, lease_end, log_json, now, published_key, superseded_note};
 use crate::store::{Claim, IngestReport, NewEvent, Next, ReplayOutcome, Status, StoreError};
 

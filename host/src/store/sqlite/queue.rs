@@ -20,8 +20,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
+use crate::attempt::{Attempt, AttemptResult};
 use crate::okta::Event;
-use crate::runtime::{Attempt, AttemptResult};
 use crate::store::common::{fmt_time, group_ids, landing, lease_end, log_json, now, published_key, superseded_note};
 use crate::store::{Claim, Next, ReplayOutcome, Status, StoreError};
 
