@@ -180,6 +180,23 @@ pub struct PluginOverride {
     pub retry: Option<RetryConfig>,
     /// Replaces `[dispatch] max_concurrency` for this plugin.
     pub max_concurrency: Option<u32>,
+    /// `[[plugins.<name>.pace]]`: at most this rate of outbound calls to one origin.
+    #[serde(default)]
+    pub pace: Vec<PaceSpec>,
+}
+
+/// One `[[plugins.<name>.pace]]` entry as written; the registry validates it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaceSpec {
+    /// `scheme://host[:port]`, like an `allowed_hosts` entry.
+    pub origin: String,
+    /// Sustained requests per second (> 0; fractions allowed).
+    pub per_second: f64,
+    /// Requests that may go at once after a quiet spell (≥ 1; default: `per_second` rounded up).
+    pub burst: Option<u32>,
+    /// Pace only these methods (e.g. Graph's quota counts writes); default all.
+    pub methods: Option<Vec<String>>,
 }
 
 /// `[plugins]`: where bundles live, and per-plugin overrides.

@@ -12,6 +12,7 @@ mod graph_guest;
 mod hostile_serve;
 mod hot_reload;
 mod ingest_okta;
+mod pacing;
 mod plugin_cli;
 mod plugin_new;
 mod sandbox_limits;

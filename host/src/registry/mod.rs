@@ -116,6 +116,44 @@ fn overlay_limits(base: &LimitsSpec, over: Option<&LimitsSpec>) -> Limits {
     }
 }
 
+/// Validates `[[plugins.<name>.pace]]`: each origin is a granted one, `per_second` > 0,
+/// `burst` ≥ 1, methods are HTTP methods the `http` import knows.
+fn pace_rules(
+    name: &str,
+    specs: &[crate::config::PaceSpec],
+    granted: &[Origin],
+) -> Result<Vec<crate::runtime::pace::PaceRule>, String> {
+    const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+    let mut rules = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let at = format!("[[plugins.{name}.pace]] entry {}", i + 1);
+        let origin = Origin::parse_grant(&spec.origin).map_err(|e| format!("{at}: origin: {e}"))?;
+        if !granted.contains(&origin) {
+            return Err(format!(
+                "{at}: origin {origin} is not in the plugin's allowed_hosts, so it would never be called; grant it or remove the rule"
+            ));
+        }
+        if !(spec.per_second.is_finite() && spec.per_second > 0.0) {
+            return Err(format!("{at}: per_second must be a number above 0, e.g. 20"));
+        }
+        let burst = match spec.burst {
+            Some(0) => return Err(format!("{at}: burst must be at least 1")),
+            Some(b) => b,
+            None => spec.per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
+        };
+        let mut methods = Vec::new();
+        for m in spec.methods.iter().flatten() {
+            let upper = m.to_ascii_uppercase();
+            if !METHODS.contains(&upper.as_str()) {
+                return Err(format!("{at}: methods: {m:?} is not one of {}", METHODS.join(", ")));
+            }
+            methods.push(upper);
+        }
+        rules.push(crate::runtime::pace::PaceRule { origin, per_second: spec.per_second, burst, methods });
+    }
+    Ok(rules)
+}
+
 /// Combines a bundle's manifest with the operator's overrides and reads its secrets.
 ///
 /// # Errors
@@ -140,6 +178,8 @@ pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result
             manifest::validate_limits(l, &format!("plugins.{name}.limits"))?;
         }
     }
+
+    let pace = over.map(|o| pace_rules(name, &o.pace, &allowed_origins)).transpose()?.unwrap_or_default();
 
     let mut secrets = BTreeMap::new();
     let mut missing_secrets = Vec::new();
@@ -169,7 +209,7 @@ pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result
         event_types: over.and_then(|o| o.event_types.clone()).unwrap_or_else(|| m.event_types.clone()),
         groups: over.and_then(|o| o.groups.clone()).or_else(|| m.groups.clone()),
         allowed_hosts,
-        grant: Grant { allowed_origins, secrets, config },
+        grant: Grant { allowed_origins, secrets, config, pace },
         limits: overlay_limits(&m.limits, over.and_then(|o| o.limits.as_ref())),
         retry: over.and_then(|o| o.retry.clone()),
         max_concurrency: over.and_then(|o| o.max_concurrency),

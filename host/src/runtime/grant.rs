@@ -16,6 +16,8 @@ pub struct Grant {
     pub secrets: BTreeMap<String, Secret>,
     /// The effective config (manifest defaults overlaid by operator values), as strings.
     pub config: BTreeMap<String, String>,
+    /// `[[plugins.<name>.pace]]`: outbound rate limits per origin.
+    pub pace: Vec<super::pace::PaceRule>,
 }
 
 /// An origin: scheme, host and port, compared exactly (default ports implied).

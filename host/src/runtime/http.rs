@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use super::bindings::http::Host;
 use super::bindings::http::{HttpError, Method, Request, Response};
 use super::grant::Origin;
+use super::pace::Admission;
 use super::state::AttemptState;
 use crate::attempt::{LogLevel, LogSource};
 
@@ -87,6 +88,26 @@ impl AttemptState {
         Err(err)
     }
 
+    /// The host's own answer while `origin` has paused this plugin's calls: a 429 with the
+    /// remaining `Retry-After`, shaped like Graph's throttling error, and nothing sent.
+    fn paused_answer(&mut self, origin: &Origin, remaining: Duration) -> Response {
+        let secs = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
+        let message = format!(
+            "not sent: {origin} asked this plugin to slow down (429/503 with Retry-After); calls to it resume in {secs} s"
+        );
+        self.log.push(LogLevel::Warn, LogSource::Host, message.clone());
+        let body = serde_json::json!({"error": {"code": "TooManyRequests", "message": message}});
+        Response {
+            status: 429,
+            headers: vec![
+                ("retry-after".into(), secs.to_string()),
+                ("content-type".into(), "application/json".into()),
+                ("x-hookhost-paused".into(), "true".into()),
+            ],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
     fn check(&mut self, req: &Request) -> Result<url::Url, HttpError> {
         let plugin = &self.plugin.name;
         if self.http_requests >= self.plugin.limits.max_http_requests {
@@ -128,6 +149,20 @@ impl Host for AttemptState {
         };
         self.http_requests += 1;
 
+        let Some(origin) = Origin::of_url(&url) else {
+            return self.refuse(HttpError::InvalidRequest("the URL has no origin".into()));
+        };
+        let method_name = method_name(req.method);
+        match self.plugin.pacer.admit(&origin, method_name).await {
+            Admission::Go { waited } => {
+                if !waited.is_zero() {
+                    self.deadline += waited;
+                    self.paced.fetch_add(waited.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Admission::Paused { remaining } => return Ok(self.paused_answer(&origin, remaining)),
+        }
+
         let left = self.deadline.saturating_duration_since(Instant::now());
         let own = req.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))).unwrap_or(DEFAULT_TIMEOUT);
         let timeout = own.min(left);
@@ -143,6 +178,7 @@ impl Host for AttemptState {
             Method::Patch => reqwest::Method::PATCH,
             Method::Delete => reqwest::Method::DELETE,
         };
+        debug_assert_eq!(method.as_str(), method_name);
         let mut builder = self.http.request(method, url.clone()).timeout(timeout);
         for (name, value) in &req.headers {
             builder = builder.header(name.as_str(), value.as_str());
@@ -177,7 +213,20 @@ impl Host for AttemptState {
         .await;
 
         match result {
-            Ok(Ok(Ok(resp))) => Ok(resp),
+            Ok(Ok(Ok(resp))) => {
+                if let Some(pause) = self.plugin.pacer.observe(&origin, resp.status, &resp.headers) {
+                    self.log.push(
+                        LogLevel::Warn,
+                        LogSource::Host,
+                        format!(
+                            "{origin} answered {} with Retry-After: pausing this plugin's calls to it for {} ms",
+                            resp.status,
+                            pause.as_millis()
+                        ),
+                    );
+                }
+                Ok(resp)
+            }
             Ok(Err(e)) if blocked_in(&e).is_some() => {
                 let msg = blocked_in(&e).map(|b| b.refusal(&self.plugin.name, &url)).unwrap_or_default();
                 self.refuse(HttpError::Denied(msg))
@@ -193,6 +242,18 @@ impl Host for AttemptState {
             Err(_) => self
                 .refuse(HttpError::Timeout(format!("no answer from {host_for_msg} within {} ms", timeout.as_millis()))),
         }
+    }
+}
+
+/// The upper-case name of a WIT method, as pace rules name it.
+fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Patch => "PATCH",
+        Method::Delete => "DELETE",
     }
 }
 

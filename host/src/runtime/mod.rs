@@ -24,6 +24,7 @@ pub mod kv;
 pub mod limits;
 pub mod log;
 pub mod output;
+pub mod pace;
 mod secrets;
 pub mod state;
 
@@ -110,6 +111,8 @@ pub struct Runtime {
     linker: Linker<AttemptState>,
     http: reqwest::Client,
     pooling: bool,
+    /// Each plugin's pacing state by name, shared by all its versions and attempts.
+    pacers: std::sync::Mutex<std::collections::HashMap<String, Arc<pace::Pacer>>>,
     _ticker: EpochTicker,
 }
 
@@ -128,7 +131,7 @@ impl Runtime {
         let ticker =
             EpochTicker::start(&engine, opts.epoch_tick).map_err(|e| RuntimeError(format!("epoch ticker: {e}")))?;
         let http = http::client().map_err(|e| RuntimeError(format!("HTTP client: {e}")))?;
-        Ok(Runtime { engine, linker, http, pooling, _ticker: ticker })
+        Ok(Runtime { engine, linker, http, pooling, pacers: Default::default(), _ticker: ticker })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -195,6 +198,8 @@ impl Runtime {
     ) -> Result<LoadedPlugin, LoadError> {
         let pre = self.linker.instantiate_pre(component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre = PluginPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pacer = self.pacer(&identity.name);
+        pacer.set_rules(&grant.pace);
         Ok(LoadedPlugin {
             ctx: Arc::new(PluginContext {
                 name: identity.name,
@@ -202,9 +207,19 @@ impl Runtime {
                 sha256: identity.sha256,
                 grant,
                 limits,
+                pacer,
             }),
             pre,
         })
+    }
+
+    /// The pacing state of the plugin called `name`, made on first use.
+    fn pacer(&self, name: &str) -> Arc<pace::Pacer> {
+        match self.pacers.lock() {
+            Ok(mut pacers) => pacers.entry(name.to_owned()).or_default().clone(),
+            // A panic while holding the map cannot leave it inconsistent; pace on a fresh one.
+            Err(_) => Arc::default(),
+        }
     }
 
     /// Runs one attempt of `event` on `plugin` in a fresh instance.
@@ -215,6 +230,9 @@ impl Runtime {
         let start = Instant::now();
         let limits = &plugin.ctx.limits;
         let deadline = start + limits.timeout;
+        // Time spent waiting for pace, in ms: it moves the deadline (and the host's own
+        // backstop below) later, since waiting for a target's rate limit is not the plugin's time.
+        let paced = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
         let stdout = CapturedOutput::new(CAPTURE_BYTES);
         let stderr = CapturedOutput::new(CAPTURE_BYTES);
@@ -235,6 +253,7 @@ impl Runtime {
             http_requests: 0,
             kv,
             deadline,
+            paced: paced.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -250,11 +269,26 @@ impl Runtime {
         });
 
         let wit_event = to_wit(event);
-        let outcome = tokio::time::timeout(limits.timeout + GRACE, async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance.hookhost_plugin_handler().call_handle(&mut store, &wit_event).await
-        })
-        .await;
+        // The call borrows the store; it is dropped at the end of this block.
+        let outcome = {
+            let call = async {
+                let instance = plugin.pre.instantiate_async(&mut store).await?;
+                instance.hookhost_plugin_handler().call_handle(&mut store, &wit_event).await
+            };
+            tokio::pin!(call);
+            loop {
+                let paced_for = Duration::from_millis(paced.load(std::sync::atomic::Ordering::Relaxed));
+                let backstop = start + limits.timeout + GRACE + paced_for;
+                match tokio::time::timeout_at(backstop.into(), &mut call).await {
+                    Ok(done) => break Ok(done),
+                    // Waiting for pace moved the deadline since this backstop was set.
+                    Err(_) if paced.load(std::sync::atomic::Ordering::Relaxed) > paced_for.as_millis() as u64 => {
+                        continue
+                    }
+                    Err(elapsed) => break Err(elapsed),
+                }
+            }
+        };
 
         let result = match outcome {
             Err(_) => AttemptResult::TimedOut,

@@ -20,6 +20,8 @@ pub struct PluginContext {
     pub sha256: String,
     pub grant: Grant,
     pub limits: Limits,
+    /// The plugin's outbound pacing, shared with its other versions.
+    pub pacer: Arc<super::pace::Pacer>,
 }
 
 /// Store data for one attempt. Lives exactly as long as the attempt's `Store`.
@@ -36,6 +38,8 @@ pub struct AttemptState {
     /// When the attempt must end; HTTP timeouts are clipped to it and the epoch callback
     /// interrupts the guest past it.
     pub(super) deadline: Instant,
+    /// Milliseconds this attempt waited for pace so far (the deadline was moved by as much).
+    pub(super) paced: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl WasiView for AttemptState {
