@@ -272,6 +272,69 @@ impl OktaApi {
     }
 }
 
+/// What [`register_event_hook`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub id: String,
+    /// A new hook was created (otherwise one with the same URL was updated).
+    pub created: bool,
+    /// Okta's `verificationStatus` after the verify call (`VERIFIED` when hookhost answered).
+    pub verification_status: String,
+}
+
+/// The name a hook created by `hookhost okta register` gets.
+pub const HOOK_NAME: &str = "hookhost";
+
+/// Creates the event hook that delivers to `uri` or, if one with that channel URI exists,
+/// updates it in place (so running it twice leaves one hook); then activates it and asks
+/// Okta to verify it, which makes Okta GET hookhost's challenge endpoint.
+///
+/// # Errors
+/// Okta refused a call (the message has its `errorCode` and summary) or cannot be reached.
+pub async fn register_event_hook(
+    api: &OktaApi,
+    uri: &str,
+    auth_header: &str,
+    auth_secret: &Secret,
+    event_types: &[String],
+) -> Result<Registered, OktaApiError> {
+    let hooks = api.json(Method::GET, "/api/v1/eventHooks", None).await?;
+    let existing =
+        hooks.as_array().into_iter().flatten().find(|h| h["channel"]["config"]["uri"].as_str() == Some(uri)).cloned();
+    let mut types: Vec<&str> = event_types.iter().map(String::as_str).collect();
+    types.sort_unstable();
+    types.dedup();
+    let name = existing.as_ref().and_then(|h| h["name"].as_str()).unwrap_or(HOOK_NAME).to_owned();
+    let body = serde_json::json!({
+        "name": name,
+        "events": { "type": "EVENT_TYPE", "items": types },
+        "channel": {
+            "type": "HTTP",
+            "version": "1.0.0",
+            "config": {
+                "uri": uri,
+                "headers": [],
+                "authScheme": { "type": "HEADER", "key": auth_header, "value": auth_secret.expose() },
+            },
+        },
+    });
+    let bad = |what: &str, message: &str| OktaApiError::BadAnswer { what: what.into(), message: message.into() };
+    let hook = match &existing {
+        Some(h) => {
+            let id = h["id"].as_str().ok_or_else(|| bad("GET /api/v1/eventHooks", "a hook without an id"))?;
+            api.json(Method::PUT, &format!("/api/v1/eventHooks/{id}"), Some(&body)).await?
+        }
+        None => api.json(Method::POST, "/api/v1/eventHooks", Some(&body)).await?,
+    };
+    let id = hook["id"].as_str().ok_or_else(|| bad("the event hook", "no id in Okta's answer"))?.to_owned();
+    if hook["status"].as_str() != Some("ACTIVE") {
+        api.json(Method::POST, &format!("/api/v1/eventHooks/{id}/lifecycle/activate"), None).await?;
+    }
+    let verified = api.json(Method::POST, &format!("/api/v1/eventHooks/{id}/lifecycle/verify"), None).await?;
+    let verification_status = verified["verificationStatus"].as_str().unwrap_or("UNKNOWN").to_owned();
+    Ok(Registered { id, created: existing.is_none(), verification_status })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
