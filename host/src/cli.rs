@@ -39,12 +39,42 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Recover events from Okta's System Log in one bounded pass (e.g. after an outage found
+    /// later): stores the events the plugins subscribe to that are not stored yet.
+    Backfill {
+        #[arg(long)]
+        config: PathBuf,
+        /// Start of the window, RFC 3339 (e.g. 2024-05-01T00:00:00Z); the log keeps 90 days.
+        #[arg(long)]
+        since: String,
+        /// End of the window, RFC 3339; default: up to now.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Work with the Okta org (okta.org_url, okta.api_token).
+    Okta {
+        #[command(subcommand)]
+        command: OktaCommand,
+    },
     /// Put a done or dead delivery back to pending so it runs again.
     Replay {
         /// The delivery id (from `hookhost events show` or /api/deliveries).
         delivery_id: String,
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OktaCommand {
+    /// Create (or update in place) the Okta event hook that delivers to this service, with
+    /// the auth header and every event type a plugin subscribes to; activate and verify it.
+    Register {
+        #[arg(long)]
+        config: PathBuf,
+        /// The public URL of this service's Okta endpoint, e.g. https://hooks.example.com/hooks/okta.
+        #[arg(long)]
+        url: String,
     },
 }
 
@@ -115,6 +145,8 @@ pub fn main() -> ExitCode {
         }
         Command::Events { command: EventsCommand::Show { uuid, config } } => events_show(&config, &uuid),
         Command::Replay { delivery_id, config } => replay(&config, &delivery_id),
+        Command::Backfill { config, since, until } => backfill(&config, &since, until.as_deref()),
+        Command::Okta { command: OktaCommand::Register { config, url } } => okta_register(&config, &url),
         Command::Plugin { command: PluginCommand::Check { bundle, config } } => {
             plugin_check(&bundle, config.as_deref())
         }
@@ -366,6 +398,88 @@ fn events_show(config: &Path, uuid: &str) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The effective plugins of the config's plugin directory (not compiled: only routed to).
+fn plugin_specs(config: &HostConfig) -> Vec<PluginSpec> {
+    registry::specs_in_dir(&config.plugins.dir, &config.plugins.overrides)
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn backfill(config: &Path, since: &str, until: Option<&str>) -> anyhow::Result<ExitCode> {
+    let parse = |name: &str, v: &str| {
+        chrono::DateTime::parse_from_rfc3339(v)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .with_context(|| format!("--{name} must be an RFC 3339 time such as 2024-05-01T00:00:00Z, got {v:?}"))
+    };
+    let since = parse("since", since)?;
+    let until = until.map(|u| parse("until", u)).transpose()?;
+    if until.is_some_and(|u| u <= since) {
+        bail!("--until must be later than --since");
+    }
+    let config = HostConfig::load(config)?;
+    let api = crate::server::okta_api(&config)?;
+    let specs = plugin_specs(&config);
+    let types: Vec<String> = specs.iter().flat_map(|s| s.event_types.clone()).collect();
+    if types.is_empty() {
+        bail!("no plugin in {} subscribes to an event type: there is nothing to recover", config.plugins.dir.display());
+    }
+    let store = crate::server::open_store(&config.store)?;
+    let route: Arc<crate::backfill::Router> = Arc::new(move |e| registry::subscribers(&specs, e));
+    let report = current_thread()?.block_on(crate::backfill::sweep(&api, store, route, &types, since, until))?;
+    println!(
+        "found {} events in the System Log, {} new ({} deliveries queued; {} pages)",
+        report.found, report.new, report.deliveries, report.pages
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn okta_register(config: &Path, url: &str) -> anyhow::Result<ExitCode> {
+    let parsed = url::Url::parse(url).with_context(|| format!("--url {url:?} is not a URL"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" => eprintln!("warning: Okta delivers only to https:// URLs; {url} works with an emulator only"),
+        other => bail!("--url must be https://…, not {other}://"),
+    }
+    let config = HostConfig::load(config)?;
+    if parsed.path() != config.okta.path {
+        eprintln!(
+            "warning: {url} does not end in okta.path ({}); make sure your proxy maps it there",
+            config.okta.path
+        );
+    }
+    let secret = config
+        .okta
+        .auth_secret
+        .as_ref()
+        .context("okta.auth_secret is required: it becomes the hook's authentication header")?
+        .read()
+        .context("okta.auth_secret")?;
+    let api = crate::server::okta_api(&config)?;
+    let types: Vec<String> = plugin_specs(&config).iter().flat_map(|s| s.event_types.clone()).collect();
+    if types.is_empty() {
+        bail!(
+            "no plugin in {} subscribes to an event type: install one before registering",
+            config.plugins.dir.display()
+        );
+    }
+    let done = current_thread()?.block_on(crate::okta_api::register_event_hook(
+        &api,
+        url,
+        &config.okta.auth_header,
+        &secret,
+        &types,
+    ))?;
+    println!(
+        "event hook {} {} for {url}; verification: {}",
+        done.id,
+        if done.created { "created" } else { "updated" },
+        done.verification_status
+    );
+    Ok(if done.verification_status == "VERIFIED" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn replay(config: &Path, delivery_id: &str) -> anyhow::Result<ExitCode> {

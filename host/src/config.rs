@@ -75,7 +75,35 @@ pub struct OktaConfig {
     /// in well under a second and gives up after about 3 s, so 10 s only ever stops senders
     /// that are not Okta (or a network that has failed).
     pub read_timeout_secs: u64,
+    /// The Okta org, `scheme://host[:port]` without a path, for the calls hookhost makes to
+    /// Okta itself (backfill, `okta register`). `http` is accepted for emulators.
+    pub org_url: Option<String>,
+    /// An Okta API token, sent as `Authorization: SSWS <token>` (any secret source).
+    pub api_token: Option<SecretSource>,
+    /// `[okta.backfill]`: recovering events Okta's best-effort hooks dropped.
+    pub backfill: BackfillConfig,
 }
+
+/// `[okta.backfill]` (`docs/contract.md`, "Backfill").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackfillConfig {
+    /// Poll the System Log inside `serve`; needs `okta.org_url` and `okta.api_token`.
+    pub enabled: bool,
+    /// Seconds between polls once a poll has caught up (an empty page).
+    pub every_secs: u64,
+    /// Where the very first poll starts, counting back from now.
+    pub lookback_secs: u64,
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        BackfillConfig { enabled: false, every_secs: 60, lookback_secs: 86_400 }
+    }
+}
+
+/// The System Log keeps 90 days; a lookback past that finds nothing more.
+pub const MAX_LOOKBACK_SECS: u64 = 90 * 86_400;
 
 impl Default for OktaConfig {
     fn default() -> Self {
@@ -85,6 +113,9 @@ impl Default for OktaConfig {
             auth_secret: None,
             max_body_bytes: 1 << 20,
             read_timeout_secs: 10,
+            org_url: None,
+            api_token: None,
+            backfill: BackfillConfig::default(),
         }
     }
 }
@@ -292,6 +323,27 @@ impl HostConfig {
         if let Some(s) = okta.auth_secret.as_mut() {
             s.resolve_paths(base);
         }
+        if let Some(s) = okta.api_token.as_mut() {
+            s.resolve_paths(base);
+        }
+        if let Some(url) = &okta.org_url {
+            okta.org_url = Some(org_origin(url).map_err(|m| err(format!("okta.org_url: {m}")))?);
+        }
+        let b = &okta.backfill;
+        if b.enabled && (okta.org_url.is_none() || okta.api_token.is_none()) {
+            return Err(err("okta.backfill.enabled needs okta.org_url (e.g. \"https://example.okta.com\") and \
+                 okta.api_token (e.g. { env = \"OKTA_API_TOKEN\" }, a token that may read the System Log)"
+                .into()));
+        }
+        if !(1..=86_400).contains(&b.every_secs) {
+            return Err(err(format!("okta.backfill.every_secs must be 1 to 86400, got {}", b.every_secs)));
+        }
+        if b.lookback_secs > MAX_LOOKBACK_SECS {
+            return Err(err(format!(
+                "okta.backfill.lookback_secs must be at most {MAX_LOOKBACK_SECS} (the System Log keeps 90 days), got {}",
+                b.lookback_secs
+            )));
+        }
         let mut admin = raw.admin;
         if let Some(s) = admin.token.as_mut() {
             s.resolve_paths(base);
@@ -330,6 +382,22 @@ fn validate_retry(r: &RetryConfig, key: &str) -> Result<(), String> {
         return Err(format!("{key}.initial_backoff_ms and max_backoff_secs must be >= 1"));
     }
     Ok(())
+}
+
+/// The org URL as an origin (`https://example.okta.com`, no trailing slash).
+fn org_origin(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(format!("{text:?} must start with https:// (or http:// for an emulator)"));
+    }
+    if url.host_str().is_none() || !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some()
+    {
+        return Err(format!("{text:?} must be scheme://host[:port] without a path, e.g. \"https://example.okta.com\""));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials; use okta.api_token".into());
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 /// `sqlite://relative.db` becomes `sqlite:///abs/dir/relative.db`; other URLs pass through.
@@ -498,6 +566,32 @@ client_secret = { file = "secrets/azure_client_secret" }
         assert_eq!(parse("[okta]\nread_timeout_secs = 2\n").unwrap().okta.read_timeout_secs, 2);
         let e = parse("[okta]\nread_timeout_secs = 0\n").unwrap_err().to_string();
         assert!(e.contains("okta.read_timeout_secs"), "{e}");
+    }
+
+    #[test]
+    fn okta_api_access_and_backfill_parse_and_need_each_other() {
+        let cfg = parse(
+            "[okta]\norg_url = \"https://example.okta.com/\"\napi_token = { file = \"okta.token\" }\n\
+             [okta.backfill]\nenabled = true\nevery_secs = 5\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.okta.org_url.as_deref(), Some("https://example.okta.com"));
+        assert_eq!(cfg.okta.api_token, Some(SecretSource::File(PathBuf::from("/etc/hookhost/okta.token"))));
+        assert!(cfg.okta.backfill.enabled);
+        assert_eq!((cfg.okta.backfill.every_secs, cfg.okta.backfill.lookback_secs), (5, 86_400));
+        assert!(!parse("").unwrap().okta.backfill.enabled);
+        let e = parse("[okta.backfill]\nenabled = true\n").unwrap_err().to_string();
+        assert!(e.contains("okta.org_url") && e.contains("okta.api_token"), "{e}");
+        for bad in ["https://example.okta.com/oauth2", "ftp://x", "https://u:p@example.okta.com", "nope"] {
+            let e = parse(&format!("[okta]\norg_url = {bad:?}\n")).unwrap_err().to_string();
+            assert!(e.contains("okta.org_url"), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse("[okta]\norg_url = \"http://127.0.0.1:8081\"\n").unwrap().okta.org_url.as_deref(),
+            Some("http://127.0.0.1:8081")
+        );
+        let e = parse("[okta.backfill]\nevery_sec = 5\n").unwrap_err().to_string();
+        assert!(e.contains("every_sec"), "{e}");
     }
 
     mod properties {

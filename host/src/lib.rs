@@ -23,11 +23,15 @@
 //!   runtime, renews leases, applies supersede and the retry policy.
 //! - [`api`]: `/healthz`, `/metrics`, the `/api/*` admin endpoints and the operator console
 //!   (`GET /`, a static page embedded in the binary); [`metrics`]: counters.
+//! - [`okta_api`]: the calls hookhost makes to Okta itself (SSWS token, `Link` paging, rate
+//!   limits); [`backfill`]: recovering dropped events from the System Log, which stores them
+//!   the way [`ingest`] does.
 //! - [`server`]: `hookhost serve` wiring and graceful shutdown; [`cli`]: the `hookhost` command;
 //!   [`scaffold`]: the templates of `hookhost plugin new`.
 
 pub mod api;
 pub mod attempt;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
@@ -35,6 +39,7 @@ pub mod ingest;
 pub mod kv;
 pub mod metrics;
 pub mod okta;
+pub mod okta_api;
 pub mod registry;
 pub mod runtime;
 pub mod scaffold;

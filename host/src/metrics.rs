@@ -30,6 +30,10 @@ pub struct Metrics {
     plugin_cache_loads: AtomicU64,
     /// Bundles refused on load or reload (the previous version, if any, kept serving).
     plugin_load_failures: AtomicU64,
+    /// Events stored for the first time, by how they arrived.
+    events_ingested: Mutex<BTreeMap<&'static str, u64>>,
+    /// When the System Log poller last had an answer from Okta (Unix milliseconds; 0: never).
+    backfill_last_poll_ms: AtomicU64,
 }
 
 impl Metrics {
@@ -38,6 +42,18 @@ impl Metrics {
         if let Ok(mut m) = self.ingest.lock() {
             *m.entry(code).or_default() += 1;
         }
+    }
+
+    /// Counts events stored for the first time (duplicates are not counted).
+    pub fn events_ingested(&self, source: crate::store::Source, n: u64) {
+        if let Ok(mut m) = self.events_ingested.lock() {
+            *m.entry(source.as_str()).or_default() += n;
+        }
+    }
+
+    /// Records that the System Log poller got an answer from Okta at `at`.
+    pub fn backfill_polled(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.backfill_last_poll_ms.store(u64::try_from(at.timestamp_millis()).unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Counts one component compiled from its `.wasm`.
@@ -106,6 +122,30 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{host=\"{host}\"}} {}", counter.load(Ordering::Relaxed));
+        }
+        out.push_str("# HELP hookhost_events_ingested_total Events stored for the first time, by how they arrived.\n");
+        out.push_str("# TYPE hookhost_events_ingested_total counter\n");
+        if let Ok(m) = self.events_ingested.lock() {
+            for source in crate::store::Source::ALL {
+                let n = m.get(source.as_str()).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "hookhost_events_ingested_total{{host=\"{host}\",source=\"{}\"}} {n}",
+                    source.as_str()
+                );
+            }
+        }
+        let last = self.backfill_last_poll_ms.load(Ordering::Relaxed);
+        if last > 0 {
+            out.push_str(
+                "# HELP hookhost_backfill_last_poll_timestamp_seconds When the System Log poller last had an answer from Okta.\n",
+            );
+            out.push_str("# TYPE hookhost_backfill_last_poll_timestamp_seconds gauge\n");
+            let _ = writeln!(
+                out,
+                "hookhost_backfill_last_poll_timestamp_seconds{{host=\"{host}\"}} {}",
+                last as f64 / 1000.0
+            );
         }
         out.push_str("# HELP hookhost_deliveries_total Deliveries by plugin and current status.\n");
         out.push_str("# TYPE hookhost_deliveries_total gauge\n");

@@ -16,11 +16,13 @@ use anyhow::{bail, Context};
 use axum::Router;
 
 use crate::api::{self, ApiState};
+use crate::backfill::Poller;
 use crate::config::HostConfig;
 use crate::config::StoreConfig;
 use crate::dispatch::{DispatchDeps, Dispatcher};
 use crate::ingest::{self, IngestState};
 use crate::metrics::Metrics;
+use crate::okta_api::OktaApi;
 use crate::registry::{watch, PluginSet, Registry, SyncOutcome};
 use crate::runtime::{EngineOptions, Runtime};
 use crate::store::postgres::redact_url;
@@ -115,6 +117,7 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
     let wake = dispatcher.waker();
     registry.on_change(wake.clone());
     rescan_on_sighup(registry.clone());
+    let poller = backfill_poller(&config, &store, &plugins, &metrics, &host_id, &wake)?.map(|p| tokio::spawn(p.run()));
     let app = app(
         IngestState {
             store: store.clone(),
@@ -146,9 +149,57 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
     println!("hookhost listening on http://{addr} (okta endpoint {})", config.okta.path);
 
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server")?;
+    // Stopping between its commits loses nothing: the cursor moves with its page.
+    if let Some(p) = poller {
+        p.abort();
+    }
     tracing::info!("shutting down: waiting for running attempts");
     dispatcher.shutdown(Duration::from_secs(config.server.shutdown_grace_secs)).await;
     Ok(())
+}
+
+/// The System Log poller, when `[okta.backfill] enabled` (config checked it has what it needs).
+fn backfill_poller(
+    config: &HostConfig,
+    store: &Arc<dyn Store>,
+    plugins: &Arc<PluginSet>,
+    metrics: &Arc<Metrics>,
+    host_id: &str,
+    wake: &Arc<dyn Fn() + Send + Sync>,
+) -> anyhow::Result<Option<Arc<Poller>>> {
+    if !config.okta.backfill.enabled {
+        return Ok(None);
+    }
+    let api = okta_api(config)?;
+    Ok(Some(Arc::new(Poller {
+        store: store.clone(),
+        plugins: plugins.clone(),
+        api: Arc::new(api),
+        config: config.okta.backfill.clone(),
+        holder: host_id.to_owned(),
+        metrics: metrics.clone(),
+        on_stored: wake.clone(),
+    })))
+}
+
+/// A client of the configured Okta org (`okta.org_url`, `okta.api_token`).
+///
+/// # Errors
+/// Either setting is missing, or the token cannot be read.
+pub fn okta_api(config: &HostConfig) -> anyhow::Result<OktaApi> {
+    let org = config
+        .okta
+        .org_url
+        .as_deref()
+        .context("okta.org_url is required to call Okta: set it to your org, e.g. \"https://example.okta.com\"")?;
+    let token = config
+        .okta
+        .api_token
+        .as_ref()
+        .context("okta.api_token is required to call Okta: set it to { env = \"OKTA_API_TOKEN\" } (or file/value)")?
+        .read()
+        .context("okta.api_token")?;
+    Ok(OktaApi::new(org, token)?)
 }
 
 /// Opens the artifact cache, starts the watcher (before the first scan, so nothing that

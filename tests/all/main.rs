@@ -2,6 +2,7 @@
 
 mod support;
 
+mod backfill;
 mod bad_input;
 mod console;
 mod crash_recovery;

@@ -10,6 +10,8 @@
 //!
 //! - [`graph_emulator`]: Microsoft Graph (`/v1.0/invitations`, `/v1.0/users`) and the Entra ID
 //!   token endpoint, with a tenant directory, request journal, fault injection and replication lag.
+//! - [`okta_emulator`]: an Okta org's System Log (paging, filter, rate limits, 429s) and Event
+//!   Hooks management API (create, replace, activate, verify), recording every request.
 //! - [`okta_users`]: the Okta Users API (`GET /api/v1/users/{id}`), for reading `profile.email`.
 //! - [`okta`]: builders for Event Hook deliveries and their System Log events.
 //! - [`webhooks`]: Slack and Teams incoming webhooks and a Splunk HTTP Event Collector, each
@@ -22,6 +24,7 @@
 pub mod fixtures;
 pub mod graph_emulator;
 pub mod okta;
+pub mod okta_emulator;
 pub mod okta_users;
 pub mod webhooks;
 
@@ -29,5 +32,6 @@ mod ids;
 mod server;
 
 pub use graph_emulator::{Fault, GraphEmulator, TenantConfig};
+pub use okta_emulator::OktaEmulator;
 pub use okta_users::OktaUsersEmulator;
 pub use webhooks::{WebhookKind, WebhookReceiver};

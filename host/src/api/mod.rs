@@ -26,7 +26,7 @@ use subtle::ConstantTimeEq;
 use crate::metrics::Metrics;
 use crate::registry::{PluginSet, Registry, SyncOutcome};
 use crate::secret::Secret;
-use crate::store::{EventFilter, ReplayOutcome, Status, Store, StoreError};
+use crate::store::{EventFilter, ReplayOutcome, Source, Status, Store, StoreError};
 
 /// What the API needs.
 #[derive(Clone)]
@@ -172,11 +172,12 @@ struct EventsQuery {
     event_type: Option<String>,
     group: Option<String>,
     status: Option<String>,
+    source: Option<String>,
     limit: Option<usize>,
     before: Option<String>,
 }
 
-/// `GET /api/events?q=&event_type=&group=&status=&limit=&before=`: the console's event list.
+/// `GET /api/events?q=&event_type=&group=&status=&source=&limit=&before=`: the console's event list.
 async fn events(State(state): State<ApiState>, Query(q): Query<EventsQuery>) -> Response {
     let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
@@ -185,11 +186,24 @@ async fn events(State(state): State<ApiState>, Query(q): Query<EventsQuery>) -> 
             Err(r) => return r,
         },
     };
+    let source = match q.source.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match Source::parse(s) {
+            Some(s) => Some(s),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("source must be hook, system_log or reconcile; got {s:?}"),
+                )
+            }
+        },
+    };
     let filter = EventFilter {
         text: q.q,
         event_type: q.event_type,
         group: q.group,
         status,
+        source,
         limit: q.limit.unwrap_or(50),
         before: q.before,
     };

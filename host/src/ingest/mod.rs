@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::okta::Delivery;
 use crate::registry::PluginSet;
 use crate::secret::Secret;
-use crate::store::{NewEvent, Store};
+use crate::store::{NewEvent, Source, Store};
 
 /// What the endpoint needs.
 #[derive(Clone)]
@@ -149,6 +149,7 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
     let committed = tokio::task::spawn_blocking(move || store.ingest(okta_id.as_deref(), &events)).await;
     match committed {
         Ok(Ok(report)) => {
+            state.metrics.events_ingested(Source::Hook, report.stored as u64);
             if report.deliveries > 0 {
                 (state.on_stored)();
             }

@@ -278,18 +278,44 @@ impl PluginSet {
 
     /// Names of the plugins subscribed to `event` (by event type and group).
     pub fn subscribers(&self, event: &crate::okta::Event) -> Vec<String> {
-        let groups: Vec<(&str, Option<&str>)> = event
-            .targets
-            .iter()
-            .filter(|t| t.kind == "UserGroup")
-            .map(|t| (t.id.as_str(), t.display_name.as_deref()))
-            .collect();
-        self.all()
-            .iter()
-            .filter(|p| p.spec.subscribes(&event.event_type, &groups))
-            .map(|p| p.spec.name.clone())
-            .collect()
+        let specs: Vec<PluginSpec> = self.all().iter().map(|p| p.spec.clone()).collect();
+        subscribers(&specs, event)
     }
+}
+
+/// Names of the plugins among `specs` subscribed to `event` (by event type and group): how
+/// every way an event arrives routes it.
+pub fn subscribers(specs: &[PluginSpec], event: &crate::okta::Event) -> Vec<String> {
+    let groups: Vec<(&str, Option<&str>)> = event
+        .targets
+        .iter()
+        .filter(|t| t.kind == "UserGroup")
+        .map(|t| (t.id.as_str(), t.display_name.as_deref()))
+        .collect();
+    specs.iter().filter(|s| s.subscribes(&event.event_type, &groups)).map(|s| s.name.clone()).collect()
+}
+
+/// The effective specs of the bundles in `dir` (manifest plus overrides, secrets read),
+/// without compiling them: what commands that only route events (`hookhost backfill`,
+/// `hookhost okta register`) need. Bundles that cannot be read are skipped with a warning.
+pub fn specs_in_dir(dir: &Path, overrides: &BTreeMap<String, PluginOverride>) -> Vec<PluginSpec> {
+    let mut specs = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return specs;
+    };
+    let mut manifests: Vec<std::path::PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.with_extension("wasm").exists())
+        .collect();
+    manifests.sort();
+    for manifest in manifests {
+        match PluginBundle::load(&manifest).and_then(|b| effective(&b, overrides.get(&b.manifest.name))) {
+            Ok(spec) => specs.push(spec),
+            Err(e) => tracing::warn!(bundle = %manifest.display(), error = %e, "skipping a plugin bundle"),
+        }
+    }
+    specs
 }
 
 /// A bundle the registry tried to load and could not (shown by `GET /api/plugins`).

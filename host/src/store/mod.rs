@@ -81,6 +81,47 @@ impl Status {
     }
 }
 
+/// How an event first reached hookhost (`docs/contract.md`, "Backfill"): by an Event Hook
+/// delivery, by the System Log poller or `hookhost backfill`, or made by reconcile. Only the
+/// first arrival counts; a later copy of the same `uuid` is a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Hook,
+    SystemLog,
+    Reconcile,
+}
+
+impl Source {
+    pub const ALL: [Source; 3] = [Source::Hook, Source::SystemLog, Source::Reconcile];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Hook => "hook",
+            Source::SystemLog => "system_log",
+            Source::Reconcile => "reconcile",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// Where the System Log poller stands, kept in the store beside its lease. `next_url` is the
+/// last `Link rel="next"` Okta gave (the cursor; hookhost never builds one itself), `filter`
+/// the query's event-type filter it belongs to, `last_published` the latest `published` (in
+/// sortable form) seen, from which a query with a new filter restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogCursor {
+    pub next_url: Option<String>,
+    pub filter: Option<String>,
+    pub last_published: Option<String>,
+}
+
+/// The `log_cursor` row of the System Log poller.
+pub(crate) const LOG_CURSOR: &str = "system_log";
+
 /// One event to store, with the plugins subscribed to it at ingest time.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -152,6 +193,8 @@ pub struct EventView {
     pub published: String,
     pub received_at: String,
     pub okta_delivery_id: Option<String>,
+    /// [`Source::as_str`]: how the event first arrived.
+    pub source: String,
     pub deliveries: Vec<DeliveryView>,
 }
 
@@ -189,6 +232,23 @@ pub trait Store: KvBackend + Send + Sync {
     /// Stores a delivery's events and their deliveries in one durable commit. An event whose
     /// `uuid` is already stored is a duplicate: nothing is added for it.
     fn ingest(&self, okta_delivery_id: Option<&str>, events: &[NewEvent]) -> Result<IngestReport, StoreError>;
+
+    /// Stores events that came another way than a hook (exactly as [`Store::ingest`] does,
+    /// duplicates included, but recording `source`), and, with `cursor`, moves the System Log
+    /// cursor in the **same** transaction: a crash either keeps a page and its cursor or
+    /// neither. `cursor` is `(holder, position)`; when `holder` no longer holds the poller's
+    /// lease nothing is stored and the answer is `None` (another host polls now).
+    fn ingest_page(
+        &self,
+        source: Source,
+        events: &[NewEvent],
+        cursor: Option<(&str, &LogCursor)>,
+    ) -> Result<Option<IngestReport>, StoreError>;
+
+    /// Takes or renews the System Log poller's lease for `holder` until `now + lease`, and
+    /// answers the stored cursor; `None` while another holder's lease is live. With a shared
+    /// store this is what keeps the poller to one host at a time.
+    fn log_lease(&self, holder: &str, now: DateTime<Utc>, lease: Duration) -> Result<Option<LogCursor>, StoreError>;
 
     /// Claims up to `limit` due deliveries for `host_id` with a lease until `now + lease`.
     ///
@@ -281,6 +341,8 @@ pub struct EventFilter {
     pub group: Option<String>,
     /// The event has at least one delivery in this status.
     pub status: Option<Status>,
+    /// The event first arrived this way.
+    pub source: Option<Source>,
     /// Page size; backends clamp it to 1..=[`MAX_EVENT_PAGE`].
     pub limit: usize,
     /// Only events after this cursor in the order above (a `next` from an earlier page).
@@ -322,6 +384,9 @@ pub struct EventSummary {
     /// RFC 3339 UTC, as in [`EventView`].
     pub published: String,
     pub received_at: String,
+    /// [`Source::as_str`]: how the event first arrived (the console marks `system_log` ones
+    /// as recovered).
+    pub source: String,
     /// The subject (the first `User` target); `None` for an event without one.
     pub user: Option<EventUser>,
     /// Display names of the event's `UserGroup` targets (the id where a target has no name),

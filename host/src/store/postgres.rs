@@ -39,8 +39,8 @@ use postgres::{Client, Config, GenericClient, NoTls, Statement};
 
 use super::common::now;
 use super::{
-    AttemptView, Claim, DeliveryView, EventFilter, EventPage, EventView, IngestReport, NewEvent, Next, QueueStats,
-    ReplayOutcome, Status, Store, StoreError,
+    AttemptView, Claim, DeliveryView, EventFilter, EventPage, EventView, IngestReport, LogCursor, NewEvent, Next,
+    QueueStats, ReplayOutcome, Source, Status, Store, StoreError,
 };
 use crate::attempt::Attempt;
 use crate::kv::KvBackend;
@@ -328,7 +328,26 @@ impl Store for PostgresStore {
     }
 
     fn ingest(&self, okta_delivery_id: Option<&str>, events: &[NewEvent]) -> Result<IngestReport, StoreError> {
-        self.with(|c| queue::ingest(c, okta_delivery_id, events))
+        self.with(|c| queue::ingest(c, okta_delivery_id, events, Source::Hook, None))?
+            .ok_or_else(|| StoreError::Unavailable("ingest without a cursor cannot lose a lease".into()))
+    }
+
+    fn ingest_page(
+        &self,
+        source: Source,
+        events: &[NewEvent],
+        cursor: Option<(&str, &LogCursor)>,
+    ) -> Result<Option<IngestReport>, StoreError> {
+        self.with(|c| queue::ingest(c, None, events, source, cursor))
+    }
+
+    fn log_lease(
+        &self,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        lease: Duration,
+    ) -> Result<Option<LogCursor>, StoreError> {
+        self.with(|c| queue::log_lease(c, holder, now, lease))
     }
 
     fn claim(

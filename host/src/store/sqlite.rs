@@ -12,11 +12,12 @@
 //! it decides the order of a user's events.
 //!
 //! Files: [`schema`] (migrations), [`group_commit`] (ingest), [`queue`] (claim, complete,
-//! leases, supersede, replay), [`views`] (what the API reads), [`console`] (the operator
+//! leases, supersede, replay), [`log_cursor`] (the System Log poller's cursor and lease), [`views`] (what the API reads), [`console`] (the operator
 //! console's search and queue summary).
 
 mod console;
 mod group_commit;
+mod log_cursor;
 mod queue;
 pub(crate) mod schema;
 mod views;
@@ -30,8 +31,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::common::now;
 use super::{
-    AttemptView, Claim, DeliveryView, EventFilter, EventPage, EventView, IngestReport, NewEvent, Next, QueueStats,
-    ReplayOutcome, Status, Store, StoreError,
+    AttemptView, Claim, DeliveryView, EventFilter, EventPage, EventView, IngestReport, LogCursor, NewEvent, Next,
+    QueueStats, ReplayOutcome, Source, Status, Store, StoreError,
 };
 use crate::attempt::Attempt;
 use crate::kv::KvBackend;
@@ -118,6 +119,19 @@ impl Store for SqliteStore {
 
     fn ingest(&self, okta_delivery_id: Option<&str>, events: &[NewEvent]) -> Result<IngestReport, StoreError> {
         group_commit::ingest(self, okta_delivery_id, events)
+    }
+
+    fn ingest_page(
+        &self,
+        source: Source,
+        events: &[NewEvent],
+        cursor: Option<(&str, &LogCursor)>,
+    ) -> Result<Option<IngestReport>, StoreError> {
+        log_cursor::ingest_page(&mut *self.conn()?, source, events, cursor)
+    }
+
+    fn log_lease(&self, holder: &str, now: DateTime<Utc>, lease: Duration) -> Result<Option<LogCursor>, StoreError> {
+        log_cursor::log_lease(&*self.conn()?, holder, now, lease)
     }
 
     fn claim(

@@ -8,7 +8,9 @@ use serde_json::json;
 use super::*;
 use crate::attempt::{Attempt, AttemptResult};
 use crate::okta::Event;
-use crate::store::{EventFilter, EventSummary, EventUser, NewEvent, Next, ReplayOutcome, Status, Store};
+use crate::store::{
+    EventFilter, EventSummary, EventUser, IngestReport, LogCursor, NewEvent, Next, ReplayOutcome, Source, Status, Store,
+};
 
 /// A folder under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -94,6 +96,10 @@ on_both_backends!(
     search_events_pages_by_cursor_without_gaps_or_repeats,
     queue_stats_count_per_plugin_and_chart_the_last_hour,
     kv_writes_from_many_hosts_at_once_all_succeed,
+    a_log_page_and_its_cursor_commit_together_and_dedupe_against_hooks,
+    the_poller_lease_is_one_holders_until_it_expires,
+    a_holder_that_lost_the_lease_stores_nothing,
+    search_events_filters_by_source,
 );
 
 fn event(uuid: &str, event_type: &str, published: &str, user: Option<&str>, group: Option<&str>) -> Event {
@@ -854,4 +860,82 @@ fn kv_writes_from_many_hosts_at_once_all_succeed(b: &dyn Backend) {
         assert_eq!(stores[1].get("graph-guest", &format!("map-{t}")).unwrap().as_deref(), Some("49"));
     }
     assert_eq!(stores[2].get("graph-guest", "other").unwrap().as_deref(), Some("kept"));
+}
+
+fn log_cursor(next: &str, last: &str) -> LogCursor {
+    LogCursor {
+        next_url: Some(next.into()),
+        filter: Some("eventType eq \"group.user_membership.add\"".into()),
+        last_published: Some(last.into()),
+    }
+}
+
+fn a_log_page_and_its_cursor_commit_together_and_dedupe_against_hooks(b: &dyn Backend) {
+    let s = b.open();
+    assert_eq!(s.log_lease("h1", t0(), LEASE).unwrap(), Some(LogCursor::default()), "a new store has no cursor");
+    // One event came by hook first.
+    s.ingest(Some("okta-1"), &[new(add("e1", "2024-05-01T10:00:00.000Z", "u1", "g1"), &["p"])]).unwrap();
+    let page = [
+        new(add("e1", "2024-05-01T10:00:00.000Z", "u1", "g1"), &["p"]),
+        new(add("e2", "2024-05-01T10:00:01.000Z", "u2", "g1"), &["p"]),
+    ];
+    let c1 = log_cursor("https://okta/api/v1/logs?after=1", "2024-05-01T10:00:01.000000000Z");
+    let r = s.ingest_page(Source::SystemLog, &page, Some(("h1", &c1))).unwrap().unwrap();
+    assert_eq!((r.stored, r.duplicates, r.deliveries), (1, 1, 1));
+    let e1 = s.event("e1").unwrap().unwrap();
+    assert_eq!((e1.source.as_str(), e1.deliveries.len()), ("hook", 1), "the first arrival names the source");
+    let e2 = s.event("e2").unwrap().unwrap();
+    assert_eq!((e2.source.as_str(), e2.okta_delivery_id), ("system_log", None));
+    // The same page again (a crash before the cursor moved would replay it): nothing new.
+    let r = s.ingest_page(Source::SystemLog, &page, Some(("h1", &c1))).unwrap().unwrap();
+    assert_eq!((r.stored, r.duplicates, r.deliveries), (0, 2, 0));
+    // The cursor survives a reopen; a bounded pass (no cursor) leaves it alone.
+    drop(s);
+    let s = b.open();
+    s.ingest_page(Source::SystemLog, &[new(add("e3", "2024-05-01T10:00:02.000Z", "u3", "g1"), &[])], None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.log_lease("h1", t0(), LEASE).unwrap(), Some(c1));
+    // An empty page moves the cursor too.
+    let c2 = log_cursor("https://okta/api/v1/logs?after=2", "2024-05-01T10:00:01.000000000Z");
+    let r = s.ingest_page(Source::SystemLog, &[], Some(("h1", &c2))).unwrap().unwrap();
+    assert_eq!(r, IngestReport::default());
+    assert_eq!(s.log_lease("h1", t0(), LEASE).unwrap(), Some(c2));
+}
+
+fn the_poller_lease_is_one_holders_until_it_expires(b: &dyn Backend) {
+    let s = b.open();
+    let other = b.open();
+    assert!(s.log_lease("h1", t0(), LEASE).unwrap().is_some());
+    assert!(other.log_lease("h2", t0() + secs(1), LEASE).unwrap().is_none(), "h1 holds it");
+    assert!(s.log_lease("h1", t0() + secs(20), LEASE).unwrap().is_some(), "renewed");
+    assert!(other.log_lease("h2", t0() + secs(40), LEASE).unwrap().is_none(), "the renewal counts from 20 s");
+    assert!(other.log_lease("h2", t0() + secs(51), LEASE).unwrap().is_some(), "taken over after expiry");
+    assert!(s.log_lease("h1", t0() + secs(52), LEASE).unwrap().is_none());
+}
+
+fn a_holder_that_lost_the_lease_stores_nothing(b: &dyn Backend) {
+    let s = b.open();
+    s.log_lease("h1", t0(), LEASE).unwrap().unwrap();
+    s.log_lease("h2", t0() + secs(31), LEASE).unwrap().unwrap();
+    let stale = log_cursor("https://okta/api/v1/logs?after=stale", "2024-05-01T10:00:00.000000000Z");
+    let page = [new(add("e1", "2024-05-01T10:00:00.000Z", "u1", "g1"), &["p"])];
+    assert_eq!(s.ingest_page(Source::SystemLog, &page, Some(("h1", &stale))).unwrap(), None);
+    assert!(s.event("e1").unwrap().is_none(), "nothing of the page was kept");
+    assert_eq!(s.log_lease("h2", t0() + secs(32), LEASE).unwrap(), Some(LogCursor::default()));
+}
+
+fn search_events_filters_by_source(b: &dyn Backend) {
+    let s = b.open();
+    s.ingest(None, &[new(add("h", "2024-05-01T10:00:00.000Z", "u1", "g1"), &[])]).unwrap();
+    s.ingest_page(Source::SystemLog, &[new(add("l", "2024-05-01T10:00:01.000Z", "u2", "g1"), &[])], None).unwrap();
+    s.ingest_page(Source::Reconcile, &[new(add("r", "2024-05-01T10:00:02.000Z", "u3", "g1"), &[])], None).unwrap();
+    let by = |source| search(&*s, EventFilter { source, ..Default::default() });
+    assert_eq!(by(Some(Source::SystemLog)), ["l"]);
+    assert_eq!(by(Some(Source::Hook)), ["h"]);
+    assert_eq!(by(Some(Source::Reconcile)), ["r"]);
+    assert_eq!(by(None).len(), 3);
+    let page = s.search_events(&EventFilter { limit: 5, ..Default::default() }).unwrap();
+    let sources: Vec<&str> = page.events.iter().map(|e| e.source.as_str()).collect();
+    assert_eq!(sources, ["reconcile", "system_log", "hook"]);
 }

@@ -15,7 +15,7 @@
   const SVG_NS = "http://www.w3.org/2000/svg";
 
   const state = {
-    filters: { q: "", event_type: "", group: "", status: "" },
+    filters: { q: "", event_type: "", group: "", status: "", source: "" },
     limit: PAGE,
     openEvent: null, // uuid whose deliveries are shown
     openDelivery: null, // delivery id whose attempts are shown
@@ -338,7 +338,15 @@
           onclick: () => openEvent(e.id),
         },
         el("td", { class: "when" }, stamp(e.received_at)),
-        el("td", {}, e.event_type),
+        el(
+          "td",
+          {},
+          e.event_type,
+          // Recovered from the System Log: Okta's hook delivery of it was lost.
+          e.source === "system_log"
+            ? el("span", { class: "badge recovered", title: "recovered from the Okta System Log" }, "recovered")
+            : null
+        ),
         el(
           "td",
           { class: "user" },
@@ -491,6 +499,7 @@
       event_type: $("event-type").value.trim(),
       group: $("group").value.trim(),
       status: $("status").value,
+      source: $("source").value,
     };
     state.limit = PAGE;
     startPolling();

@@ -25,7 +25,8 @@ fn count(n: i64) -> u64 {
 pub(super) fn search_events(client: &mut Conn, filter: &EventFilter) -> Result<EventPage, StoreError> {
     let limit = filter.limit.clamp(1, MAX_EVENT_PAGE);
     let mut sql = String::from(
-        "SELECT e.uuid, e.event_type, e.published, e.received_at, e.subject, e.subject_login, e.subject_name
+        "SELECT e.uuid, e.event_type, e.published, e.received_at, e.subject, e.subject_login, e.subject_name,
+                e.source
          FROM events e WHERE TRUE",
     );
     let mut args: Vec<String> = Vec::new();
@@ -55,6 +56,9 @@ pub(super) fn search_events(client: &mut Conn, filter: &EventFilter) -> Result<E
             like_pattern(group),
         );
     }
+    if let Some(source) = filter.source {
+        arg(&mut sql, " AND e.source = $N", source.as_str().to_string());
+    }
     if let Some(status) = filter.status {
         arg(
             &mut sql,
@@ -79,6 +83,7 @@ pub(super) fn search_events(client: &mut Conn, filter: &EventFilter) -> Result<E
             event_type: r.get(1),
             published: show_published(r.get::<_, &str>(2)),
             received_at: r.get(3),
+            source: r.get(7),
             user: r.get::<_, Option<String>>(4).map(|id| EventUser { id, login: r.get(5), display_name: r.get(6) }),
             groups: Vec::new(),
             statuses: BTreeMap::new(),

@@ -32,27 +32,44 @@ use serde_json::Value;
 use crate::attempt::{Attempt, AttemptResult};
 use crate::okta::Event;
 use crate::store::common::{fmt_time, group_ids, landing, lease_end, log_json, now, published_key, superseded_note};
-use crate::store::{Claim, IngestReport, NewEvent, Next, ReplayOutcome, Status, StoreError};
+use crate::store::{
+    Claim, IngestReport, LogCursor, NewEvent, Next, ReplayOutcome, Source, Status, StoreError, LOG_CURSOR,
+};
 
 fn count(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
+/// Stores events (and, with `cursor`, moves the System Log cursor first, in the same
+/// transaction; `None` when `cursor`'s holder lost the poller's lease: nothing stored).
 pub(super) fn ingest(
     conn: &mut Conn,
     okta_delivery_id: Option<&str>,
     events: &[NewEvent],
-) -> Result<IngestReport, StoreError> {
+    source: Source,
+    cursor: Option<(&str, &LogCursor)>,
+) -> Result<Option<IngestReport>, StoreError> {
     let received_at = now();
     let mut report = IngestReport::default();
     let (client, cache) = conn.parts();
     let mut tx = client.transaction()?;
+    if let Some((holder, c)) = cursor {
+        // Locks the row too: a host taking the lease over waits for this page's commit.
+        let moved = tx.execute(
+            "UPDATE log_cursor SET next_url = $1, filter = $2, last_published = $3, updated_at = $4
+             WHERE name = $5 AND holder = $6",
+            &[&c.next_url, &c.filter, &c.last_published, &received_at, &LOG_CURSOR, &holder],
+        )?;
+        if moved == 0 {
+            return Ok(None); // the transaction rolls back when dropped
+        }
+    }
     let insert_event = prepared(
         cache,
         &mut tx,
         "INSERT INTO events (uuid, event_type, published, published_key, received_at,
-                             okta_delivery_id, subject, group_ids, raw, subject_login, subject_name)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                             okta_delivery_id, subject, group_ids, raw, subject_login, subject_name, source)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (uuid) DO NOTHING",
     )?;
     let insert_group = prepared(
@@ -91,6 +108,7 @@ pub(super) fn ingest(
                 &event.raw,
                 &user.and_then(|u| u.alternate_id.as_deref()),
                 &user.and_then(|u| u.display_name.as_deref()),
+                &source.as_str(),
             ],
         )?;
         if inserted == 0 {
@@ -108,7 +126,27 @@ pub(super) fn ingest(
         }
     }
     tx.commit()?;
-    Ok(report)
+    Ok(Some(report))
+}
+
+/// Takes or renews the poller's lease (one statement, so two hosts racing for an expired
+/// lease cannot both win: the row lock orders them and the second sees the first's lease).
+pub(super) fn log_lease(
+    conn: &mut Conn,
+    holder: &str,
+    at: DateTime<Utc>,
+    lease: Duration,
+) -> Result<Option<LogCursor>, StoreError> {
+    let rows = conn.rows(
+        "INSERT INTO log_cursor (name, holder, lease_until, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until,
+                                          updated_at = excluded.updated_at
+         WHERE log_cursor.holder IS NULL OR log_cursor.holder = excluded.holder
+               OR log_cursor.lease_until < excluded.updated_at
+         RETURNING next_url, filter, last_published",
+        &[&LOG_CURSOR, &holder, &fmt_time(lease_end(at, lease)), &fmt_time(at)],
+    )?;
+    Ok(rows.first().map(|r| LogCursor { next_url: r.get(0), filter: r.get(1), last_published: r.get(2) }))
 }
 
 struct Candidate {

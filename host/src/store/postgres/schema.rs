@@ -12,15 +12,18 @@
 //! - `seq`, the ingest order, comes from a sequence shared by every host, so delivery ids stay
 //!   unique and ordered whoever ingests.
 //!
+//! - Migration 2 is the SQLite store's migration 4 (`events.source`, `log_cursor`).
+//!
 //! Migrations run under an advisory lock ([`MIGRATION_LOCK`]), so two hosts starting at once
 //! apply each migration exactly once: the second waits, then finds nothing left to do.
 
 /// `pg_advisory_xact_lock` key held while migrating (an arbitrary constant: "hookhost").
 pub(super) const MIGRATION_LOCK: i64 = 0x686f_6f6b_686f_7374;
 
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"CREATE TABLE plugin_kv (
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"CREATE TABLE plugin_kv (
         plugin TEXT COLLATE "C" NOT NULL,
         key TEXT COLLATE "C" NOT NULL,
         value TEXT NOT NULL,
@@ -87,4 +90,19 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
         PRIMARY KEY (delivery_id, number)
     );
     CREATE INDEX attempts_started ON attempts (started_at);"#,
-)];
+    ),
+    (
+        2,
+        r#"ALTER TABLE events ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT 'hook'
+        CHECK (source IN ('hook', 'system_log', 'reconcile'));
+    CREATE TABLE log_cursor (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        next_url TEXT,
+        filter TEXT,
+        last_published TEXT COLLATE "C",
+        holder TEXT COLLATE "C",
+        lease_until TEXT COLLATE "C",
+        updated_at TEXT COLLATE "C" NOT NULL
+    );"#,
+    ),
+];

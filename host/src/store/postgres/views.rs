@@ -30,7 +30,7 @@ fn delivery(r: &Row) -> DeliveryView {
 
 pub(super) fn event(client: &mut Conn, uuid: &str) -> Result<Option<EventView>, StoreError> {
     let Some(r) = client.query_opt(
-        "SELECT uuid, event_type, published, received_at, okta_delivery_id FROM events WHERE uuid = $1",
+        "SELECT uuid, event_type, published, received_at, okta_delivery_id, source FROM events WHERE uuid = $1",
         &[&uuid],
     )?
     else {
@@ -47,6 +47,7 @@ pub(super) fn event(client: &mut Conn, uuid: &str) -> Result<Option<EventView>, 
         published: show_published(&r.get::<_, String>(2)),
         received_at: r.get(3),
         okta_delivery_id: r.get(4),
+        source: r.get(5),
         deliveries,
     }))
 }

@@ -31,7 +31,8 @@ fn set(text: &Option<String>) -> Option<&str> {
 pub(super) fn search_events(conn: &Connection, filter: &EventFilter) -> Result<EventPage, StoreError> {
     let limit = filter.limit.clamp(1, MAX_EVENT_PAGE);
     let mut sql = String::from(
-        "SELECT e.uuid, e.event_type, e.published, e.received_at, e.subject, e.subject_login, e.subject_name
+        "SELECT e.uuid, e.event_type, e.published, e.received_at, e.subject, e.subject_login, e.subject_name,
+                e.source
          FROM events e WHERE 1 = 1",
     );
     let mut args: Vec<SqlValue> = Vec::new();
@@ -63,6 +64,9 @@ pub(super) fn search_events(conn: &Connection, filter: &EventFilter) -> Result<E
             SqlValue::Text(like_pattern(group)),
         );
     }
+    if let Some(source) = filter.source {
+        arg(&mut sql, " AND e.source = ?N", SqlValue::Text(source.as_str().into()));
+    }
     if let Some(status) = filter.status {
         arg(
             &mut sql,
@@ -86,6 +90,7 @@ pub(super) fn search_events(conn: &Connection, filter: &EventFilter) -> Result<E
                 event_type: r.get(1)?,
                 published: show_published(&r.get::<_, String>(2)?),
                 received_at: r.get(3)?,
+                source: r.get(7)?,
                 user: subject.map(|id| EventUser {
                     id,
                     login: r.get(5).ok().flatten(),

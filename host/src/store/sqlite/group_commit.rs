@@ -20,7 +20,7 @@ use rusqlite::{params, Connection};
 
 use super::SqliteStore;
 use crate::store::common::{group_ids, now, published_key};
-use crate::store::{IngestReport, NewEvent, StoreError};
+use crate::store::{IngestReport, NewEvent, Source, StoreError};
 
 type Outcome = Result<IngestReport, StoreError>;
 
@@ -129,7 +129,7 @@ fn commit_group(store: &SqliteStore, group: &[Batch]) -> Vec<(u64, Outcome)> {
         let mut outcomes = Vec::with_capacity(group.len());
         for batch in group {
             let mut sp = tx.savepoint()?;
-            match apply_batch(&sp, batch, &mut next_seq) {
+            match apply_batch(&sp, batch.okta_delivery_id.as_deref(), &batch.events, Source::Hook, &mut next_seq) {
                 Ok(report) => {
                     sp.commit()?;
                     outcomes.push((batch.ticket, Ok(report)));
@@ -147,13 +147,21 @@ fn commit_group(store: &SqliteStore, group: &[Batch]) -> Vec<(u64, Outcome)> {
     result.unwrap_or_else(|e| fail_all(&e))
 }
 
-fn apply_batch(tx: &Connection, batch: &Batch, next_seq: &mut i64) -> Result<IngestReport, StoreError> {
+/// Stores `events` (one caller's batch) inside the caller's transaction; `next_seq` is the
+/// next free delivery `seq` and moves past the ones used.
+pub(super) fn apply_batch(
+    tx: &Connection,
+    okta_delivery_id: Option<&str>,
+    events: &[NewEvent],
+    source: Source,
+    next_seq: &mut i64,
+) -> Result<IngestReport, StoreError> {
     let received_at = now();
     let mut report = IngestReport::default();
     let mut insert_event = tx.prepare_cached(
         "INSERT INTO events (uuid, event_type, published, published_key, received_at,
-                             okta_delivery_id, subject, group_ids, raw, subject_login, subject_name)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                             okta_delivery_id, subject, group_ids, raw, subject_login, subject_name, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (uuid) DO NOTHING",
     )?;
     let mut insert_group = tx.prepare_cached(
@@ -166,7 +174,7 @@ fn apply_batch(tx: &Connection, batch: &Batch, next_seq: &mut i64) -> Result<Ing
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)
          ON CONFLICT (event_uuid, plugin) DO NOTHING",
     )?;
-    for new in &batch.events {
+    for new in events {
         let event = &new.event;
         let key = published_key(&event.published);
         let groups = serde_json::to_string(&group_ids(event))
@@ -178,12 +186,13 @@ fn apply_batch(tx: &Connection, batch: &Batch, next_seq: &mut i64) -> Result<Ing
             event.published,
             key,
             received_at,
-            batch.okta_delivery_id,
+            okta_delivery_id,
             event.subject(),
             groups,
             event.raw,
             user.and_then(|u| u.alternate_id.as_deref()),
             user.and_then(|u| u.display_name.as_deref()),
+            source.as_str(),
         ])?;
         if inserted == 0 {
             report.duplicates += 1;

@@ -27,6 +27,16 @@
 //! - Existing rows are backfilled from `raw` (the LogEvent JSON) with SQLite's JSON
 //!   functions, picking the same targets, in the same order, as ingest does.
 
+//!
+//! Migration 4 (backfill from the System Log):
+//!
+//! - `events.source`: how the event first arrived (`hook`, `system_log`, `reconcile`); rows
+//!   from before it came by hook.
+//! - `log_cursor`: one row per poller (`system_log`): the cursor (`next_url`, the last
+//!   `Link rel="next"`), the `filter` it belongs to, the latest `published` seen, and the
+//!   poller's lease (`holder`, `lease_until`). The cursor moves in the transaction that stores
+//!   its page's events.
+
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
@@ -119,5 +129,19 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         WHERE json_type(e.raw, '$.target') = 'array' AND json_extract(t.value, '$.type') = 'UserGroup'
         ORDER BY e.uuid, t.key
     ON CONFLICT (event_uuid, group_id) DO NOTHING;",
+    ),
+    (
+        4,
+        "ALTER TABLE events ADD COLUMN source TEXT NOT NULL DEFAULT 'hook'
+        CHECK (source IN ('hook', 'system_log', 'reconcile'));
+    CREATE TABLE log_cursor (
+        name TEXT PRIMARY KEY,
+        next_url TEXT,
+        filter TEXT,
+        last_published TEXT,
+        holder TEXT,
+        lease_until TEXT,
+        updated_at TEXT NOT NULL
+    );",
     ),
 ];

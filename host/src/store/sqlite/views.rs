@@ -29,7 +29,7 @@ fn delivery(r: &Row<'_>) -> rusqlite::Result<DeliveryView> {
 pub(super) fn event(conn: &Connection, uuid: &str) -> Result<Option<EventView>, StoreError> {
     let head = conn
         .query_row(
-            "SELECT uuid, event_type, published, received_at, okta_delivery_id FROM events WHERE uuid = ?1",
+            "SELECT uuid, event_type, published, received_at, okta_delivery_id, source FROM events WHERE uuid = ?1",
             [uuid],
             |r| {
                 Ok(EventView {
@@ -38,6 +38,7 @@ pub(super) fn event(conn: &Connection, uuid: &str) -> Result<Option<EventView>, 
                     published: show_published(&r.get::<_, String>(2)?),
                     received_at: r.get(3)?,
                     okta_delivery_id: r.get(4)?,
+                    source: r.get(5)?,
                     deliveries: Vec::new(),
                 })
             },
