@@ -136,7 +136,10 @@ fn init_tracing() {
     let default = if std::env::args().nth(1).as_deref() == Some("serve") { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only on a terminal: in a log file or journal an escape sequence is noise, and
+    // with none of ours there, any ESC would stand out.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Option<HostConfig>> {

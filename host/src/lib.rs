@@ -9,6 +9,7 @@
 //!
 //! - [`ingest`]: the Okta endpoint: auth, caps, parse, durable commit, then 200.
 //! - [`okta`]: the Okta delivery envelope and LogEvent model (pure parsing).
+//! - [`logsafe`]: outside text (event fields, plugin output) escaped for log lines.
 //! - [`config`]: the host config file, strict, with paths resolved; [`secret`]: where
 //!   secrets come from and how they stay out of logs.
 //! - [`store`]: durable state (plugin KV; events, deliveries, attempts).
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod ingest;
+pub mod logsafe;
 pub mod metrics;
 pub mod okta;
 pub mod registry;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{blocking, now, retry, Shared};
+use crate::logsafe::Clean;
 use crate::runtime::{Attempt, KvBackend};
 use crate::store::{Claim, Next, Status};
 
@@ -95,9 +96,9 @@ async fn finish(ctx: &Shared, claim: &Claim, attempt: Option<Attempt>, next: Nex
             tracing::info!(
                 plugin = %claim.plugin,
                 delivery = %claim.delivery_id,
-                event = %claim.event.uuid,
+                event = %Clean(&claim.event.uuid),
                 status = status.as_str(),
-                outcome = %outcome,
+                outcome = %Clean(&outcome),
                 "delivery attempt finished"
             );
         }

@@ -30,6 +30,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::logsafe::Clean;
 use crate::metrics::Metrics;
 use crate::okta::Delivery;
 use crate::registry::PluginSet;
@@ -166,7 +167,7 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
                 (state.on_stored)();
             }
             tracing::info!(
-                okta_delivery_id = delivery.delivery_id.as_deref().unwrap_or("-"),
+                okta_delivery_id = %Clean(delivery.delivery_id.as_deref().unwrap_or("-")),
                 stored = report.stored,
                 duplicates = report.duplicates,
                 deliveries = report.deliveries,

@@ -29,6 +29,7 @@ use wasmtime::component::Component;
 
 use super::{effective, link, manifest, ArtifactCache, LoadFailure, Manifest, PluginBundle, PluginSet};
 use crate::config::PluginOverride;
+use crate::logsafe::Clean;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 
@@ -335,7 +336,7 @@ impl Registry {
             Some(p) => format!("{error} (version {} keeps serving)", p.spec.version),
             None => error,
         };
-        tracing::error!(plugin = %name, error = %error, "plugin bundle refused");
+        tracing::error!(plugin = %Clean(name), error = %Clean(&error), "plugin bundle refused");
         self.metrics.plugin_load_failed();
         self.set.record_failure(LoadFailure {
             name: name.to_owned(),
