@@ -9,6 +9,7 @@ mod egress;
 mod fan_out;
 mod fault_soak;
 mod graph_guest;
+mod hardening;
 mod hostile_serve;
 mod hot_reload;
 mod ingest_okta;

