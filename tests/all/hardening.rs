@@ -52,6 +52,38 @@ fn install(plugins: &Path, name: &str, mode: Option<&str>) -> String {
     }
 }
 
+/// Finding 3: under umask 000 the SQLite database and its -wal/-shm come out 0600 and the
+/// artifact cache 0700.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_files_and_the_artifact_cache_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    install(&plugins, "echo", None);
+    let serve = serve_with(dir.path(), bare(ServeSetup { umask: Some(0o000), ..Default::default() })).await;
+    // A write, so the WAL exists and has content.
+    let e = membership(Membership::Add, 31, -1_000);
+    assert_eq!(serve.post(vec![e]).await, Some(200));
+    serve.settle_all(Duration::from_secs(30)).await;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let db = dir.path().join("state/hookhost.db");
+    for f in ["hookhost.db", "hookhost.db-wal", "hookhost.db-shm"] {
+        let p = db.with_file_name(f);
+        assert!(p.exists(), "{} missing", p.display());
+        assert_eq!(mode(&p), 0o600, "{f} is {:o}", mode(&p));
+    }
+    let cache = plugins.join(".cache");
+    assert_eq!(mode(&cache), 0o700, "cache is {:o}", mode(&cache));
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            assert_eq!(mode(&p), 0o700, "{} is {:o}", p.display(), mode(&p));
+        }
+    }
+}
+
 /// Finding 4 and 7: an event whose uuid, login and envelope id carry a newline with a
 /// forged log line, NUL and an ANSI escape cannot put any of them raw into serve's log;
 /// and a plugin probing an ungranted origin gets a warn line naming it and the delivery.
