@@ -92,7 +92,7 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
         }
     };
     let header = axum::http::HeaderName::from_bytes(config.okta.auth_header.as_bytes())
-        .with_context(|| format!("okta.auth_header {:?} is not a valid header name", config.okta.auth_header))?;
+        .context("okta.auth_header is not a valid header name (letters, digits and '-')")?;
 
     let store = open_store(&config.store)?;
     let runtime = Arc::new(Runtime::new(&EngineOptions::default())?);
@@ -172,10 +172,12 @@ async fn start_registry(
     }
     let cache_dir = config.plugins.cache_dir.clone().unwrap_or_else(|| dir.join(".cache"));
     let overrides = config.plugins.overrides.clone();
-    let registry =
-        tokio::task::spawn_blocking(move || Registry::new(runtime, dir, Some(cache_dir), overrides, plugins, metrics))
-            .await
-            .context("opening the plugin registry")?;
+    let max_wasm_bytes = config.plugins.max_wasm_bytes;
+    let registry = tokio::task::spawn_blocking(move || {
+        Registry::new(runtime, dir, Some(cache_dir), overrides, plugins, metrics).with_max_wasm_bytes(max_wasm_bytes)
+    })
+    .await
+    .context("opening the plugin registry")?;
     let registry = Arc::new(registry);
     if config.plugins.watch {
         if let Err(e) = watch::spawn(registry.clone()) {

@@ -52,6 +52,126 @@ fn install(plugins: &Path, name: &str, mode: Option<&str>) -> String {
     }
 }
 
+/// `GET /api/plugins` → the entry of `name`.
+async fn plugin_status(serve: &Serve, name: &str) -> Value {
+    let all = serve.get_json("/api/plugins").await;
+    all["plugins"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned()).unwrap_or(Value::Null)
+}
+
+/// Finding 1 and 5: a symlinked manifest (pointing at a secret), a FIFO, a malformed
+/// manifest holding a secret and a component over `plugins.max_wasm_bytes` are refused,
+/// each naming its file; a good bundle beside them serves; no secret text appears in the
+/// API or the log.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_directory_is_read_without_following_links_or_quoting_files() {
+    const LINKED: &str = "LINKED-SECRET-5b1f-never-shown";
+    const IN_MANIFEST: &str = "MANIFEST-SECRET-77c2-never-shown";
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+
+    // A secret file outside the plugin directory, written as if it were a manifest.
+    let secret_file = dir.path().join("secret.toml");
+    std::fs::write(&secret_file, format!("name = \"y\"\nversion = \"{LINKED}\"\nevent_types = [\"{LINKED}\"]\n"))
+        .unwrap();
+    std::fs::copy(wasm("echo"), plugins.join("y.wasm")).unwrap();
+    std::os::unix::fs::symlink(&secret_file, plugins.join("y.toml")).unwrap();
+    // A FIFO as a manifest: reading it would block a reload forever.
+    std::fs::copy(wasm("echo"), plugins.join("f.wasm")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(plugins.join("f.toml")).status().unwrap().success());
+    // A malformed manifest whose broken line holds a secret.
+    std::fs::copy(wasm("echo"), plugins.join("z.wasm")).unwrap();
+    std::fs::write(
+        plugins.join("z.toml"),
+        format!("name = \"z\"\nversion = \"1.0.0\"\nevent_types = [\"a\"]\napi_token = \"{IN_MANIFEST}\nx = 1\n"),
+    )
+    .unwrap();
+    // One with a secret in a value of the wrong type.
+    std::fs::copy(wasm("echo"), plugins.join("v.wasm")).unwrap();
+    std::fs::write(
+        plugins.join("v.toml"),
+        format!("name = \"v\"\nversion = \"1.0.0\"\nevent_types = [\"a\"]\n[limits]\nmemory_mb = \"{IN_MANIFEST}\"\n"),
+    )
+    .unwrap();
+    // A component over the configured size cap.
+    install(&plugins, "big", None);
+    let big_len = std::fs::metadata(plugins.join("big.wasm")).unwrap().len();
+    assert!(big_len > 4096);
+
+    let serve = serve_with(
+        dir.path(),
+        bare(ServeSetup { plugins_extra: "max_wasm_bytes = 4096\n".into(), ..Default::default() }),
+    )
+    .await;
+    let api = serve.get_text("/api/plugins").await.1;
+
+    let y = plugin_status(&serve, "y").await;
+    let e = y["last_error"].as_str().unwrap_or_default();
+    assert_eq!(y["state"], "failed", "{y}");
+    assert!(e.contains("y.toml") && e.contains("symbolic link") && e.contains("not a regular file"), "{e}");
+    let f = plugin_status(&serve, "f").await;
+    let e = f["last_error"].as_str().unwrap_or_default();
+    assert!(e.contains("f.toml") && e.contains("FIFO"), "{f}");
+    for name in ["z", "v"] {
+        let s = plugin_status(&serve, name).await;
+        let e = s["last_error"].as_str().unwrap_or_default();
+        assert_eq!(s["state"], "failed", "{s}");
+        assert!(e.contains(&format!("{name}.toml")) && e.contains("line "), "{name}: {e}");
+    }
+    let big = plugin_status(&serve, "big").await;
+    let e = big["last_error"].as_str().unwrap_or_default();
+    assert_eq!(big["state"], "failed", "{big}");
+    assert!(
+        e.contains("big.wasm")
+            && e.contains(&big_len.to_string())
+            && e.contains("4096")
+            && e.contains("plugins.max_wasm_bytes"),
+        "{e}"
+    );
+
+    let logs = serve.logs();
+    assert!(logs.contains("not a regular file"), "no warning about the link: {logs}");
+    for secret in [LINKED, IN_MANIFEST, "secret-never"] {
+        assert!(!api.contains(secret), "{secret} in /api/plugins: {api}");
+        assert!(!logs.to_lowercase().contains(&secret.to_lowercase()), "{secret} in the log: {logs}");
+    }
+}
+
+/// Finding 1, the config file: `serve --config` with a bad file fails naming the file,
+/// the line and the kind of problem, never its text.
+#[tokio::test]
+async fn a_bad_config_file_is_refused_without_quoting_it() {
+    const SECRET: &str = "CONFIG-SECRET-e55a-never-shown";
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        format!("[okta]\nauth_secret = {{ value = \"{SECRET}\"\n"),
+        format!("[okta]\nauth_secret = \"{SECRET}\"\n"),
+        format!("[okta]\nmax_body_bytes = \"{SECRET}\"\n"),
+        format!("[server]\nlisten = \"{SECRET}\"\n"),
+        format!("[okta]\npath = \"{SECRET}\"\n"),
+        format!("[store]\nurl = \"mysql://u:{SECRET}@h/db\"\n"),
+        format!("{SECRET}\n"),
+        format!("[plugins.p]\nallowed_hosts = \"{SECRET}\"\n"),
+    ];
+    for (i, text) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(hookhost_bin()).args(["serve", "--config"]).arg(&file).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text:?} was accepted");
+        assert!(stderr.contains(&format!("bad-{i}.toml")), "{text:?}: {stderr}");
+        assert!(!stderr.contains(SECRET) && !stderr.contains("never-shown"), "{text:?} quoted: {stderr}");
+    }
+    let out = std::process::Command::new(hookhost_bin())
+        .args(["serve", "--config"])
+        .arg(dir.path().join("bad-0.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2"), "the place is named: {stderr}");
+}
+
 /// Finding 3: under umask 000 the SQLite database and its -wal/-shm come out 0600 and the
 /// artifact cache 0700.
 #[cfg(unix)]

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use wasmtime::component::Component;
 
-use super::{effective, link, manifest, ArtifactCache, LoadFailure, Manifest, PluginBundle, PluginSet};
+use super::{effective, files, link, manifest, ArtifactCache, LoadFailure, Manifest, PluginBundle, PluginSet};
 use crate::config::PluginOverride;
 use crate::logsafe::Clean;
 use crate::metrics::Metrics;
@@ -94,6 +94,8 @@ pub struct Registry {
     cache: Option<ArtifactCache>,
     cache_dir: Option<PathBuf>,
     metrics: Arc<Metrics>,
+    /// `plugins.max_wasm_bytes`: larger components are refused before they are read.
+    max_wasm_bytes: u64,
     /// What serves, by name. Its lock also serializes syncs.
     deployed: Mutex<BTreeMap<String, Deployed>>,
     /// Called after a new version goes into service (wakes the dispatcher, so deliveries
@@ -128,9 +130,16 @@ impl Registry {
             cache,
             cache_dir,
             metrics,
+            max_wasm_bytes: super::files::DEFAULT_MAX_WASM_BYTES,
             deployed: Mutex::new(BTreeMap::new()),
             on_change: OnceLock::new(),
         }
+    }
+
+    /// Sets `plugins.max_wasm_bytes` (default 64 MiB).
+    pub fn with_max_wasm_bytes(mut self, max: u64) -> Registry {
+        self.max_wasm_bytes = max;
+        self
     }
 
     /// The plugin directory.
@@ -194,7 +203,25 @@ impl Registry {
         };
         let toml = self.dir.join(format!("{name}.toml"));
         let wasm = self.dir.join(format!("{name}.wasm"));
-        let (has_toml, has_wasm) = (toml.is_file(), wasm.is_file());
+        // Never followed: a link, FIFO or folder under a bundle's name is passed over (with
+        // a warning) as if absent, and named in the refusal if its partner is there.
+        let (toml_entry, wasm_entry) = (files::entry(&toml), files::entry(&wasm));
+        let mut odd = None;
+        for (path, e) in [(&toml, toml_entry), (&wasm, wasm_entry)] {
+            if let files::Entry::Other(kind) = e {
+                tracing::warn!(
+                    plugin = %Clean(name),
+                    path = %Clean(&path.display().to_string()),
+                    kind,
+                    "ignored: not a regular file; hookhost reads only regular files from the plugin directory and never follows links"
+                );
+                odd.get_or_insert(format!(
+                    "{} is {kind}, not a regular file, and was ignored; copy the file itself into the plugin directory",
+                    path.display()
+                ));
+            }
+        }
+        let (has_toml, has_wasm) = (toml_entry.is_file(), wasm_entry.is_file());
 
         if !has_toml && !has_wasm {
             let known = self.set.get(name).is_some() || self.set.failure(name).is_some();
@@ -216,6 +243,9 @@ impl Registry {
         }
         if !has_toml || !has_wasm {
             let (missing, present) = if has_toml { (wasm, toml) } else { (toml, wasm) };
+            if let Some(why) = odd {
+                return self.fail(name, None, None, why);
+            }
             if wait_for_partner {
                 return SyncOutcome::Incomplete { missing };
             }
@@ -231,7 +261,7 @@ impl Registry {
             );
         }
 
-        let bundle = match PluginBundle::load(&toml) {
+        let bundle = match PluginBundle::load_limited(&toml, self.max_wasm_bytes) {
             Ok(b) => b,
             Err(e) => return self.fail(name, None, None, e),
         };
