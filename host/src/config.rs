@@ -51,11 +51,24 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// On SIGTERM/SIGINT, how long running attempts may take to finish.
     pub shutdown_grace_secs: u64,
+    /// A request's head must arrive within this long (from accept, or from the previous
+    /// response on a keep-alive connection), or the connection is closed.
+    pub header_timeout_secs: u64,
+    /// A connection with no bytes read or written for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Connections open at once; more wait, unserved, until one closes.
+    pub max_connections: u32,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace_secs: 20 }
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace_secs: 20,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+        }
     }
 }
 
@@ -267,6 +280,19 @@ impl HostConfig {
                 "okta.path is taken by the admin API or the console (/, /api, /healthz, /metrics); use e.g. \"/hooks/okta\""
                     .into(),
             ));
+        }
+        let server = &raw.server;
+        if !(1..=3600).contains(&server.header_timeout_secs) {
+            return Err(err(format!(
+                "server.header_timeout_secs must be 1 to 3600, got {}",
+                server.header_timeout_secs
+            )));
+        }
+        if !(1..=86_400).contains(&server.idle_timeout_secs) {
+            return Err(err(format!("server.idle_timeout_secs must be 1 to 86400, got {}", server.idle_timeout_secs)));
+        }
+        if !(1..=1_000_000).contains(&server.max_connections) {
+            return Err(err(format!("server.max_connections must be 1 to 1000000, got {}", server.max_connections)));
         }
         if okta.max_body_bytes == 0 {
             return Err(err("okta.max_body_bytes must be at least 1".into()));
@@ -586,7 +612,18 @@ client_secret = { file = "secrets/azure_client_secret" }
     }
 
     #[test]
-    fn max_wasm_bytes_defaults_to_64_mib() {
+    fn connection_limits_default_and_stay_strict() {
+        let s = parse("").unwrap().server;
+        assert_eq!((s.header_timeout_secs, s.idle_timeout_secs, s.max_connections), (10, 60, 1024));
+        let s =
+            parse("[server]\nheader_timeout_secs = 1\nidle_timeout_secs = 2\nmax_connections = 3\n").unwrap().server;
+        assert_eq!((s.header_timeout_secs, s.idle_timeout_secs, s.max_connections), (1, 2, 3));
+        for bad in ["header_timeout_secs = 0", "idle_timeout_secs = 0", "max_connections = 0"] {
+            let e = parse(&format!("[server]\n{bad}\n")).unwrap_err().to_string();
+            assert!(e.contains(bad.split(' ').next().unwrap()), "{e}");
+        }
+        let e = parse("[server]\nheader_timeout = 1\n").unwrap_err().to_string();
+        assert!(e.contains("header_timeout"), "{e}");
         assert_eq!(parse("[plugins]\nmax_wasm_bytes = 5\n").unwrap().plugins.max_wasm_bytes, 5);
         assert_eq!(parse("").unwrap().plugins.max_wasm_bytes, 64 << 20);
         assert!(parse("[plugins]\nmax_wasm_bytes = 0\n").is_err());
@@ -647,6 +684,9 @@ client_secret = { file = "secrets/azure_client_secret" }
             let known = prop::sample::select(vec![
                 ("server", "listen"),
                 ("server", "shutdown_grace_secs"),
+                ("server", "header_timeout_secs"),
+                ("server", "idle_timeout_secs"),
+                ("server", "max_connections"),
                 ("okta", "path"),
                 ("okta", "auth_header"),
                 ("okta", "auth_secret"),

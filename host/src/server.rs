@@ -5,9 +5,14 @@
 //! answering means the bundles present at start are in service), then watched when
 //! `[plugins] watch` is on; `POST /api/plugins/reload` and SIGHUP rescan it on demand.
 //!
+//! Connections are served by [`listen`] (header and idle timeouts, a cap on open
+//! connections).
+//!
 //! Shutdown on SIGTERM/SIGINT: stop accepting connections, let running attempts finish for
 //! up to `server.shutdown_grace_secs`, then release the claims of any still running so they
 //! go back to pending at once (nothing waits for a lease).
+
+mod listen;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,7 +150,13 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, host = %host_id, "hookhost listening");
     println!("hookhost listening on http://{addr} (okta endpoint {})", config.okta.path);
 
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server")?;
+    let limits = listen::ConnectionLimits {
+        header_timeout: Duration::from_secs(config.server.header_timeout_secs),
+        idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
+        max_connections: config.server.max_connections as usize,
+    };
+    let drain = Duration::from_secs(config.server.shutdown_grace_secs);
+    listen::serve(listener, app, limits, shutdown_signal(), drain).await;
     tracing::info!("shutting down: waiting for running attempts");
     dispatcher.shutdown(Duration::from_secs(config.server.shutdown_grace_secs)).await;
     Ok(())

@@ -172,6 +172,151 @@ async fn a_bad_config_file_is_refused_without_quoting_it() {
     assert!(stderr.contains("line 2"), "the place is named: {stderr}");
 }
 
+/// Reads until the server closes the connection; `Some(elapsed)` if it did within `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = within.checked_sub(t.elapsed())?;
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(t.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Finding 2: a client that sends nothing, or half a request line, is disconnected after
+/// `server.header_timeout_secs`; an idle keep-alive connection after
+/// `server.idle_timeout_secs` when that is shorter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_half_sent_connections_are_closed_by_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = serve_with(
+        dir.path(),
+        bare(ServeSetup { server_extra: "header_timeout_secs = 1\n".into(), ..Default::default() }),
+    )
+    .await;
+    let addr = serve.url.trim_start_matches("http://").to_string();
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let mut half = TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"POST /hooks/okta HT").await.unwrap();
+    let mut headers_only_partly = TcpStream::connect(&addr).await.unwrap();
+    headers_only_partly.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ").await.unwrap();
+    let deadline = Duration::from_secs(20);
+    let (a, b, c) = tokio::join!(
+        closed_within(&mut silent, deadline),
+        closed_within(&mut half, deadline),
+        closed_within(&mut headers_only_partly, deadline)
+    );
+    assert!(a.is_some() && b.is_some() && c.is_some(), "still open after {deadline:?}: {a:?} {b:?} {c:?}");
+    // Still serving.
+    let r = reqwest::get(format!("{}/healthz", serve.url)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    println!("RELIABILITY hardening: header_timeout=1s closed silent={a:?} half_line={b:?} half_headers={c:?}");
+
+    // The idle timeout, shorter than the header timeout here: a keep-alive connection that
+    // got its answer and then goes quiet is closed.
+    let dir = tempfile::tempdir().unwrap();
+    let serve = serve_with(
+        dir.path(),
+        bare(ServeSetup {
+            server_extra: "header_timeout_secs = 600\nidle_timeout_secs = 1\n".into(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let mut kept = TcpStream::connect(serve.url.trim_start_matches("http://")).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(deadline, kept.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    let idle = closed_within(&mut kept, deadline).await;
+    assert!(idle.is_some(), "an idle keep-alive connection stayed open past {deadline:?}");
+}
+
+/// Sends `GET /healthz` on a keep-alive connection and waits for the answer's head.
+async fn healthz_on(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let t = Instant::now();
+    loop {
+        let left = within.checked_sub(t.elapsed())?;
+        let n = tokio::time::timeout(left, stream.read(&mut buf)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if text.contains("\r\n\r\n") {
+            return Some(text);
+        }
+    }
+}
+
+/// Finding 2: with `server.max_connections = 3`, three held keep-alive connections are
+/// served and a fourth is not, until one of the three closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_wait_until_one_closes() {
+    const CAP: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = serve_with(
+        dir.path(),
+        bare(ServeSetup { server_extra: format!("max_connections = {CAP}\n"), ..Default::default() }),
+    )
+    .await;
+    let addr = serve.url.trim_start_matches("http://").to_string();
+    let generous = Duration::from_secs(20);
+    let mut held = Vec::new();
+    for i in 0..CAP {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let answer = healthz_on(&mut s, generous).await;
+        assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")), "held connection {i} was not served");
+        held.push(s);
+    }
+    // Connections past the cap: the kernel accepts them, hookhost does not serve them.
+    let mut extra = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        extra.push(s);
+    }
+    let mut buf = [0u8; 64];
+    for s in &mut extra {
+        let r = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await;
+        assert!(r.is_err(), "a connection past server.max_connections was answered: {r:?}");
+    }
+    // Each held connection that closes lets exactly one waiting connection in.
+    drop(held.pop());
+    let first = extra.remove(0);
+    let mut first = first;
+    let mut got = Vec::new();
+    let t = Instant::now();
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(generous.saturating_sub(t.elapsed()), first.read(&mut buf))
+            .await
+            .expect("the waiting connection was served once a slot freed")
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    let mut answered = 0;
+    for s in &mut extra {
+        if tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await.is_ok() {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 0, "more connections than the cap were served");
+    println!("RELIABILITY hardening: max_connections={CAP} held={CAP} waiting=3 served_past_cap=0");
+}
+
 /// Finding 3: under umask 000 the SQLite database and its -wal/-shm come out 0600 and the
 /// artifact cache 0700.
 #[cfg(unix)]
