@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::secret::SecretSource;
 
 /// Plugin names that cannot be used: they are keys of `[plugins]` itself.
-pub const RESERVED_PLUGIN_NAMES: &[&str] = &["dir", "watch", "cache_dir", "max_wasm_bytes"];
+pub const RESERVED_PLUGIN_NAMES: &[&str] = &["dir", "watch", "cache_dir", "max_wasm_bytes", "trusted_keys"];
 
 /// A config problem, naming the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +193,9 @@ pub struct PluginOverride {
     pub retry: Option<RetryConfig>,
     /// Replaces `[dispatch] max_concurrency` for this plugin.
     pub max_concurrency: Option<u32>,
+    /// Lets a bundle whose version is lower than the active one go into service.
+    #[serde(default)]
+    pub allow_downgrade: bool,
 }
 
 /// `[plugins]`: where bundles live, and per-plugin overrides.
@@ -206,6 +209,8 @@ pub struct PluginsConfig {
     pub cache_dir: Option<PathBuf>,
     /// A `.wasm` larger than this is refused before it is read.
     pub max_wasm_bytes: u64,
+    /// minisign public keys; when any is set, every bundle must be signed by one of them.
+    pub trusted_keys: Vec<String>,
     pub overrides: BTreeMap<String, PluginOverride>,
 }
 
@@ -239,6 +244,7 @@ impl Default for HostConfig {
                 watch: true,
                 cache_dir: None,
                 max_wasm_bytes: crate::registry::files::DEFAULT_MAX_WASM_BYTES,
+                trusted_keys: Vec::new(),
                 overrides: BTreeMap::new(),
             },
             admin: AdminConfig::default(),
@@ -473,11 +479,24 @@ fn parse_plugins(mut table: toml::Table, base: &Path) -> Result<PluginsConfig, S
         Some(toml::Value::Integer(n)) if n >= 1 => n as u64,
         Some(_) => return Err("plugins.max_wasm_bytes must be a whole number of bytes >= 1".into()),
     };
+    let trusted_keys = match table.remove("trusted_keys") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                toml::Value::String(s) => Ok(s),
+                _ => Err(format!("plugins.trusted_keys[{i}] must be a string (a minisign public key)")),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err("plugins.trusted_keys must be a list of minisign public keys".into()),
+    };
+    crate::registry::signing::TrustedKeys::parse(&trusted_keys)?;
     let mut overrides = BTreeMap::new();
     for (name, value) in table {
         let toml::Value::Table(t) = value else {
             return Err(format!(
-                "unknown key plugins.{name}: expected dir, watch, cache_dir, max_wasm_bytes or a [plugins.<name>] table"
+                "unknown key plugins.{name}: expected dir, watch, cache_dir, max_wasm_bytes, trusted_keys or a [plugins.<name>] table"
             ));
         };
         let mut o: PluginOverride = toml::Value::Table(t)
@@ -495,7 +514,7 @@ fn parse_plugins(mut table: toml::Table, base: &Path) -> Result<PluginsConfig, S
         }
         overrides.insert(name, o);
     }
-    Ok(PluginsConfig { dir: absolutize(base, &dir), watch, cache_dir, max_wasm_bytes, overrides })
+    Ok(PluginsConfig { dir: absolutize(base, &dir), watch, cache_dir, max_wasm_bytes, trusted_keys, overrides })
 }
 
 fn absolutize(base: &Path, p: &Path) -> PathBuf {

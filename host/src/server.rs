@@ -184,8 +184,18 @@ async fn start_registry(
     let cache_dir = config.plugins.cache_dir.clone().unwrap_or_else(|| dir.join(".cache"));
     let overrides = config.plugins.overrides.clone();
     let max_wasm_bytes = config.plugins.max_wasm_bytes;
+    let trusted =
+        crate::registry::signing::TrustedKeys::parse(&config.plugins.trusted_keys).map_err(anyhow::Error::msg)?;
+    if trusted.required() {
+        tracing::info!(
+            keys = config.plugins.trusted_keys.len(),
+            "plugin bundles must be signed (plugins.trusted_keys)"
+        );
+    }
     let registry = tokio::task::spawn_blocking(move || {
-        Registry::new(runtime, dir, Some(cache_dir), overrides, plugins, metrics).with_max_wasm_bytes(max_wasm_bytes)
+        Registry::new(runtime, dir, Some(cache_dir), overrides, plugins, metrics)
+            .with_max_wasm_bytes(max_wasm_bytes)
+            .with_trusted_keys(trusted)
     })
     .await
     .context("opening the plugin registry")?;

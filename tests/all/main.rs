@@ -19,3 +19,4 @@ mod sandbox_limits;
 mod scale_out;
 mod secrets_scan;
 mod serve_e2e;
+mod signed_bundles;

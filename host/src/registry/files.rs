@@ -144,6 +144,20 @@ pub fn read_wasm(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Reads a small regular UTF-8 file (a signature) of at most `limit` bytes.
+///
+/// # Errors
+/// Not a regular file, unreadable, too large or not UTF-8; the message names the file.
+pub fn read_small(path: &Path, limit: u64) -> Result<String, String> {
+    let file = open_regular(path)?;
+    let bytes = match read_bounded(file, limit, path) {
+        Ok(b) => b,
+        Err(ReadError::Io(m)) => return Err(m),
+        Err(ReadError::TooLarge(_)) => return Err(format!("{}: larger than {limit} bytes", path.display())),
+    };
+    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
+}
+
 /// Reads a manifest: a regular UTF-8 file of at most [`MAX_MANIFEST_BYTES`].
 ///
 /// # Errors

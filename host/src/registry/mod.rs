@@ -14,6 +14,7 @@ pub mod cache;
 pub mod files;
 pub mod manifest;
 mod reload;
+pub mod signing;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -32,6 +33,8 @@ pub use reload::{bundle_name, Registry, SyncOutcome};
 #[derive(Debug, Clone)]
 pub struct PluginBundle {
     pub manifest: Manifest,
+    /// The manifest file's text exactly as read (what its signature covers).
+    pub manifest_text: String,
     pub manifest_path: PathBuf,
     pub wasm_path: PathBuf,
     pub wasm: Vec<u8>,
@@ -57,7 +60,8 @@ impl PluginBundle {
     /// Either file is missing, unreadable, not a regular file or too large, the manifest is
     /// invalid, or its `name` differs from the file name.
     pub fn load_limited(manifest_path: &Path, max_wasm_bytes: u64) -> Result<PluginBundle, String> {
-        let manifest = Manifest::load(manifest_path)?;
+        let manifest_text = files::read_manifest(manifest_path)?;
+        let manifest = Manifest::parse(&manifest_text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
         let stem = manifest_path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         if stem != manifest.name {
             return Err(format!(
@@ -68,7 +72,14 @@ impl PluginBundle {
         let wasm_path = manifest_path.with_extension("wasm");
         let wasm = files::read_wasm(&wasm_path, max_wasm_bytes)?;
         let sha256 = hex::encode(Sha256::digest(&wasm));
-        Ok(PluginBundle { manifest, manifest_path: manifest_path.to_path_buf(), wasm_path, wasm, sha256 })
+        Ok(PluginBundle {
+            manifest,
+            manifest_text,
+            manifest_path: manifest_path.to_path_buf(),
+            wasm_path,
+            wasm,
+            sha256,
+        })
     }
 }
 

@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use wasmtime::component::Component;
 
+use super::signing::TrustedKeys;
 use super::{effective, files, link, manifest, ArtifactCache, LoadFailure, Manifest, PluginBundle, PluginSet};
 use crate::config::PluginOverride;
 use crate::logsafe::Clean;
@@ -67,6 +68,8 @@ impl SyncOutcome {
 /// editor and copy leftovers (`*~`, `.#*`, `#*#`, `*.swp`, `*.tmp`, `x.toml.tmp`).
 pub fn bundle_name(path: &Path) -> Option<String> {
     let file = path.file_name()?.to_str()?;
+    // A bundle's signatures belong to it too: one arriving last must trigger a sync.
+    let file = file.strip_suffix(".minisig").filter(|f| f.ends_with(".wasm") || f.ends_with(".toml")).unwrap_or(file);
     if file.starts_with('.') || file.starts_with('#') || file.ends_with('~') {
         return None;
     }
@@ -96,6 +99,8 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     /// `plugins.max_wasm_bytes`: larger components are refused before they are read.
     max_wasm_bytes: u64,
+    /// `plugins.trusted_keys`: when set, both files of a bundle must be signed by one.
+    trusted: TrustedKeys,
     /// What serves, by name. Its lock also serializes syncs.
     deployed: Mutex<BTreeMap<String, Deployed>>,
     /// Called after a new version goes into service (wakes the dispatcher, so deliveries
@@ -131,6 +136,7 @@ impl Registry {
             cache_dir,
             metrics,
             max_wasm_bytes: super::files::DEFAULT_MAX_WASM_BYTES,
+            trusted: TrustedKeys::default(),
             deployed: Mutex::new(BTreeMap::new()),
             on_change: OnceLock::new(),
         }
@@ -139,6 +145,13 @@ impl Registry {
     /// Sets `plugins.max_wasm_bytes` (default 64 MiB).
     pub fn with_max_wasm_bytes(mut self, max: u64) -> Registry {
         self.max_wasm_bytes = max;
+        self
+    }
+
+    /// Sets `plugins.trusted_keys`: from now on a bundle is loaded only with valid
+    /// signatures of both its files by one of these keys.
+    pub fn with_trusted_keys(mut self, keys: TrustedKeys) -> Registry {
+        self.trusted = keys;
         self
     }
 
@@ -274,6 +287,36 @@ impl Registry {
                 return SyncOutcome::Unchanged;
             }
         }
+        // Signatures first: nothing of an unsigned bundle is compiled or even interpreted
+        // beyond its manifest's parse.
+        if self.trusted.required() {
+            let checked = self
+                .trusted
+                .verify(&bundle.wasm_path, &bundle.wasm)
+                .and_then(|()| self.trusted.verify(&toml, bundle.manifest_text.as_bytes()));
+            if let Err(e) = checked {
+                return self.fail(name, version, sha, e);
+            }
+        }
+        if let Some(active) = &serving {
+            let allow = self.overrides.get(name).is_some_and(|o| o.allow_downgrade);
+            let older = match (
+                semver::Version::parse(&bundle.manifest.version),
+                semver::Version::parse(&active.spec.version),
+            ) {
+                (Ok(new), Ok(old)) => new < old,
+                _ => false,
+            };
+            if older && !allow {
+                let e = format!(
+                    "{}: version {} is lower than the active version {}; a downgrade needs [plugins.{name}] allow_downgrade = true",
+                    toml.display(),
+                    bundle.manifest.version,
+                    active.spec.version
+                );
+                return self.fail(name, version, sha, e);
+            }
+        }
         let spec = match effective(&bundle, self.overrides.get(name)) {
             Ok(s) => s,
             Err(e) => return self.fail(name, version, sha, e),
@@ -388,6 +431,9 @@ mod tests {
         let n = |f: &str| bundle_name(Path::new("/p").join(f).as_path());
         assert_eq!(n("echo.wasm").as_deref(), Some("echo"));
         assert_eq!(n("graph-guest.toml").as_deref(), Some("graph-guest"));
+        assert_eq!(n("echo.wasm.minisig").as_deref(), Some("echo"));
+        assert_eq!(n("echo.toml.minisig").as_deref(), Some("echo"));
+        assert_eq!(n("echo.minisig"), None);
         for ignored in [
             ".echo.toml.swp",
             "echo.toml.swp",
