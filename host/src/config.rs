@@ -721,6 +721,8 @@ client_secret = { file = "secrets/azure_client_secret" }
                 ("plugins", "watch"),
                 ("plugins", "cache_dir"),
                 ("plugins", "max_wasm_bytes"),
+                ("plugins", "trusted_keys"),
+                ("plugins.p", "allow_downgrade"),
                 ("admin", "token"),
                 ("plugins.p", "allowed_hosts"),
                 ("plugins.p", "groups"),
