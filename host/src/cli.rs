@@ -120,6 +120,23 @@ enum PluginCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Write a new minisign key pair for signing bundles: DIR/hookhost-signing.key (secret,
+    /// mode 600, no password) and DIR/hookhost-signing.pub; prints the public key for
+    /// [plugins] trusted_keys.
+    Keygen {
+        /// Where to write the two files (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Sign a bundle: writes <name>.wasm.minisig and <name>.toml.minisig beside it
+    /// (standard minisign signatures; `minisign -Vm FILE -P KEY` checks them).
+    Sign {
+        /// The minisign secret key (from `hookhost plugin keygen` or `minisign -G`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The bundle's manifest, e.g. dist/plugins/graph-guest.toml (the .wasm sits beside it).
+        bundle: PathBuf,
+    },
     /// Run events through a plugin with the real host imports, and print results and logs.
     Run {
         /// The bundle's manifest, e.g. dist/plugins/graph-guest.toml.
@@ -151,6 +168,8 @@ pub fn main() -> ExitCode {
             plugin_check(&bundle, config.as_deref())
         }
         Command::Plugin { command: PluginCommand::New { name, lang, dir } } => plugin_new(&name, lang, dir),
+        Command::Plugin { command: PluginCommand::Keygen { dir } } => plugin_keygen(&dir),
+        Command::Plugin { command: PluginCommand::Sign { key, bundle } } => plugin_sign(&key, &bundle),
         Command::Plugin { command: PluginCommand::Run { bundle, event, config } } => {
             plugin_run(&bundle, &event, config.as_deref())
         }
@@ -168,7 +187,28 @@ fn init_tracing() {
     let default = if std::env::args().nth(1).as_deref() == Some("serve") { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only on a terminal: in a log file or journal an escape sequence is noise, and
+    // with none of ours there, any ESC would stand out.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+}
+
+fn plugin_keygen(dir: &Path) -> anyhow::Result<ExitCode> {
+    let (secret, public_file, public) = registry::signing::keygen(dir).map_err(anyhow::Error::msg)?;
+    println!(
+        "secret key: {} (mode 600, no password: keep it off the servers, e.g. in CI's secret store)",
+        secret.display()
+    );
+    println!("public key: {}", public_file.display());
+    println!("add to host.toml:\n[plugins]\ntrusted_keys = [\"{public}\"]");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plugin_sign(key: &Path, bundle: &Path) -> anyhow::Result<ExitCode> {
+    for sig in registry::signing::sign_bundle(key, bundle).map_err(anyhow::Error::msg)? {
+        println!("wrote {}", sig.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Option<HostConfig>> {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::secret::SecretSource;
 
 /// Plugin names that cannot be used: they are keys of `[plugins]` itself.
-pub const RESERVED_PLUGIN_NAMES: &[&str] = &["dir", "watch", "cache_dir"];
+pub const RESERVED_PLUGIN_NAMES: &[&str] = &["dir", "watch", "cache_dir", "max_wasm_bytes", "trusted_keys"];
 
 /// A config problem, naming the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +51,24 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// On SIGTERM/SIGINT, how long running attempts may take to finish.
     pub shutdown_grace_secs: u64,
+    /// A request's head must arrive within this long (from accept, or from the previous
+    /// response on a keep-alive connection), or the connection is closed.
+    pub header_timeout_secs: u64,
+    /// A connection with no bytes read or written for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Connections open at once; more wait, unserved, until one closes.
+    pub max_connections: u32,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace_secs: 20 }
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace_secs: 20,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+        }
     }
 }
 
@@ -214,6 +227,9 @@ pub struct PluginOverride {
     /// `[[plugins.<name>.pace]]`: at most this rate of outbound calls to one origin.
     #[serde(default)]
     pub pace: Vec<PaceSpec>,
+    /// Lets a bundle whose version is lower than the active one go into service.
+    #[serde(default)]
+    pub allow_downgrade: bool,
 }
 
 /// One `[[plugins.<name>.pace]]` entry as written; the registry validates it.
@@ -239,6 +255,10 @@ pub struct PluginsConfig {
     pub watch: bool,
     /// Where compiled artifacts are cached (default: `<dir>/.cache`).
     pub cache_dir: Option<PathBuf>,
+    /// A `.wasm` larger than this is refused before it is read.
+    pub max_wasm_bytes: u64,
+    /// minisign public keys; when any is set, every bundle must be signed by one of them.
+    pub trusted_keys: Vec<String>,
     pub overrides: BTreeMap<String, PluginOverride>,
 }
 
@@ -271,6 +291,8 @@ impl Default for HostConfig {
                 dir: PathBuf::from("plugins.d"),
                 watch: true,
                 cache_dir: None,
+                max_wasm_bytes: crate::registry::files::DEFAULT_MAX_WASM_BYTES,
+                trusted_keys: Vec::new(),
                 overrides: BTreeMap::new(),
             },
             admin: AdminConfig::default(),
@@ -296,23 +318,35 @@ impl HostConfig {
     /// # Errors
     /// As [`HostConfig::load`].
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<HostConfig, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::new(file, e.to_string().trim_end().to_string()))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::new(file, toml_problem(&e, text)))?;
         let err = |m: String| ConfigError::new(file, m);
 
         let mut okta = raw.okta;
         if !okta.path.starts_with('/') {
-            return Err(err(format!("okta.path must start with '/', got {:?}", okta.path)));
+            return Err(err("okta.path must start with '/', e.g. \"/hooks/okta\"".into()));
         }
         // The admin API and the console share the listener; their routes cannot be shadowed.
         if matches!(okta.path.as_str(), "/" | "/console.js" | "/console.css" | "/healthz" | "/metrics")
             || okta.path == "/api"
             || okta.path.starts_with("/api/")
         {
+            return Err(err(
+                "okta.path is taken by the admin API or the console (/, /api, /healthz, /metrics); use e.g. \"/hooks/okta\""
+                    .into(),
+            ));
+        }
+        let server = &raw.server;
+        if !(1..=3600).contains(&server.header_timeout_secs) {
             return Err(err(format!(
-                "okta.path {:?} is taken by the admin API or the console; use e.g. \"/hooks/okta\"",
-                okta.path
+                "server.header_timeout_secs must be 1 to 3600, got {}",
+                server.header_timeout_secs
             )));
+        }
+        if !(1..=86_400).contains(&server.idle_timeout_secs) {
+            return Err(err(format!("server.idle_timeout_secs must be 1 to 86400, got {}", server.idle_timeout_secs)));
+        }
+        if !(1..=1_000_000).contains(&server.max_connections) {
+            return Err(err(format!("server.max_connections must be 1 to 1000000, got {}", server.max_connections)));
         }
         if okta.max_body_bytes == 0 {
             return Err(err("okta.max_body_bytes must be at least 1".into()));
@@ -374,6 +408,99 @@ impl HostConfig {
     }
 }
 
+/// A TOML error as the place and the kind of problem, never the text around it.
+///
+/// `toml`'s own `Display` quotes the offending line with a caret under it, and serde's
+/// "invalid type" messages quote the value; in a config or a manifest that line may hold a
+/// secret (`value = "…"`), and the message ends up in logs, `last_error` and terminals.
+/// So: `line L, column C: <kind>`, with values taken out of the kind (see
+/// [`redact_toml_message`]).
+pub fn toml_problem(e: &toml::de::Error, text: &str) -> String {
+    let kind = redact_toml_message(e.message());
+    match e.span() {
+        Some(span) => {
+            let (line, column) = line_column(text, span.start);
+            format!("line {line}, column {column}: {kind}")
+        }
+        None => kind,
+    }
+}
+
+/// 1-based line and column (in characters) of byte offset `at` of `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// The kind of a TOML/serde error without any value from the file:
+///
+/// - `invalid type: string "…", expected X` and `invalid value: …` keep only what was
+///   expected (serde writes the value found, which may be a secret);
+/// - `unknown variant`: the variant (a value) is dropped;
+/// - `unknown field` and `duplicate key` keep the key's name when it looks like a key
+///   (letters, digits, `_`, `-`, `.`, at most 64): that is what the operator must fix;
+/// - everything else is the parser's description of what it expected, one line.
+pub fn redact_toml_message(message: &str) -> String {
+    let message = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    for kind in ["invalid type", "invalid value", "invalid length"] {
+        if message.starts_with(kind) {
+            return match message.find(", expected ") {
+                Some(i) => format!("{kind}{}", &message[i..]),
+                None => kind.to_string(),
+            };
+        }
+    }
+    if message.starts_with("unknown variant") {
+        return match message.find(", expected ") {
+            Some(i) => format!("unknown variant{}", &message[i..]),
+            None => "unknown variant".into(),
+        };
+    }
+    for kind in ["unknown field", "duplicate key", "duplicate field"] {
+        if let Some(rest) = message.strip_prefix(kind) {
+            let name = rest.trim_start().strip_prefix('`').and_then(|r| r.split_once('`'));
+            return match name {
+                Some((name, tail)) if looks_like_a_key(name) => format!("{kind} `{name}`{tail}"),
+                Some((_, tail)) => format!("{kind}{tail}"),
+                None => kind.to_string(),
+            };
+        }
+    }
+    // Parser messages describe tokens (`expected `=``); drop anything quoted with `"`,
+    // which only a value would be.
+    strip_double_quoted(&message)
+}
+
+fn looks_like_a_key(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn strip_double_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    // Odd parts are inside quotes; a quote character itself as a token is written `"`
+    // in backticks by the parser and survives as `…`.
+    for (i, part) in parts.enumerate() {
+        if i % 2 == 0 {
+            out.push_str("\"…\"");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 fn validate_retry(r: &RetryConfig, key: &str) -> Result<(), String> {
     if r.max_attempts < 1 {
         return Err(format!("{key}.max_attempts must be >= 1"));
@@ -413,10 +540,7 @@ fn resolve_store_url(url: &str, base: &Path) -> Result<String, String> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(url.to_string());
     }
-    Err(format!(
-        "store.url must start with sqlite:// or postgres://, got {:?}",
-        url.split('@').next_back().unwrap_or("")
-    ))
+    Err("store.url must start with sqlite:// or postgres://".into())
 }
 
 fn parse_plugins(mut table: toml::Table, base: &Path) -> Result<PluginsConfig, String> {
@@ -435,16 +559,34 @@ fn parse_plugins(mut table: toml::Table, base: &Path) -> Result<PluginsConfig, S
         Some(toml::Value::String(s)) => Some(absolutize(base, Path::new(&s))),
         Some(_) => return Err("plugins.cache_dir must be a string (a folder path)".into()),
     };
+    let max_wasm_bytes = match table.remove("max_wasm_bytes") {
+        None => crate::registry::files::DEFAULT_MAX_WASM_BYTES,
+        Some(toml::Value::Integer(n)) if n >= 1 => n as u64,
+        Some(_) => return Err("plugins.max_wasm_bytes must be a whole number of bytes >= 1".into()),
+    };
+    let trusted_keys = match table.remove("trusted_keys") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                toml::Value::String(s) => Ok(s),
+                _ => Err(format!("plugins.trusted_keys[{i}] must be a string (a minisign public key)")),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err("plugins.trusted_keys must be a list of minisign public keys".into()),
+    };
+    crate::registry::signing::TrustedKeys::parse(&trusted_keys)?;
     let mut overrides = BTreeMap::new();
     for (name, value) in table {
         let toml::Value::Table(t) = value else {
             return Err(format!(
-                "unknown key plugins.{name}: expected dir, watch, cache_dir or a [plugins.<name>] table"
+                "unknown key plugins.{name}: expected dir, watch, cache_dir, max_wasm_bytes, trusted_keys or a [plugins.<name>] table"
             ));
         };
         let mut o: PluginOverride = toml::Value::Table(t)
             .try_into()
-            .map_err(|e: toml::de::Error| format!("[plugins.{name}]: {}", e.message()))?;
+            .map_err(|e: toml::de::Error| format!("[plugins.{name}]: {}", redact_toml_message(e.message())))?;
         for (key, src) in o.secrets.iter_mut() {
             let _ = key;
             src.resolve_paths(base);
@@ -457,7 +599,7 @@ fn parse_plugins(mut table: toml::Table, base: &Path) -> Result<PluginsConfig, S
         }
         overrides.insert(name, o);
     }
-    Ok(PluginsConfig { dir: absolutize(base, &dir), watch, cache_dir, overrides })
+    Ok(PluginsConfig { dir: absolutize(base, &dir), watch, cache_dir, max_wasm_bytes, trusted_keys, overrides })
 }
 
 fn absolutize(base: &Path, p: &Path) -> PathBuf {
@@ -545,6 +687,52 @@ client_secret = { file = "secrets/azure_client_secret" }
         assert!(e.contains("serverr"), "{e}");
     }
 
+    /// A config error tells the line, the column and the kind of problem, and never quotes
+    /// the file: the line may hold a secret.
+    #[test]
+    fn errors_never_quote_the_file() {
+        const SECRET: &str = "s3cr3t-ZQX-1729";
+        let cases = [
+            format!("[okta]\nauth_secret = {{ value = \"{SECRET}\"\n"),
+            format!("[okta]\nauth_secret = \"{SECRET}\"\n"),
+            format!("[okta]\nmax_body_bytes = \"{SECRET}\"\n"),
+            format!("[okta]\npath = \"{SECRET}\"\n"),
+            format!("[store]\nurl = \"mysql://u:{SECRET}@h/db\"\n"),
+            format!("[okta]\nauth_secret = {{ value = \"x\", env = \"{SECRET}\" }}\n"),
+            format!("[plugins.p]\nallowed_hosts = \"{SECRET}\"\n"),
+            format!("[plugins.p.secrets]\nk = \"{SECRET}\"\n"),
+            format!("[dispatch]\nworkers = {SECRET}\n"),
+            format!("{SECRET}\n"),
+            format!("x = \"\"\"{SECRET}\n"),
+            format!("[server]\nlisten = \"{SECRET}\"\n"),
+        ];
+        for text in &cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(!e.contains(SECRET) && !e.contains("s3cr3t"), "{text:?} gave {e}");
+            assert!(e.starts_with("/etc/hookhost/host.toml: "), "{e}");
+        }
+        let e = parse(&format!("[okta]\nmax_body_bytes = \"{SECRET}\"\n")).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn connection_limits_default_and_stay_strict() {
+        let s = parse("").unwrap().server;
+        assert_eq!((s.header_timeout_secs, s.idle_timeout_secs, s.max_connections), (10, 60, 1024));
+        let s =
+            parse("[server]\nheader_timeout_secs = 1\nidle_timeout_secs = 2\nmax_connections = 3\n").unwrap().server;
+        assert_eq!((s.header_timeout_secs, s.idle_timeout_secs, s.max_connections), (1, 2, 3));
+        for bad in ["header_timeout_secs = 0", "idle_timeout_secs = 0", "max_connections = 0"] {
+            let e = parse(&format!("[server]\n{bad}\n")).unwrap_err().to_string();
+            assert!(e.contains(bad.split(' ').next().unwrap()), "{e}");
+        }
+        let e = parse("[server]\nheader_timeout = 1\n").unwrap_err().to_string();
+        assert!(e.contains("header_timeout"), "{e}");
+        assert_eq!(parse("[plugins]\nmax_wasm_bytes = 5\n").unwrap().plugins.max_wasm_bytes, 5);
+        assert_eq!(parse("").unwrap().plugins.max_wasm_bytes, 64 << 20);
+        assert!(parse("[plugins]\nmax_wasm_bytes = 0\n").is_err());
+    }
+
     #[test]
     fn lease_secs_must_be_positive() {
         assert!(parse("[dispatch]\nlease_secs = 0\n").is_err());
@@ -626,6 +814,9 @@ client_secret = { file = "secrets/azure_client_secret" }
             let known = prop::sample::select(vec![
                 ("server", "listen"),
                 ("server", "shutdown_grace_secs"),
+                ("server", "header_timeout_secs"),
+                ("server", "idle_timeout_secs"),
+                ("server", "max_connections"),
                 ("okta", "path"),
                 ("okta", "auth_header"),
                 ("okta", "auth_secret"),
@@ -640,6 +831,9 @@ client_secret = { file = "secrets/azure_client_secret" }
                 ("plugins", "dir"),
                 ("plugins", "watch"),
                 ("plugins", "cache_dir"),
+                ("plugins", "max_wasm_bytes"),
+                ("plugins", "trusted_keys"),
+                ("plugins.p", "allow_downgrade"),
                 ("admin", "token"),
                 ("plugins.p", "allowed_hosts"),
                 ("plugins.p", "groups"),

@@ -9,6 +9,7 @@
 //!
 //! - [`ingest`]: the Okta endpoint: auth, caps, parse, durable commit, then 200.
 //! - [`okta`]: the Okta delivery envelope and LogEvent model (pure parsing).
+//! - [`logsafe`]: outside text (event fields, plugin output) escaped for log lines.
 //! - [`config`]: the host config file, strict, with paths resolved; [`secret`]: where
 //!   secrets come from and how they stay out of logs.
 //! - [`attempt`], [`kv`]: leaves shared by the runtime and the store (what an attempt left
@@ -37,6 +38,7 @@ pub mod config;
 pub mod dispatch;
 pub mod ingest;
 pub mod kv;
+pub mod logsafe;
 pub mod metrics;
 pub mod okta;
 pub mod okta_api;

@@ -6,8 +6,12 @@
 //! required: the envelope's `data.events` array, and each event's `uuid`, `eventType` and
 //! `published`. Each event keeps its raw JSON so a plugin can read anything else.
 
+mod duplicate_keys;
+
 use serde::Deserialize;
 use serde_json::Value;
+
+pub use duplicate_keys::first_duplicate;
 
 /// One party of an event: the actor or a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +58,8 @@ pub enum PayloadError {
     EventsNotArray,
     #[error("`data.events[{index}]`: {problem}")]
     Event { index: usize, problem: String },
+    #[error("duplicate key {key:?} in the object at {at}: a JSON object may name each key once")]
+    DuplicateKey { key: String, at: String },
 }
 
 #[derive(Deserialize)]
@@ -134,9 +140,11 @@ impl Delivery {
     /// Parses a full Event Hook delivery.
     ///
     /// # Errors
-    /// Bad JSON, no `data.events` array, or an event without its required fields.
+    /// Bad JSON, an object repeating a key, no `data.events` array, or an event without its
+    /// required fields.
     pub fn parse(body: &[u8]) -> Result<Delivery, PayloadError> {
         let value: Value = serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
+        reject_duplicate_keys(body)?;
         Self::from_value(&value)
     }
 
@@ -167,11 +175,21 @@ impl Delivery {
     /// As [`Delivery::parse`], or the single event's problem.
     pub fn parse_delivery_or_event(body: &[u8]) -> Result<Delivery, PayloadError> {
         let value: Value = serde_json::from_slice(body).map_err(|e| PayloadError::Json(e.to_string()))?;
+        reject_duplicate_keys(body)?;
         if value.get("data").is_some() {
             return Self::from_value(&value);
         }
         let event = Event::from_value(&value).map_err(|problem| PayloadError::Event { index: 0, problem })?;
         Ok(Delivery { delivery_id: None, events: vec![event] })
+    }
+}
+
+/// A body that parsed may still repeat a key in some object, which serde_json resolves
+/// silently (last one wins); refuse it, naming the key and where.
+fn reject_duplicate_keys(body: &[u8]) -> Result<(), PayloadError> {
+    match first_duplicate(body) {
+        Some((key, at)) => Err(PayloadError::DuplicateKey { key, at }),
+        None => Ok(()),
     }
 }
 
@@ -312,6 +330,20 @@ mod tests {
                 prop_assert_eq!(e.subject(), Some("00u1"));
             }
         }
+    }
+
+    #[test]
+    fn a_repeated_key_anywhere_is_refused_naming_it() {
+        let body =
+            br#"{"data":{"events":[{"uuid":"a","uuid":"b","eventType":"t","published":"2026-11-28T10:00:00Z"}]}}"#;
+        let e = Delivery::parse(body).unwrap_err().to_string();
+        assert!(e.contains("duplicate key \"uuid\"") && e.contains("data.events[0]"), "{e}");
+        // Even where the first value alone would be a shape error: the repeat is named.
+        let body = br#"{"data":{"events":[]},"data":{"events":[]}}"#;
+        let e = Delivery::parse(body).unwrap_err().to_string();
+        assert!(e.contains("duplicate key \"data\""), "{e}");
+        let e = Delivery::parse_delivery_or_event(br#"{"uuid":"a","uuid":"a"}"#).unwrap_err().to_string();
+        assert!(e.contains("duplicate key"), "{e}");
     }
 
     #[test]

@@ -5,9 +5,14 @@
 //! answering means the bundles present at start are in service), then watched when
 //! `[plugins] watch` is on; `POST /api/plugins/reload` and SIGHUP rescan it on demand.
 //!
+//! Connections are served by [`listen`] (header and idle timeouts, a cap on open
+//! connections).
+//!
 //! Shutdown on SIGTERM/SIGINT: stop accepting connections, let running attempts finish for
 //! up to `server.shutdown_grace_secs`, then release the claims of any still running so they
 //! go back to pending at once (nothing waits for a lease).
+
+mod listen;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,7 +99,7 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
         }
     };
     let header = axum::http::HeaderName::from_bytes(config.okta.auth_header.as_bytes())
-        .with_context(|| format!("okta.auth_header {:?} is not a valid header name", config.okta.auth_header))?;
+        .context("okta.auth_header is not a valid header name (letters, digits and '-')")?;
 
     let store = open_store(&config.store)?;
     let runtime = Arc::new(Runtime::new(&EngineOptions::default())?);
@@ -148,7 +153,13 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, host = %host_id, "hookhost listening");
     println!("hookhost listening on http://{addr} (okta endpoint {})", config.okta.path);
 
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server")?;
+    let limits = listen::ConnectionLimits {
+        header_timeout: Duration::from_secs(config.server.header_timeout_secs),
+        idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
+        max_connections: config.server.max_connections as usize,
+    };
+    let drain = Duration::from_secs(config.server.shutdown_grace_secs);
+    listen::serve(listener, app, limits, shutdown_signal(), drain).await;
     // Stopping between its commits loses nothing: the cursor moves with its page.
     if let Some(p) = poller {
         p.abort();
@@ -223,10 +234,22 @@ async fn start_registry(
     }
     let cache_dir = config.plugins.cache_dir.clone().unwrap_or_else(|| dir.join(".cache"));
     let overrides = config.plugins.overrides.clone();
-    let registry =
-        tokio::task::spawn_blocking(move || Registry::new(runtime, dir, Some(cache_dir), overrides, plugins, metrics))
-            .await
-            .context("opening the plugin registry")?;
+    let max_wasm_bytes = config.plugins.max_wasm_bytes;
+    let trusted =
+        crate::registry::signing::TrustedKeys::parse(&config.plugins.trusted_keys).map_err(anyhow::Error::msg)?;
+    if trusted.required() {
+        tracing::info!(
+            keys = config.plugins.trusted_keys.len(),
+            "plugin bundles must be signed (plugins.trusted_keys)"
+        );
+    }
+    let registry = tokio::task::spawn_blocking(move || {
+        Registry::new(runtime, dir, Some(cache_dir), overrides, plugins, metrics)
+            .with_max_wasm_bytes(max_wasm_bytes)
+            .with_trusted_keys(trusted)
+    })
+    .await
+    .context("opening the plugin registry")?;
     let registry = Arc::new(registry);
     if config.plugins.watch {
         if let Err(e) = watch::spawn(registry.clone()) {

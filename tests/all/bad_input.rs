@@ -125,6 +125,10 @@ async fn bad_input_gets_a_clear_4xx_stores_nothing_and_the_service_stays_healthy
     let oversized = body_of(good_events("big", 600));
     assert!(oversized.len() > MAX_BODY);
     let good = body_of(good_events("authcheck", 2));
+    let repeated = String::from_utf8(body_of(good_events("dupkey", 1)))
+        .unwrap()
+        .replacen("\"uuid\":\"dupkey-0\"", "\"uuid\":\"dupkey-0\",\"uuid\":\"dupkey-x\"", 1)
+        .into_bytes();
     let wrong_case = OKTA_SECRET.to_lowercase();
     let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
         ("truncated JSON", AUTH_JSON.to_vec(), br#"{"data": {"events": ["#.to_vec(), 400, "not valid JSON"),
@@ -213,6 +217,15 @@ async fn bad_input_gets_a_clear_4xx_stores_nothing_and_the_service_stays_healthy
             415,
             "content-type",
         ),
+        (
+            "a look-alike JSON type",
+            vec![("authorization", OKTA_SECRET), ("content-type", "application/jsonx")],
+            good.clone(),
+            415,
+            "content-type",
+        ),
+        ("no content type", vec![("authorization", OKTA_SECRET)], good.clone(), 415, "content-type"),
+        ("a repeated key", AUTH_JSON.to_vec(), repeated, 400, "duplicate key \"uuid\""),
     ];
     for (name, headers, body, want, phrase) in cases {
         if let Ok(v) = serde_json::from_slice::<Value>(&body) {
@@ -228,7 +241,7 @@ async fn bad_input_gets_a_clear_4xx_stores_nothing_and_the_service_stays_healthy
         assert!(error.contains(phrase), "{name}: error {error:?} should contain {phrase:?}");
         tried += 1;
     }
-    uuids.extend(["authcheck-0", "authcheck-1", "big-0", "big-599"].map(String::from));
+    uuids.extend(["authcheck-0", "authcheck-1", "big-0", "big-599", "dupkey-0", "dupkey-x"].map(String::from));
 
     // An oversized body is refused from its Content-Length, before any of it is read; sent
     // chunked (no length), it is cut off once the cap is passed. Both go raw, reading while

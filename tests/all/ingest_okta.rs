@@ -195,6 +195,77 @@ async fn oversized_and_non_json_bodies_are_refused() {
     assert_eq!(stored(&app), 0);
 }
 
+/// Only `application/json` (any case, with parameters) is JSON; a look-alike type, another
+/// type or none gets 415, and nothing is stored.
+#[tokio::test]
+async fn only_the_exact_json_media_type_is_accepted() {
+    let app = app();
+    let with_type = |uuid: &str, ct: Option<&str>| {
+        let mut b = Request::post("/hooks/okta").header("Authorization", SECRET);
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        b.body(Body::from(membership_delivery(uuid, "jane@example.com"))).unwrap()
+    };
+    for (i, ct) in [
+        Some("application/jsonx"),
+        Some("application/json-patch+json"),
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("text/json"),
+        Some(""),
+        None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, resp) = send(&app, with_type(&format!("ct-refused-{i}"), ct)).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}: {resp}");
+        assert!(resp["error"].as_str().unwrap_or_default().contains("application/json"), "{ct:?}: {resp}");
+    }
+    assert_eq!(stored(&app), 0);
+    for (i, ct) in
+        ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/json;charset=UTF-8"]
+            .into_iter()
+            .enumerate()
+    {
+        let (status, resp) = send(&app, with_type(&format!("ct-ok-{i}"), Some(ct))).await;
+        assert_eq!(status, StatusCode::OK, "{ct}: {resp}");
+    }
+    assert_eq!(stored(&app), 4);
+}
+
+/// A body in which some object names a key twice is refused with 400 naming the key;
+/// serde_json alone would silently keep the last value.
+#[tokio::test]
+async fn a_duplicate_key_anywhere_is_refused_and_nothing_is_stored() {
+    let app = app();
+    let good = String::from_utf8(membership_delivery("dup-1", "jane@example.com")).unwrap();
+    let cases = [
+        // The event's identity given twice: which one would be de-duplicated on?
+        (good.replacen("\"uuid\":\"dup-1\"", "\"uuid\":\"dup-1\",\"uuid\":\"dup-2\"", 1), "uuid"),
+        // Deep inside a target.
+        (
+            good.replacen(
+                "\"displayName\":\"O365Guest\"",
+                "\"displayName\":\"O365Guest\",\"displayName\":\"Admins\"",
+                1,
+            ),
+            "displayName",
+        ),
+        // At the top level (the envelope already has an eventId).
+        (format!("{{\"eventId\":\"a\",{}", &good[1..]), "eventId"),
+    ];
+    for (body, key) in cases {
+        assert!(serde_json::from_str::<Value>(&body).is_ok(), "the case must be valid JSON: {body}");
+        let (status, resp) = send(&app, post(body.clone(), Some(SECRET))).await;
+        let msg = resp["error"].as_str().unwrap_or_default();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {resp}");
+        assert!(msg.contains("duplicate key") && msg.contains(&format!("{key:?}")), "{msg} should name {key}");
+    }
+    assert_eq!(stored(&app), 0);
+}
+
 #[tokio::test]
 async fn admin_api_needs_the_token_and_answers_in_the_contract_shapes() {
     let app = app();

@@ -129,6 +129,13 @@ pub struct ServeSetup {
     pub log_filter: Option<String>,
     /// `store.url`; default a SQLite file in the test's folder.
     pub store_url: Option<String>,
+    /// Extra lines of `[server]` (e.g. `header_timeout_secs = 1`).
+    pub server_extra: String,
+    /// Extra lines of `[plugins]` (e.g. `max_wasm_bytes = 4096`).
+    pub plugins_extra: String,
+    /// The process umask `serve` runs under (through `sh -c 'umask …; exec …'`), to show
+    /// file modes do not depend on it.
+    pub umask: Option<u32>,
 }
 
 impl Default for ServeSetup {
@@ -145,6 +152,9 @@ impl Default for ServeSetup {
             extra: String::new(),
             log_filter: None,
             store_url: None,
+            server_extra: String::new(),
+            plugins_extra: String::new(),
+            umask: None,
         }
     }
 }
@@ -285,6 +295,7 @@ pub fn write_config_with(dir: &Path, port: u16, graph: &GraphEmulator, setup: Se
     let mut text = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
+{server_extra}
 [okta]
 auth_secret = {okta_source}
 {okta_extra}
@@ -297,10 +308,13 @@ lease_secs = {lease_secs}
 {retry}
 [plugins]
 dir = "plugins.d"
+{plugins_extra}
 [admin]
 token = {{ value = {admin:?} }}
 "#,
         okta_extra = setup.okta_extra,
+        server_extra = setup.server_extra,
+        plugins_extra = setup.plugins_extra,
         lease_secs = setup.lease_secs,
         dispatch_extra = setup.dispatch_extra,
         retry = setup.retry,
@@ -340,7 +354,14 @@ pub async fn start(dir: &Path, port: u16) -> Serve {
 
 /// As [`start`], for a config written by [`write_config_with`] with this `setup`.
 pub async fn start_with(dir: &Path, port: u16, setup: ServeSetup) -> Serve {
-    let mut cmd = Command::new(hookhost_bin());
+    let mut cmd = match setup.umask {
+        None => Command::new(hookhost_bin()),
+        Some(mask) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c").arg(format!("umask {mask:03o}; exec \"$0\" \"$@\"")).arg(hookhost_bin());
+            sh
+        }
+    };
     cmd.args(["serve", "--config"])
         .arg(dir.join("host.toml"))
         .current_dir("/")

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{blocking, now, retry, Shared};
+use crate::logsafe::Clean;
 use crate::runtime::{Attempt, KvBackend};
 use crate::store::{Claim, Next, Status};
 
@@ -33,7 +34,7 @@ pub(super) async fn run_claim(ctx: Arc<Shared>, claim: Claim) {
     }
 
     let kv: Arc<dyn KvBackend> = ctx.store.clone();
-    let attempt = ctx.runtime.run(&active.loaded, &claim.event, kv);
+    let attempt = ctx.runtime.run_for(&active.loaded, &claim.event, kv, Some(&claim.delivery_id));
     let Some(attempt) = with_lease(&ctx, &claim, attempt).await else {
         tracing::warn!(
             plugin = %claim.plugin,
@@ -95,9 +96,9 @@ async fn finish(ctx: &Shared, claim: &Claim, attempt: Option<Attempt>, next: Nex
             tracing::info!(
                 plugin = %claim.plugin,
                 delivery = %claim.delivery_id,
-                event = %claim.event.uuid,
+                event = %Clean(&claim.event.uuid),
                 status = status.as_str(),
-                outcome = %outcome,
+                outcome = %Clean(&outcome),
                 "delivery attempt finished"
             );
         }

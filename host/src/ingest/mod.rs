@@ -5,11 +5,13 @@
 //!
 //! 1. the auth header, compared in constant time, before anything else is read (401, nothing
 //!    stored);
-//! 2. the content type (415 unless JSON), the body size (413 past `max_body_bytes`) and the
+//! 2. the content type (415 unless exactly `application/json`, parameters allowed; also
+//!    when absent), the body size (413 past `max_body_bytes`) and the
 //!    time the body takes to arrive (408 past `read_timeout`, counted from when the handler
 //!    starts reading: a sender trickling or stalling mid-body cannot hold a task and a
 //!    connection open);
-//! 3. the envelope, parsed by field name (400 with a JSON body naming the problem);
+//! 3. the envelope, parsed by field name (400 with a JSON body naming the problem; an object
+//!    that repeats a key is refused too, since readers disagree on which value counts);
 //! 4. one durable commit of every event plus one delivery per subscribed plugin, *then* 200.
 //!    A duplicate event (same LogEvent `uuid`) is stored once. If the store fails: 503, so
 //!    Okta retries.
@@ -28,6 +30,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::logsafe::Clean;
 use crate::metrics::Metrics;
 use crate::okta::Delivery;
 use crate::registry::PluginSet;
@@ -76,6 +79,23 @@ async fn receive(State(state): State<IngestState>, headers: HeaderMap, body: Bod
     resp
 }
 
+/// Whether the request says its body is JSON: exactly one Content-Type whose media type is
+/// `application/json` (any case; parameters such as `charset=utf-8` allowed). A prefix match
+/// would let `application/jsonx` through; a missing type is not assumed to be JSON.
+fn json_content_type(headers: &HeaderMap) -> Result<(), String> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err("content-type must be application/json (exactly one Content-Type header)".into());
+    };
+    let text = value.to_str().unwrap_or_default();
+    let media_type = text.split(';').next().unwrap_or_default().trim();
+    if media_type.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(format!("content-type must be application/json, got {:?}", media_type.to_ascii_lowercase()))
+    }
+}
+
 fn authorized(state: &IngestState, headers: &HeaderMap) -> bool {
     let expected = state.auth_secret.expose().as_bytes();
     // Every value of the header is compared, so a duplicated header cannot smuggle a match.
@@ -93,14 +113,8 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
             format!("missing or wrong {} header; it must equal the configured okta.auth_secret", state.auth_header),
         );
     }
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-        if !ct.starts_with("application/json") {
-            return error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("content-type must be application/json, got {ct:?}"),
-            );
-        }
+    if let Err(why) = json_content_type(headers) {
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, why);
     }
     let too_large = || {
         error(
@@ -154,7 +168,7 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
                 (state.on_stored)();
             }
             tracing::info!(
-                okta_delivery_id = delivery.delivery_id.as_deref().unwrap_or("-"),
+                okta_delivery_id = %Clean(delivery.delivery_id.as_deref().unwrap_or("-")),
                 stored = report.stored,
                 duplicates = report.duplicates,
                 deliveries = report.deliveries,

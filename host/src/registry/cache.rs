@@ -182,6 +182,13 @@ fn create_private_dir(dir: &Path) -> Result<(), String> {
             dir.display()
         ));
     }
+    // Created 0700 above, but the umask may have taken bits, and a folder made by an
+    // older version or by hand may be readable by others: the cache is hookhost's alone.
+    if meta.permissions().mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            format!("{}: cannot make the compiled-artifact cache private (mode 700): {e}", dir.display())
+        })?;
+    }
     Ok(())
 }
 

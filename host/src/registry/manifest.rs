@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{config_scalar, LimitsSpec, RESERVED_PLUGIN_NAMES};
+use crate::config::{config_scalar, toml_problem, LimitsSpec, RESERVED_PLUGIN_NAMES};
 use crate::runtime::Origin;
 
 /// What a plugin says about itself: identity, subscriptions, what it needs, its defaults.
@@ -99,7 +99,7 @@ impl Manifest {
     /// # Errors
     /// Unreadable, not TOML, an unknown key, or a bad value; the message names the file and key.
     pub fn load(path: &Path) -> Result<Manifest, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text = super::files::read_manifest(path)?;
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -108,15 +108,21 @@ impl Manifest {
     /// # Errors
     /// As [`Manifest::load`], without the file name.
     pub fn parse(text: &str) -> Result<Manifest, String> {
-        let raw: RawManifest = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
-        valid_plugin_name(&raw.name).map_err(|e| format!("name: {e}"))?;
+        // No message below quotes a value from the file: a manifest may hold a secret by
+        // mistake, and these messages reach logs and `last_error` (see `toml_problem`).
+        let raw: RawManifest = toml::from_str(text).map_err(|e| toml_problem(&e, text))?;
+        valid_plugin_name(&raw.name).map_err(|_| {
+            "name must start with a lower-case letter, use only a-z, 0-9, '-' and '_' (at most 64); dir, watch and cache_dir are reserved".to_string()
+        })?;
         semver::Version::parse(&raw.version)
-            .map_err(|e| format!("version {:?} is not a semantic version like \"1.2.3\": {e}", raw.version))?;
+            .map_err(|_| "version is not a semantic version like \"1.2.3\"".to_string())?;
         if raw.event_types.is_empty() {
             return Err("event_types must list at least one Okta event type, e.g. \"group.user_membership.add\"".into());
         }
-        for h in &raw.allowed_hosts {
-            Origin::parse_grant(h).map_err(|e| format!("allowed_hosts: {e}"))?;
+        for (i, h) in raw.allowed_hosts.iter().enumerate() {
+            Origin::parse_grant(h).map_err(|_| {
+                format!("allowed_hosts[{i}] is not an origin like \"https://graph.microsoft.com\" (scheme://host[:port], no path)")
+            })?;
         }
         let mut config = BTreeMap::new();
         for (k, v) in &raw.config {
@@ -177,6 +183,33 @@ memory_mb = 32
         let e = Manifest::parse(&GOOD.replace("https://graph.microsoft.com\"", "https://graph.microsoft.com/v1.0\""))
             .unwrap_err();
         assert!(e.contains("allowed_hosts"), "{e}");
+    }
+
+    /// A manifest's errors name the key or the line and column, never a value from it.
+    #[test]
+    fn errors_never_quote_the_manifest() {
+        const SECRET: &str = "s3cr3t-MNF-4242";
+        let cases = [
+            GOOD.replace("\"0.1.0\"", &format!("\"{SECRET}\"")),
+            GOOD.replace("\"graph-guest\"", &format!("\"{SECRET}\"")),
+            GOOD.replace("\"https://graph.microsoft.com\"", &format!("\"https://{SECRET}.example/path\"")),
+            GOOD.replace("memory_mb = 32", &format!("memory_mb = \"{SECRET}\"")),
+            GOOD.replace("timeout = 30", &format!("timeout = [\"{SECRET}\"]")),
+            GOOD.replace("send_invitation_message = false", &format!("send_invitation_message = \"{SECRET}")),
+            format!("{GOOD}\ntoken = \"{SECRET}\"\n"),
+            format!("{GOOD}\n{SECRET}\n"),
+            GOOD.replace("secrets = [\"client_secret\"]", &format!("secrets = \"{SECRET}\"")),
+            GOOD.replace(
+                "event_types = [\"group.user_membership.add\"]",
+                &format!("event_types = {{ a = \"{SECRET}\" }}"),
+            ),
+        ];
+        for text in &cases {
+            let e = Manifest::parse(text).unwrap_err();
+            assert!(!e.contains(SECRET) && !e.contains("s3cr3t"), "gave {e}");
+        }
+        let e = Manifest::parse(&GOOD.replace("memory_mb = 32", &format!("memory_mb = \"{SECRET}\""))).unwrap_err();
+        assert!(e.contains("line 12") && e.contains("invalid type"), "{e}");
     }
 
     mod properties {

@@ -11,8 +11,10 @@
 //! restarts and swaps back do not compile again.
 
 pub mod cache;
+pub mod files;
 pub mod manifest;
 mod reload;
+pub mod signing;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -31,6 +33,8 @@ pub use reload::{bundle_name, Registry, SyncOutcome};
 #[derive(Debug, Clone)]
 pub struct PluginBundle {
     pub manifest: Manifest,
+    /// The manifest file's text exactly as read (what its signature covers).
+    pub manifest_text: String,
     pub manifest_path: PathBuf,
     pub wasm_path: PathBuf,
     pub wasm: Vec<u8>,
@@ -39,26 +43,43 @@ pub struct PluginBundle {
 }
 
 impl PluginBundle {
-    /// Reads `<name>.toml` and the `<name>.wasm` beside it.
+    /// Reads `<name>.toml` and the `<name>.wasm` beside it, the wasm up to the default
+    /// `plugins.max_wasm_bytes`.
     ///
     /// # Errors
-    /// Either file is missing or unreadable, the manifest is invalid, or its `name` differs
-    /// from the file name.
+    /// As [`PluginBundle::load_limited`].
     pub fn load(manifest_path: &Path) -> Result<PluginBundle, String> {
-        let manifest = Manifest::load(manifest_path)?;
+        Self::load_limited(manifest_path, files::DEFAULT_MAX_WASM_BYTES)
+    }
+
+    /// Reads `<name>.toml` and the `<name>.wasm` beside it; both must be regular files
+    /// (links are not followed) and the wasm at most `max_wasm_bytes` long, which is checked
+    /// before any of it is read.
+    ///
+    /// # Errors
+    /// Either file is missing, unreadable, not a regular file or too large, the manifest is
+    /// invalid, or its `name` differs from the file name.
+    pub fn load_limited(manifest_path: &Path, max_wasm_bytes: u64) -> Result<PluginBundle, String> {
+        let manifest_text = files::read_manifest(manifest_path)?;
+        let manifest = Manifest::parse(&manifest_text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
         let stem = manifest_path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         if stem != manifest.name {
             return Err(format!(
-                "{}: manifest name {:?} must match the file name ({stem}.toml)",
-                manifest_path.display(),
-                manifest.name
+                "{}: the manifest's name must match the file name ({stem}.toml)",
+                manifest_path.display()
             ));
         }
         let wasm_path = manifest_path.with_extension("wasm");
-        let wasm = std::fs::read(&wasm_path)
-            .map_err(|e| format!("{}: cannot read the component beside the manifest: {e}", wasm_path.display()))?;
+        let wasm = files::read_wasm(&wasm_path, max_wasm_bytes)?;
         let sha256 = hex::encode(Sha256::digest(&wasm));
-        Ok(PluginBundle { manifest, manifest_path: manifest_path.to_path_buf(), wasm_path, wasm, sha256 })
+        Ok(PluginBundle {
+            manifest,
+            manifest_text,
+            manifest_path: manifest_path.to_path_buf(),
+            wasm_path,
+            wasm,
+            sha256,
+        })
     }
 }
 
@@ -165,7 +186,12 @@ pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result
     let allowed_hosts = over.and_then(|o| o.allowed_hosts.clone()).unwrap_or_else(|| m.allowed_hosts.clone());
     let allowed_origins = allowed_hosts
         .iter()
-        .map(|h| Origin::parse_grant(h).map_err(|e| format!("[plugins.{name}] allowed_hosts: {e}")))
+        .enumerate()
+        .map(|(i, h)| {
+            Origin::parse_grant(h).map_err(|_| {
+                format!("[plugins.{name}] allowed_hosts[{i}] is not an origin like \"https://graph.microsoft.com\" (scheme://host[:port], no path)")
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut config: BTreeMap<String, String> = m.config.clone();

@@ -27,8 +27,10 @@ use std::time::Instant;
 
 use wasmtime::component::Component;
 
-use super::{effective, link, manifest, ArtifactCache, LoadFailure, Manifest, PluginBundle, PluginSet};
+use super::signing::TrustedKeys;
+use super::{effective, files, link, manifest, ArtifactCache, LoadFailure, Manifest, PluginBundle, PluginSet};
 use crate::config::PluginOverride;
+use crate::logsafe::Clean;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 
@@ -66,6 +68,8 @@ impl SyncOutcome {
 /// editor and copy leftovers (`*~`, `.#*`, `#*#`, `*.swp`, `*.tmp`, `x.toml.tmp`).
 pub fn bundle_name(path: &Path) -> Option<String> {
     let file = path.file_name()?.to_str()?;
+    // A bundle's signatures belong to it too: one arriving last must trigger a sync.
+    let file = file.strip_suffix(".minisig").filter(|f| f.ends_with(".wasm") || f.ends_with(".toml")).unwrap_or(file);
     if file.starts_with('.') || file.starts_with('#') || file.ends_with('~') {
         return None;
     }
@@ -93,6 +97,10 @@ pub struct Registry {
     cache: Option<ArtifactCache>,
     cache_dir: Option<PathBuf>,
     metrics: Arc<Metrics>,
+    /// `plugins.max_wasm_bytes`: larger components are refused before they are read.
+    max_wasm_bytes: u64,
+    /// `plugins.trusted_keys`: when set, both files of a bundle must be signed by one.
+    trusted: TrustedKeys,
     /// What serves, by name. Its lock also serializes syncs.
     deployed: Mutex<BTreeMap<String, Deployed>>,
     /// Called after a new version goes into service (wakes the dispatcher, so deliveries
@@ -127,9 +135,24 @@ impl Registry {
             cache,
             cache_dir,
             metrics,
+            max_wasm_bytes: super::files::DEFAULT_MAX_WASM_BYTES,
+            trusted: TrustedKeys::default(),
             deployed: Mutex::new(BTreeMap::new()),
             on_change: OnceLock::new(),
         }
+    }
+
+    /// Sets `plugins.max_wasm_bytes` (default 64 MiB).
+    pub fn with_max_wasm_bytes(mut self, max: u64) -> Registry {
+        self.max_wasm_bytes = max;
+        self
+    }
+
+    /// Sets `plugins.trusted_keys`: from now on a bundle is loaded only with valid
+    /// signatures of both its files by one of these keys.
+    pub fn with_trusted_keys(mut self, keys: TrustedKeys) -> Registry {
+        self.trusted = keys;
+        self
     }
 
     /// The plugin directory.
@@ -193,7 +216,25 @@ impl Registry {
         };
         let toml = self.dir.join(format!("{name}.toml"));
         let wasm = self.dir.join(format!("{name}.wasm"));
-        let (has_toml, has_wasm) = (toml.is_file(), wasm.is_file());
+        // Never followed: a link, FIFO or folder under a bundle's name is passed over (with
+        // a warning) as if absent, and named in the refusal if its partner is there.
+        let (toml_entry, wasm_entry) = (files::entry(&toml), files::entry(&wasm));
+        let mut odd = None;
+        for (path, e) in [(&toml, toml_entry), (&wasm, wasm_entry)] {
+            if let files::Entry::Other(kind) = e {
+                tracing::warn!(
+                    plugin = %Clean(name),
+                    path = %Clean(&path.display().to_string()),
+                    kind,
+                    "ignored: not a regular file; hookhost reads only regular files from the plugin directory and never follows links"
+                );
+                odd.get_or_insert(format!(
+                    "{} is {kind}, not a regular file, and was ignored; copy the file itself into the plugin directory",
+                    path.display()
+                ));
+            }
+        }
+        let (has_toml, has_wasm) = (toml_entry.is_file(), wasm_entry.is_file());
 
         if !has_toml && !has_wasm {
             let known = self.set.get(name).is_some() || self.set.failure(name).is_some();
@@ -215,6 +256,9 @@ impl Registry {
         }
         if !has_toml || !has_wasm {
             let (missing, present) = if has_toml { (wasm, toml) } else { (toml, wasm) };
+            if let Some(why) = odd {
+                return self.fail(name, None, None, why);
+            }
             if wait_for_partner {
                 return SyncOutcome::Incomplete { missing };
             }
@@ -230,7 +274,7 @@ impl Registry {
             );
         }
 
-        let bundle = match PluginBundle::load(&toml) {
+        let bundle = match PluginBundle::load_limited(&toml, self.max_wasm_bytes) {
             Ok(b) => b,
             Err(e) => return self.fail(name, None, None, e),
         };
@@ -241,6 +285,36 @@ impl Registry {
             if d.sha256 == bundle.sha256 && d.manifest == bundle.manifest {
                 self.set.clear_failure(name);
                 return SyncOutcome::Unchanged;
+            }
+        }
+        // Signatures first: nothing of an unsigned bundle is compiled or even interpreted
+        // beyond its manifest's parse.
+        if self.trusted.required() {
+            let checked = self
+                .trusted
+                .verify(&bundle.wasm_path, &bundle.wasm)
+                .and_then(|()| self.trusted.verify(&toml, bundle.manifest_text.as_bytes()));
+            if let Err(e) = checked {
+                return self.fail(name, version, sha, e);
+            }
+        }
+        if let Some(active) = &serving {
+            let allow = self.overrides.get(name).is_some_and(|o| o.allow_downgrade);
+            let older = match (
+                semver::Version::parse(&bundle.manifest.version),
+                semver::Version::parse(&active.spec.version),
+            ) {
+                (Ok(new), Ok(old)) => new < old,
+                _ => false,
+            };
+            if older && !allow {
+                let e = format!(
+                    "{}: version {} is lower than the active version {}; a downgrade needs [plugins.{name}] allow_downgrade = true",
+                    toml.display(),
+                    bundle.manifest.version,
+                    active.spec.version
+                );
+                return self.fail(name, version, sha, e);
             }
         }
         let spec = match effective(&bundle, self.overrides.get(name)) {
@@ -335,7 +409,7 @@ impl Registry {
             Some(p) => format!("{error} (version {} keeps serving)", p.spec.version),
             None => error,
         };
-        tracing::error!(plugin = %name, error = %error, "plugin bundle refused");
+        tracing::error!(plugin = %Clean(name), error = %Clean(&error), "plugin bundle refused");
         self.metrics.plugin_load_failed();
         self.set.record_failure(LoadFailure {
             name: name.to_owned(),
@@ -357,6 +431,9 @@ mod tests {
         let n = |f: &str| bundle_name(Path::new("/p").join(f).as_path());
         assert_eq!(n("echo.wasm").as_deref(), Some("echo"));
         assert_eq!(n("graph-guest.toml").as_deref(), Some("graph-guest"));
+        assert_eq!(n("echo.wasm.minisig").as_deref(), Some("echo"));
+        assert_eq!(n("echo.toml.minisig").as_deref(), Some("echo"));
+        assert_eq!(n("echo.minisig"), None);
         for ignored in [
             ".echo.toml.swp",
             "echo.toml.swp",

@@ -76,15 +76,15 @@ pub fn client() -> reqwest::Result<reqwest::Client> {
 
 impl AttemptState {
     fn refuse(&mut self, err: HttpError) -> Result<Response, HttpError> {
-        let msg = match &err {
+        match &err {
+            // The host's own refusals (grants, budget, caps, host-owned headers).
             HttpError::Denied(m)
             | HttpError::InvalidRequest(m)
             | HttpError::BudgetExhausted(m)
-            | HttpError::Timeout(m)
-            | HttpError::Connect(m)
-            | HttpError::ResponseTooLarge(m) => m.clone(),
-        };
-        self.log.push(LogLevel::Warn, LogSource::Host, msg);
+            | HttpError::ResponseTooLarge(m) => self.refused("http", m.clone()),
+            // The network's answer, not a refusal.
+            HttpError::Timeout(m) | HttpError::Connect(m) => self.log.push(LogLevel::Warn, LogSource::Host, m.clone()),
+        }
         Err(err)
     }
 

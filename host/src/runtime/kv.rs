@@ -13,14 +13,17 @@ use crate::kv::KvBackend;
 const MAX_KEY_BYTES: usize = 512;
 const MAX_VALUE_BYTES: usize = 64 << 10;
 
-fn check_key(key: &str) -> Result<(), String> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(format!("kv keys must be 1 to {MAX_KEY_BYTES} bytes long"));
-    }
-    Ok(())
-}
-
 impl AttemptState {
+    /// Keys are 1 to 512 bytes; a refusal is logged like the host's other refusals.
+    fn check_key(&mut self, key: &str) -> Result<(), String> {
+        if key.is_empty() || key.len() > MAX_KEY_BYTES {
+            let why = format!("kv keys must be 1 to {MAX_KEY_BYTES} bytes long");
+            self.refused("kv", why.clone());
+            return Err(why);
+        }
+        Ok(())
+    }
+
     /// Runs a backend call, on a blocking thread when the backend does I/O. (Returns a
     /// future that owns what it needs: the attempt state is not `Sync`.)
     fn kv_call<T: Send + 'static>(
@@ -41,20 +44,22 @@ impl AttemptState {
 
 impl Host for AttemptState {
     async fn get(&mut self, key: String) -> Result<Option<String>, String> {
-        check_key(&key)?;
+        self.check_key(&key)?;
         self.kv_call(move |kv, plugin| kv.get(plugin, &key)).await
     }
 
     async fn set(&mut self, key: String, value: String) -> Result<(), String> {
-        check_key(&key)?;
+        self.check_key(&key)?;
         if value.len() > MAX_VALUE_BYTES {
-            return Err(format!("kv values must be at most {MAX_VALUE_BYTES} bytes"));
+            let why = format!("kv values must be at most {MAX_VALUE_BYTES} bytes");
+            self.refused("kv", why.clone());
+            return Err(why);
         }
         self.kv_call(move |kv, plugin| kv.set(plugin, &key, &value)).await
     }
 
     async fn delete(&mut self, key: String) -> Result<(), String> {
-        check_key(&key)?;
+        self.check_key(&key)?;
         self.kv_call(move |kv, plugin| kv.delete(plugin, &key)).await
     }
 }

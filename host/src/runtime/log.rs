@@ -64,12 +64,14 @@ impl Host for AttemptState {
     async fn log(&mut self, level: Level, message: String) {
         let level = LogLevel::from(level);
         let plugin = self.plugin.name.as_str();
+        // The plugin's text (often event fields) is escaped: it cannot forge a host log line.
+        let line = crate::logsafe::Clean(&message);
         match level {
-            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            LogLevel::Error => tracing::error!(plugin, "{message}"),
+            LogLevel::Trace => tracing::trace!(plugin, "{line}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{line}"),
+            LogLevel::Info => tracing::info!(plugin, "{line}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{line}"),
+            LogLevel::Error => tracing::error!(plugin, "{line}"),
         }
         self.log.push(level, LogSource::Plugin, message);
     }

@@ -226,6 +226,19 @@ impl Runtime {
     ///
     /// Never fails: whatever happens inside the sandbox is an [`AttemptResult`].
     pub async fn run(&self, plugin: &LoadedPlugin, event: &Event, kv: Arc<dyn KvBackend>) -> Attempt {
+        self.run_for(plugin, event, kv, None).await
+    }
+
+    /// As [`Runtime::run`], for the delivery `delivery_id`: the host's own refusals of the
+    /// plugin's requests (an ungranted origin or secret, a spent budget, an oversized KV
+    /// write) are logged at `warn` with the plugin and this id, besides the attempt's log.
+    pub async fn run_for(
+        &self,
+        plugin: &LoadedPlugin,
+        event: &Event,
+        kv: Arc<dyn KvBackend>,
+        delivery_id: Option<&str>,
+    ) -> Attempt {
         let started_at = SystemTime::now();
         let start = Instant::now();
         let limits = &plugin.ctx.limits;
@@ -254,6 +267,7 @@ impl Runtime {
             kv,
             deadline,
             paced: paced.clone(),
+            delivery: delivery_id.map(str::to_owned),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -8,16 +8,14 @@
 
 use super::bindings::secrets::Host;
 use super::state::AttemptState;
-use crate::attempt::{LogLevel, LogSource};
 
 impl Host for AttemptState {
     async fn get(&mut self, name: String) -> Option<String> {
         match self.plugin.grant.secrets.get(&name) {
             Some(secret) => Some(secret.expose().to_owned()),
             None => {
-                self.log.push(
-                    LogLevel::Warn,
-                    LogSource::Host,
+                self.refused(
+                    "secrets",
                     format!(
                         "secret {name:?} is not granted to plugin {}; set it under [plugins.{}.secrets] if intended",
                         self.plugin.name, self.plugin.name

@@ -9,7 +9,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::grant::Grant;
 use super::limits::{Limits, MemoryLimiter};
 use super::log::AttemptLog;
+use crate::attempt::{LogLevel, LogSource};
 use crate::kv::KvBackend;
+use crate::logsafe::Clean;
 
 /// A loaded plugin version's identity, grants and limits, shared by all its attempts.
 #[derive(Debug)]
@@ -40,6 +42,24 @@ pub struct AttemptState {
     pub(super) deadline: Instant,
     /// Milliseconds this attempt waited for pace so far (the deadline was moved by as much).
     pub(super) paced: Arc<std::sync::atomic::AtomicU64>,
+    /// The delivery this attempt is for, when the caller has one (for the host's log).
+    pub(super) delivery: Option<String>,
+}
+
+impl AttemptState {
+    /// Records a request of the plugin that the host refused on its own authority (not a
+    /// remote failure): in the attempt's log, and as a `warn` line in the host's log naming
+    /// the plugin and the delivery, so an operator sees probing without opening attempts.
+    pub(super) fn refused(&mut self, import: &'static str, message: String) {
+        tracing::warn!(
+            plugin = %self.plugin.name,
+            delivery = %Clean(self.delivery.as_deref().unwrap_or("-")),
+            import,
+            reason = %Clean(&message),
+            "refused a plugin's request"
+        );
+        self.log.push(LogLevel::Warn, LogSource::Host, message);
+    }
 }
 
 impl WasiView for AttemptState {

@@ -56,7 +56,7 @@ impl SqliteStore {
         Self::open(Path::new(path))
     }
 
-    /// Opens (creating if needed) the database file and migrates it.
+    /// Opens (creating if needed, mode `0600`) the database file and migrates it.
     ///
     /// # Errors
     /// The file cannot be opened or a migration fails.
@@ -67,13 +67,25 @@ impl SqliteStore {
                     .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
+        private_file(path)?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: every commit is fsynced before it returns, so an acknowledged event is on disk.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        Self::with_connection(conn)
+        let store = Self::with_connection(conn)?;
+        // The migration wrote, so the WAL and its index exist now. SQLite gives them the
+        // database file's mode; set it anyway, in case they predate this version.
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let side = std::path::PathBuf::from(side);
+            if side.exists() {
+                restrict(&side)?;
+            }
+        }
+        Ok(store)
     }
 
     /// An in-memory database (tests, `plugin run` without a config).
@@ -110,6 +122,47 @@ impl SqliteStore {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// The database holds every event (names, e-mail addresses, group memberships) and the
+/// plugins' KV (graph-guest's token cache): only the service account may read it. The file
+/// is created `0600` before SQLite opens it, whatever the process umask, and an existing
+/// one is tightened to `0600`; SQLite creates `-wal` and `-shm` with the database's mode.
+fn private_file(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))),
+        }
+        restrict(path)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
+/// Sets `0600` on one of the store's files (the umask could have taken bits from the mode
+/// it was created with, and an older version may have left it readable by others).
+fn restrict(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot examine {}: {e}", path.display())))?;
+        if meta.permissions().mode() & 0o777 != 0o600 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+                StoreError::Unavailable(format!("cannot make {} private (mode 600): {e}", path.display()))
+            })?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 impl Store for SqliteStore {
