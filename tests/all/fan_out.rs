@@ -322,5 +322,9 @@ async fn a_plugin_throttled_for_minutes_does_not_delay_the_others() {
     assert_eq!(w.graph.users().into_iter().filter(|u| u.user_type == "Guest").count(), 3);
     assert_eq!(w.hec.accepted().len(), 3);
     assert_eq!(w.slack.accepted().len(), 0);
-    assert_eq!(w.slack.posts().len(), 3, "each throttled delivery tried once, none again early");
+    // The first 429 pauses chat-notify's calls to Slack for its Retry-After: the host answers
+    // later calls itself, unsent, so Slack sees one post, or up to three if the others left
+    // before the first 429 came back; never a second round.
+    let posts = w.slack.posts().len();
+    assert!((1..=3).contains(&posts), "{posts} posts: each throttled delivery at most once, none again early");
 }
