@@ -108,7 +108,8 @@ impl AttemptState {
         }
     }
 
-    fn check(&mut self, req: &Request) -> Result<url::Url, HttpError> {
+    /// The request's URL and its (granted) origin, or why the host refuses it.
+    fn check(&mut self, req: &Request) -> Result<(url::Url, Origin), HttpError> {
         let plugin = &self.plugin.name;
         if self.http_requests >= self.plugin.limits.max_http_requests {
             return Err(HttpError::BudgetExhausted(format!(
@@ -137,21 +138,18 @@ impl AttemptState {
                 )));
             }
         }
-        Ok(url)
+        Ok((url, origin))
     }
 }
 
 impl Host for AttemptState {
     async fn send(&mut self, req: Request) -> Result<Response, HttpError> {
-        let url = match self.check(&req) {
-            Ok(url) => url,
+        let (url, origin) = match self.check(&req) {
+            Ok(checked) => checked,
             Err(e) => return self.refuse(e),
         };
         self.http_requests += 1;
 
-        let Some(origin) = Origin::of_url(&url) else {
-            return self.refuse(HttpError::InvalidRequest("the URL has no origin".into()));
-        };
         let method_name = method_name(req.method);
         match self.plugin.pacer.admit(&origin, method_name).await {
             Admission::Go { waited } => {
@@ -192,7 +190,7 @@ impl Host for AttemptState {
         };
 
         let cap = self.plugin.limits.max_response_bytes;
-        let host_for_msg = Origin::of_url(&url).map(|o| o.to_string()).unwrap_or_default();
+        let host_for_msg = origin.to_string();
         let result = tokio::time::timeout(timeout, async {
             let mut resp = self.http.execute(request).await?;
             let status = resp.status().as_u16();
