@@ -33,6 +33,9 @@ use crate::registry::PluginSet;
 use crate::store::common::published_key;
 use crate::store::{IngestReport, LogCursor, NewEvent, Source, Store, StoreError};
 
+/// Seconds of a lease for one request and its commit, beyond the waits between polls.
+const REQUEST_SECS: u64 = 10;
+
 /// Which plugins get a delivery of an event (the router ingest uses).
 pub type Router = dyn Fn(&Event) -> Vec<String> + Send + Sync;
 
@@ -114,10 +117,13 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// How long the lease lasts: past a wait of `every_secs` and a rate limit's reset (Okta's
-    /// windows are a minute), so a live poller never loses it while it waits.
+    /// How long the lease lasts: two waits of `every_secs` plus time for a request to Okta and
+    /// the page's commit (a slower one is not lost: if another host took over meanwhile, the
+    /// page does not commit and the cursor still points at it). A rate limit's reset is waited out *before* the lease is taken, so a
+    /// throttled poller holds nothing; if it sleeps past its lease another host may take
+    /// over, which is safe because a page only commits under a lease its host still holds.
     fn lease(&self) -> Duration {
-        Duration::from_secs(self.config.every_secs.saturating_mul(2).saturating_add(90))
+        Duration::from_secs(self.config.every_secs.saturating_mul(2).saturating_add(REQUEST_SECS))
     }
 
     /// Polls until the task is dropped. Store or Okta failures are logged and retried after
@@ -148,6 +154,7 @@ impl Poller {
     /// # Errors
     /// The store or Okta failed; nothing was half-done.
     pub async fn step(&self) -> Result<Step, PollError> {
+        self.api.wait_turn().await;
         let (store, holder, lease) = (self.store.clone(), self.holder.clone(), self.lease());
         let Some(cursor) = blocking(move || store.log_lease(&holder, Utc::now(), lease)).await? else {
             return Ok(Step::Idle);

@@ -172,7 +172,7 @@ impl OktaApi {
     }
 
     /// Sleeps until a rate limit's reset has passed.
-    async fn wait_turn(&self) {
+    pub async fn wait_turn(&self) {
         let until = self.not_before.lock().map(|g| *g).unwrap_or(None);
         if let Some(t) = until {
             tokio::time::sleep_until(t).await;

@@ -206,3 +206,167 @@ async fn okta_register_twice_leaves_one_verified_hook_that_delivers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits, polling every 50 ms, until `ok` holds; `within` only bounds a hung test.
+async fn wait_until(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let t = Instant::now();
+    while !ok().await {
+        assert!(t.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether this process has had an answer from the System Log (its own last-poll gauge).
+async fn has_polled(serve: &support::Serve) -> bool {
+    serve.get_text("/metrics").await.1.contains("hookhost_backfill_last_poll_timestamp_seconds{")
+}
+
+/// `(start, end)` in ms since the epoch of the attempts that ran plugin code.
+async fn ran(serve: &support::Serve, view: &Value) -> Vec<(i64, i64)> {
+    let id = view["deliveries"][0]["id"].as_str().unwrap();
+    let mut spans = Vec::new();
+    for a in serve.attempts(id).await {
+        if a["result"] == "superseded" {
+            continue;
+        }
+        let start = chrono::DateTime::parse_from_rfc3339(a["started_at"].as_str().unwrap()).unwrap().timestamp_millis();
+        spans.push((start, start + i64::try_from(a["duration_ms"].as_u64().unwrap()).unwrap()));
+    }
+    spans
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_events_missed_across_kill_9s_mid_page_and_mid_run_are_each_processed_once_in_order() {
+    const USERS: u32 = 50;
+    let (dir, graph, okta, port, setup) = start_all(true).await;
+    let setup = ServeSetup { lease_secs: 2, ..setup };
+    support::write_config_with(dir.path(), port, &graph, setup.clone());
+    let mut serve = support::start_with(dir.path(), port, setup.clone()).await;
+    wait_until("the poller's first answer", Duration::from_secs(60), async || has_polled(&serve).await).await;
+    serve.kill9();
+
+    // While the host is down Okta emits 200 membership events: four per user, in published
+    // order. Even users end as members, odd users end removed; run out of order, either
+    // would end the other way. Every hook delivery fails.
+    let mut events = Vec::new();
+    for step in 0..4i64 {
+        for n in 0..USERS {
+            let kind = match (n % 2 == 0, step % 2 == 0) {
+                (true, true) | (false, false) => Membership::Remove,
+                _ => Membership::Add,
+            };
+            events.push(membership(kind, n, -100_000 + step * 1_000 + i64::from(n)));
+        }
+    }
+    okta.append(&events);
+    assert_eq!(events.len(), 200);
+    for e in &events[..20] {
+        assert_eq!(post_as(&serve.url, OKTA_SECRET, vec![e.clone()]).await, None, "the host is down");
+    }
+
+    // Restart; kill -9 while the page of 200 is on its way (Okta has the request, the host
+    // has not committed it).
+    okta.stall_logs();
+    let mut serve = support::start_with(dir.path(), port, setup.clone()).await;
+    wait_until("a System Log request in flight", Duration::from_secs(60), async || okta.stalled_log_requests() > 0)
+        .await;
+    serve.kill9();
+    okta.release_logs();
+
+    // Restart; kill -9 again once the page is committed and invitations are running (slow).
+    graph.inject_for(
+        Some(axum::http::Method::POST),
+        "/v1.0/invitations",
+        hookhost_tests::Fault::Latency { times: 8, delay: Duration::from_secs(2) },
+    );
+    let mut serve = support::start_with(dir.path(), port, setup.clone()).await;
+    wait_until("the page committed and attempts running", Duration::from_secs(60), async || {
+        let queue = serve.get_json("/api/queue").await;
+        let plugins = queue["plugins"].as_array().cloned().unwrap_or_default();
+        let count = |s: &str| plugins.iter().map(|p| p[s].as_u64().unwrap_or(0)).sum::<u64>();
+        let total: u64 = ["pending", "running", "retrying", "done", "dead"].iter().map(|s| count(s)).sum();
+        total == 200 && count("running") > 0
+    })
+    .await;
+    serve.kill9();
+
+    // Last restart; Okta's late retries of some events arrive by hook as well.
+    let serve = support::start_with(dir.path(), port, setup).await;
+    for e in events.iter().step_by(10) {
+        assert_eq!(serve.post(vec![e.clone()]).await, Some(200));
+    }
+    serve.settle_all(Duration::from_secs(180)).await;
+
+    let mut views = Vec::new();
+    for e in &events {
+        let v = support::event_view(&serve.url, uuid(e)).await;
+        let ds = v["deliveries"].as_array().unwrap_or_else(|| panic!("{} not stored: {v}", uuid(e)));
+        assert_eq!(ds.len(), 1, "one delivery per plugin: {v}");
+        assert_eq!(ds[0]["status"], "done", "{v}");
+        views.push(v);
+    }
+    let even: Vec<String> = {
+        let mut v: Vec<String> = (0..USERS).filter(|n| n % 2 == 0).map(|n| format!("user{n}@e2e.example")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(guests(&graph), even, "even users guests exactly once, odd users removed");
+    // Each user's events ran one after another in published order (events are listed by
+    // step, so a user's are `USERS` apart).
+    for n in 0..USERS as usize {
+        let mut previous_end = i64::MIN;
+        for step in 0..4 {
+            let i = step * USERS as usize + n;
+            for (start, end) in ran(&serve, &views[i]).await {
+                assert!(start + 1 >= previous_end, "user {n}: event {} started before the one before it ended", i);
+                previous_end = previous_end.max(end);
+            }
+        }
+    }
+    let polled = okta.requests_to("/api/v1/logs");
+    assert_eq!(polled.iter().filter(|r| r.param("after").is_none()).count(), 1, "the cursor survived: {polled:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_on_one_postgres_poll_one_at_a_time_and_the_other_takes_over_when_it_dies() {
+    let db =
+        hookhost::store::postgres::testing::TestDatabase::create("backfill_failover").unwrap_or_else(|e| panic!("{e}"));
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let okta = OktaEmulator::start(TOKEN).await.unwrap();
+    let setup =
+        ServeSetup { okta_extra: okta_lines(&okta, true), store_url: Some(db.url.clone()), ..ServeSetup::default() };
+    let (dirs, ports) =
+        ([tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()], [support::free_port(), support::free_port()]);
+    for (dir, port) in dirs.iter().zip(ports) {
+        support::write_config_with(dir.path(), port, &graph, setup.clone());
+    }
+    let mut hosts = vec![
+        support::start_with(dirs[0].path(), ports[0], setup.clone()).await,
+        support::start_with(dirs[1].path(), ports[1], setup.clone()).await,
+    ];
+    let first: Vec<Value> = (1..=5).map(|n| membership(Membership::Add, n, -30_000 + i64::from(n))).collect();
+    okta.append(&first);
+    recovered(&hosts[0].url, &first).await;
+    // Let both hosts go round several times; only the lease holder ever gets an answer.
+    let polls = okta.requests_to("/api/v1/logs").len();
+    wait_until("more polls", Duration::from_secs(60), async || okta.requests_to("/api/v1/logs").len() >= polls + 3)
+        .await;
+    let polled = [has_polled(&hosts[0]).await, has_polled(&hosts[1]).await];
+    assert_eq!(polled.iter().filter(|p| **p).count(), 1, "exactly one host polls: {polled:?}");
+    let poller = usize::from(polled[1]);
+    let mut dead = hosts.remove(poller);
+    dead.kill9();
+    let survivor = &hosts[0];
+
+    let t = Instant::now();
+    let second: Vec<Value> = (6..=10).map(|n| membership(Membership::Add, n, -20_000 + i64::from(n))).collect();
+    okta.append(&second);
+    recovered(&survivor.url, &second).await;
+    assert!(has_polled(survivor).await);
+    eprintln!("the other host recovered the new events {:?} after the poller died", t.elapsed());
+    let mut expected: Vec<String> = (1..=10).map(|n| format!("user{n}@e2e.example")).collect();
+    expected.sort();
+    assert_eq!(guests(&graph), expected);
+    let built = okta.requests_to("/api/v1/logs").into_iter().filter(|r| r.param("after").is_none()).count();
+    assert_eq!(built, 1, "the survivor resumed from the shared cursor");
+}

@@ -30,6 +30,9 @@
 //!   Okta, but [`OktaEmulator::hooks`] shows it to tests. [`OktaEmulator::deliver`] POSTs a
 //!   delivery to every active hook, as Okta does (about 3 s timeout, one retry).
 //!
+//! [`OktaEmulator::stall_logs`] holds log requests unanswered until
+//! [`OktaEmulator::release_logs`], so a test can kill a poller while its page is in flight.
+//!
 //! Every request is recorded ([`OktaEmulator::requests`]). It runs its own server on
 //! `127.0.0.1:0`.
 
@@ -123,6 +126,10 @@ struct Shared {
     /// Makes cursors of different emulators differ (they are opaque).
     salt: String,
     org: Mutex<Org>,
+    /// Open (`true`) unless a test stalls the log endpoint.
+    logs_open: tokio::sync::watch::Sender<bool>,
+    /// Log requests that arrived while the endpoint was stalled.
+    stalled: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -160,6 +167,8 @@ impl OktaEmulator {
             base_url: format!("http://{addr}"),
             salt: ids::alphanumeric(6),
             org: Mutex::new(Org::default()),
+            logs_open: tokio::sync::watch::Sender::new(true),
+            stalled: std::sync::atomic::AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/api/v1/logs", get(logs))
@@ -202,6 +211,21 @@ impl OktaEmulator {
     /// whole second, as the header is).
     pub fn throttle_logs(&self, times: usize, reset_in: Duration) {
         self.shared.lock().throttle = Some((times, reset_in));
+    }
+
+    /// From now on, requests to `/api/v1/logs` wait unanswered until [`Self::release_logs`].
+    pub fn stall_logs(&self) {
+        self.shared.logs_open.send_replace(false);
+    }
+
+    /// Answers the stalled log requests and stops stalling.
+    pub fn release_logs(&self) {
+        self.shared.logs_open.send_replace(true);
+    }
+
+    /// How many log requests have arrived while the endpoint was stalled.
+    pub fn stalled_log_requests(&self) -> usize {
+        self.shared.stalled.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every request received so far, in order.
@@ -383,6 +407,11 @@ async fn logs(
 ) -> Response {
     if !authorized(&shared, &headers) {
         return unauthorized();
+    }
+    let mut open = shared.logs_open.subscribe();
+    if !*open.borrow_and_update() {
+        shared.stalled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = open.wait_for(|open| *open).await;
     }
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let mut org = shared.lock();
