@@ -12,7 +12,7 @@ use hookhost_tests::okta::Membership;
 use hookhost_tests::{GraphEmulator, OktaEmulator, TenantConfig};
 use serde_json::Value;
 
-use crate::support::{self, guests, membership, post_as, settle, ServeSetup, OKTA_SECRET};
+use crate::support::{self, guests, membership, post_as, settle, wait_until, ServeSetup, OKTA_SECRET};
 
 const TOKEN: &str = "okta-api-token-e2e";
 
@@ -207,22 +207,13 @@ async fn okta_register_twice_leaves_one_verified_hook_that_delivers() {
     }
 }
 
-/// Waits, polling every 50 ms, until `ok` holds; `within` only bounds a hung test.
-async fn wait_until(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> bool) {
-    let t = Instant::now();
-    while !ok().await {
-        assert!(t.elapsed() < within, "timed out after {within:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Whether this process has had an answer from the System Log (its own last-poll gauge).
-async fn has_polled(serve: &support::Serve) -> bool {
+async fn has_polled(serve: &support::ServeProcess) -> bool {
     serve.get_text("/metrics").await.1.contains("hookhost_backfill_last_poll_timestamp_seconds{")
 }
 
 /// `(start, end)` in ms since the epoch of the attempts that ran plugin code.
-async fn ran(serve: &support::Serve, view: &Value) -> Vec<(i64, i64)> {
+async fn ran(serve: &support::ServeProcess, view: &Value) -> Vec<(i64, i64)> {
     let id = view["deliveries"][0]["id"].as_str().unwrap();
     let mut spans = Vec::new();
     for a in serve.attempts(id).await {

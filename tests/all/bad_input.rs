@@ -14,13 +14,13 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{
-    free_port, guests, http_client, membership, start_with, write_config_with, Serve, ServeSetup, OKTA_SECRET,
+    free_port, guests, http_client, membership, start_with, write_config_with, ServeProcess, ServeSetup, OKTA_SECRET,
 };
 
 const MAX_BODY: usize = 256 * 1024;
 
 /// One request to the Okta endpoint: status and JSON body.
-async fn send(serve: &Serve, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Value) {
+async fn send(serve: &ServeProcess, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Value) {
     let mut req = http_client().post(format!("{}/hooks/okta", serve.url)).body(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -35,7 +35,7 @@ const AUTH_JSON: &[(&str, &str)] = &[("authorization", OKTA_SECRET), ("content-t
 /// Sends a raw request: the head with `framing` (`content-length: N` or
 /// `transfer-encoding: chunked`), then `chunks` of the body with `gap` between them, reading
 /// all the while. Returns the status code and how long the answer took.
-async fn raw_request(serve: &Serve, framing: &str, chunks: &[Vec<u8>], gap: Duration) -> (u16, Duration) {
+async fn raw_request(serve: &ServeProcess, framing: &str, chunks: &[Vec<u8>], gap: Duration) -> (u16, Duration) {
     let s = tokio::net::TcpStream::connect(serve.url.trim_start_matches("http://")).await.unwrap();
     let (mut r, mut w) = s.into_split();
     let head = format!(

@@ -9,14 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::Method;
 use hookhost_tests::okta::{delivery, Membership};
 use hookhost_tests::{Fault, GraphEmulator, TenantConfig};
 use serde_json::Value;
 
-use crate::support::{free_port, http_client, membership, start_with, write_config_with, ServeSetup};
+use crate::support::{free_port, http_client, membership, start_with, wait_until, write_config_with, ServeSetup};
 
 /// Deliveries streamed: adds for users 0..160, then removes for users 0..40.
 const ADDS: u32 = 160;
@@ -66,14 +66,6 @@ async fn stream(
     }
 }
 
-async fn wait_for(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> bool) {
-    let t = Instant::now();
-    while !ok().await {
-        assert!(t.elapsed() < within, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_reach_their_final_state_exactly_once_across_three_kill_9s() {
     let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
@@ -109,7 +101,7 @@ async fn acknowledged_events_reach_their_final_state_exactly_once_across_three_k
             stream(&url, &secret, &b, (0..100).rev().collect(), 4, &a).await;
         });
         let a = acked.clone();
-        wait_for("40 acknowledged deliveries", Duration::from_secs(30), async || a.lock().unwrap().len() >= 40).await;
+        wait_until("40 acknowledged deliveries", Duration::from_secs(30), async || a.lock().unwrap().len() >= 40).await;
         serve.kill9();
         kills.push("during ingest");
         sending.await.unwrap();
@@ -133,7 +125,7 @@ async fn acknowledged_events_reach_their_final_state_exactly_once_across_three_k
     let mut serve = serve;
     let running_at_kill_2 = {
         let mut n = 0;
-        wait_for("running attempts", Duration::from_secs(30), async || {
+        wait_until("running attempts", Duration::from_secs(30), async || {
             n = serve.deliveries("running").await.len();
             n > 0
         })
@@ -151,7 +143,7 @@ async fn acknowledged_events_reach_their_final_state_exactly_once_across_three_k
     let mut serve = serve;
     let retrying_at_kill_3 = {
         let mut n = 0;
-        wait_for("deliveries waiting to retry", Duration::from_secs(30), async || {
+        wait_until("deliveries waiting to retry", Duration::from_secs(30), async || {
             n = serve.deliveries("retrying").await.len();
             n > 0
         })

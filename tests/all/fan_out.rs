@@ -9,84 +9,51 @@
 //! seconds to compile) is compiled once per host build, not once per test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hookhost_tests::okta::{delivery, group_membership_event, timestamp, Membership};
+use hookhost_tests::okta::{group_membership_event, timestamp, Membership};
+use hookhost_tests::serve::graph_guest_tables;
 use hookhost_tests::{GraphEmulator, TenantConfig, WebhookKind, WebhookReceiver};
 use serde_json::Value;
 
-use crate::support::{hookhost_bin, workspace};
+use crate::support::{free_port, workspace, ServeProcess, ServeSetup};
 
 const SECRET: &str = "Basic ZmFuOm91dA==";
 const ADMIN: &str = "fan-out-admin";
 const HEC_TOKEN: &str = "4a1c3e2f-0b6d-4e8a-9f10-2c3d4e5f6a7b";
 
-struct Serve {
-    child: Child,
-    url: String,
-    http: reqwest::Client,
+/// The event's deliveries, by plugin name.
+async fn deliveries_of(serve: &ServeProcess, event: &Value) -> Vec<(String, Value)> {
+    let view = serve.get_json(&format!("/api/events/{}", event["uuid"].as_str().unwrap())).await;
+    let mut ds: Vec<(String, Value)> = view["deliveries"]
+        .as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .map(|d| (d["plugin"].as_str().unwrap_or_default().to_owned(), d.clone()))
+        .collect();
+    ds.sort_by(|a, b| a.0.cmp(&b.0));
+    ds
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Serve {
-    async fn get(&self, path: &str) -> Value {
-        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(ADMIN).send().await.unwrap();
-        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
-    }
-
-    async fn post(&self, events: Vec<Value>) -> u16 {
-        self.http
-            .post(format!("{}/hooks/okta", self.url))
-            .header("authorization", SECRET)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&delivery(events)).unwrap())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    /// The event's deliveries, by plugin name.
-    async fn deliveries(&self, event: &Value) -> Vec<(String, Value)> {
-        let view = self.get(&format!("/api/events/{}", event["uuid"].as_str().unwrap())).await;
-        let mut ds: Vec<(String, Value)> = view["deliveries"]
-            .as_array()
-            .unwrap_or(&vec![])
-            .iter()
-            .map(|d| (d["plugin"].as_str().unwrap_or_default().to_owned(), d.clone()))
-            .collect();
-        ds.sort_by(|a, b| a.0.cmp(&b.0));
-        ds
-    }
-
-    /// Polls until `done(deliveries of each event)` holds, for at most `within`.
-    async fn wait_for(
-        &self,
-        events: &[Value],
-        within: Duration,
-        what: &str,
-        done: impl Fn(&[(String, Value)]) -> bool,
-    ) {
-        let t = Instant::now();
-        loop {
-            let mut all = Vec::new();
-            for e in events {
-                all.push(self.deliveries(e).await);
-            }
-            if all.iter().all(|ds| done(ds)) {
-                return;
-            }
-            assert!(t.elapsed() < within, "{what} did not happen within {within:?}: {all:#?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+/// Polls until `done(deliveries of each event)` holds, for at most `within`.
+async fn wait_for(
+    serve: &ServeProcess,
+    events: &[Value],
+    within: Duration,
+    what: &str,
+    done: impl Fn(&[(String, Value)]) -> bool,
+) {
+    let t = Instant::now();
+    loop {
+        let mut all = Vec::new();
+        for e in events {
+            all.push(deliveries_of(serve, e).await);
         }
+        if all.iter().all(|ds| done(ds)) {
+            return;
+        }
+        assert!(t.elapsed() < within, "{what} did not happen within {within:?}: {all:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -112,7 +79,7 @@ async fn world() -> World {
 
 /// A service with graph-guest, chat-notify and siem-forward pointed at `w`; `chat` adds
 /// lines to the operator's `[plugins.chat-notify]` table.
-async fn start(dir: &Path, w: &World, chat: &str) -> Serve {
+async fn start(dir: &Path, w: &World, chat: &str) -> ServeProcess {
     let plugins = dir.join("plugins.d");
     std::fs::create_dir_all(&plugins).unwrap();
     for name in ["graph-guest", "chat-notify", "siem-forward"] {
@@ -120,37 +87,16 @@ async fn start(dir: &Path, w: &World, chat: &str) -> Serve {
             std::fs::copy(dist(&format!("{name}.{ext}")), plugins.join(format!("{name}.{ext}"))).unwrap();
         }
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let cache = workspace().join("target/test-artifact-cache");
-    let (graph, cfg) = (w.graph.base_url(), w.graph.config());
-    std::fs::write(
-        dir.join("host.toml"),
-        format!(
-            r#"[server]
-listen = "127.0.0.1:{port}"
-[okta]
-auth_secret = {{ value = "{SECRET}" }}
-[store]
-url = "sqlite://state/hookhost.db"
-[dispatch]
-lease_secs = 5
-[dispatch.retry]
-initial_backoff_ms = 100
-[plugins]
-dir = "plugins.d"
-cache_dir = "{cache}"
-[admin]
-token = {{ value = "{ADMIN}" }}
-[plugins.graph-guest]
-allowed_hosts = ["{graph}"]
-[plugins.graph-guest.config]
-graph_url = "{graph}"
-login_url = "{graph}"
-[plugins.graph-guest.secrets]
-tenant_id = {{ value = "{tenant}" }}
-client_id = {{ value = "{client}" }}
-client_secret = {{ value = "{client_secret}" }}
-[plugins.chat-notify]
+    let (slack, hec) = (w.slack.base_url(), w.hec.base_url());
+    let setup = ServeSetup {
+        okta_secret: SECRET.into(),
+        admin_token: ADMIN.into(),
+        graph_guest: false,
+        plugins_extra: format!("cache_dir = {:?}\n", cache.display().to_string()),
+        extra: format!(
+            r#"{graph_guest}[plugins.chat-notify]
 allowed_hosts = ["{slack}"]
 {chat}
 [plugins.chat-notify.secrets]
@@ -163,39 +109,18 @@ index = "okta"
 [plugins.siem-forward.secrets]
 hec_token = {{ value = "{HEC_TOKEN}" }}
 "#,
-            cache = cache.display(),
-            tenant = cfg.tenant_id,
-            client = cfg.client_id,
-            client_secret = cfg.client_secret,
-            slack = w.slack.base_url(),
+            graph_guest = graph_guest_tables(&w.graph),
             slack_url = w.slack.url(),
-            hec = w.hec.base_url(),
         ),
-    )
-    .unwrap();
+        ..ServeSetup::default()
+    };
+    setup.write(dir, port, None).unwrap();
     // One start at a time: the first (on a cold cache) compiles the Python component, and
     // the next starts from the artifact cache instead of compiling it again alongside.
     static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one_at_a_time = STARTING.lock().await;
-    let child = Command::new(hookhost_bin())
-        .args(["serve", "--config"])
-        .arg(dir.join("host.toml"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let serve = Serve { child, url: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
-    let t = Instant::now();
     // Bundles load before the listener opens; a cold cache compiles the Python component.
-    while !serve.http.get(format!("{}/healthz", serve.url)).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "serve did not become healthy: {}",
-            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    serve
+    ServeProcess::spawn(dir, port, setup, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn added(user: &str, login: &str, name: &str, group_id: &str, group: &str, offset_ms: i64) -> Value {
@@ -218,16 +143,16 @@ async fn one_event_fans_out_to_a_guest_a_chat_message_and_an_audit_record() {
 
     let jane = added("00ujane", "jane@example.net", "Jane Doe", "00gO365", "O365Guest", -2_000);
     let bob = added("00ubob", "bob@example.net", "Bob Brown", "00gENG", "Engineering", -1_000);
-    assert_eq!(serve.post(vec![jane.clone(), bob.clone()]).await, 200);
-    serve.wait_for(&[jane.clone(), bob.clone()], Duration::from_secs(60), "all deliveries done", all_done).await;
+    assert_eq!(serve.post(vec![jane.clone(), bob.clone()]).await, Some(200));
+    wait_for(&serve, &[jane.clone(), bob.clone()], Duration::from_secs(60), "all deliveries done", all_done).await;
 
     // One delivery per subscribed plugin, each its own row with its own history.
-    let ds = serve.deliveries(&jane).await;
+    let ds = deliveries_of(&serve, &jane).await;
     assert_eq!(plugin_names(&ds), ["chat-notify", "graph-guest", "siem-forward"], "{ds:?}");
     let mut components = std::collections::BTreeSet::new();
     for (plugin, d) in &ds {
         assert_eq!(d["attempts"], 1, "{plugin}: {d}");
-        let history = serve.get(&format!("/api/deliveries/{}/attempts", d["id"].as_str().unwrap())).await;
+        let history = serve.get_json(&format!("/api/deliveries/{}/attempts", d["id"].as_str().unwrap())).await;
         let attempts = history["attempts"].as_array().unwrap();
         assert_eq!(attempts.len(), 1, "{plugin}: {history}");
         assert_eq!(attempts[0]["delivery_id"], d["id"], "{plugin}: {history}");
@@ -267,7 +192,7 @@ async fn one_event_fans_out_to_a_guest_a_chat_message_and_an_audit_record() {
     assert_eq!(jane_record["event"]["targets"][1]["displayName"], "O365Guest");
 
     // bob's Engineering event reached only the plugin subscribed to every group.
-    let ds = serve.deliveries(&bob).await;
+    let ds = deliveries_of(&serve, &bob).await;
     assert_eq!(plugin_names(&ds), ["siem-forward"], "{ds:?}");
 }
 
@@ -280,7 +205,7 @@ async fn a_plugin_throttled_for_minutes_does_not_delay_the_others() {
     // The operator routes chat-notify by group id instead of the manifest's display name.
     let serve = start(dir.path(), &w, "groups = [\"00gO365\"]").await;
 
-    let plugins = serve.get("/api/plugins").await;
+    let plugins = serve.get_json("/api/plugins").await;
     let chat = plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "chat-notify").unwrap().clone();
     assert_eq!(chat["groups"], serde_json::json!(["00gO365"]), "{chat}");
     assert_eq!(chat["event_types"], serde_json::json!(["group.user_membership.add", "group.user_membership.remove"]));
@@ -298,21 +223,26 @@ async fn a_plugin_throttled_for_minutes_does_not_delay_the_others() {
             )
         })
         .collect();
-    assert_eq!(serve.post(events.clone()).await, 200);
+    assert_eq!(serve.post(events.clone()).await, Some(200));
 
     // graph-guest and siem-forward finish while every chat-notify delivery waits its five minutes.
-    serve
-        .wait_for(&events, Duration::from_secs(60), "graph-guest and siem-forward done, chat-notify retrying", |ds| {
+    wait_for(
+        &serve,
+        &events,
+        Duration::from_secs(60),
+        "graph-guest and siem-forward done, chat-notify retrying",
+        |ds| {
             ds.len() == 3
                 && ds.iter().all(|(p, d)| match p.as_str() {
                     "chat-notify" => d["status"] == "retrying",
                     _ => d["status"] == "done",
                 })
-        })
-        .await;
+        },
+    )
+    .await;
     let now = chrono::Utc::now();
     for e in &events {
-        let ds = serve.deliveries(e).await;
+        let ds = deliveries_of(&serve, e).await;
         let (_, chat) = ds.iter().find(|(p, _)| p == "chat-notify").unwrap();
         assert_eq!(chat["attempts"], 1, "{chat}");
         let next: chrono::DateTime<chrono::Utc> = chat["next_attempt_at"].as_str().unwrap().parse().unwrap();

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use hookhost_tests::okta::Membership;
 use hookhost_tests::{GraphEmulator, TenantConfig};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    free_port, hookhost_bin, membership, start_with, test_manifest, wasm, write_config_with, Serve, ServeSetup,
+    free_port, hookhost_bin, membership, start_with, test_manifest, wasm, write_config_with, ServeProcess, ServeSetup,
 };
 
 /// A setup without graph-guest (nothing here needs it, and it saves a compile).
@@ -29,7 +29,7 @@ fn bare(setup: ServeSetup) -> ServeSetup {
     ServeSetup { graph_guest: false, ..setup }
 }
 
-async fn serve_with(dir: &Path, setup: ServeSetup) -> Serve {
+async fn serve_with(dir: &Path, setup: ServeSetup) -> ServeProcess {
     let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
     let port = free_port();
     write_config_with(dir, port, &graph, setup.clone());
@@ -50,12 +50,6 @@ fn install(plugins: &Path, name: &str, mode: Option<&str>) -> String {
         ),
         None => String::new(),
     }
-}
-
-/// `GET /api/plugins` → the entry of `name`.
-async fn plugin_status(serve: &Serve, name: &str) -> Value {
-    let all = serve.get_json("/api/plugins").await;
-    all["plugins"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned()).unwrap_or(Value::Null)
 }
 
 /// Finding 1 and 5: a symlinked manifest (pointing at a secret), a FIFO, a malformed
@@ -106,20 +100,20 @@ async fn the_plugin_directory_is_read_without_following_links_or_quoting_files()
     .await;
     let api = serve.get_text("/api/plugins").await.1;
 
-    let y = plugin_status(&serve, "y").await;
+    let y = serve.plugin("y").await;
     let e = y["last_error"].as_str().unwrap_or_default();
     assert_eq!(y["state"], "failed", "{y}");
     assert!(e.contains("y.toml") && e.contains("symbolic link") && e.contains("not a regular file"), "{e}");
-    let f = plugin_status(&serve, "f").await;
+    let f = serve.plugin("f").await;
     let e = f["last_error"].as_str().unwrap_or_default();
     assert!(e.contains("f.toml") && e.contains("FIFO"), "{f}");
     for name in ["z", "v"] {
-        let s = plugin_status(&serve, name).await;
+        let s = serve.plugin(name).await;
         let e = s["last_error"].as_str().unwrap_or_default();
         assert_eq!(s["state"], "failed", "{s}");
         assert!(e.contains(&format!("{name}.toml")) && e.contains("line "), "{name}: {e}");
     }
-    let big = plugin_status(&serve, "big").await;
+    let big = serve.plugin("big").await;
     let e = big["last_error"].as_str().unwrap_or_default();
     assert_eq!(big["state"], "failed", "{big}");
     assert!(

@@ -6,15 +6,15 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hookhost_tests::okta::{delivery, group_membership_event, timestamp, Membership};
+use hookhost_tests::okta::{group_membership_event, timestamp, Membership};
 use serde_json::Value;
 
-use crate::support::{hookhost_bin, test_manifest, wasm};
+use crate::support::{free_port, start_with, test_manifest, wasm, ServeProcess, ServeSetup};
 
 const SECRET: &str = "Basic aG90OnJlbG9hZA==";
 const ADMIN: &str = "reload-admin";
@@ -25,182 +25,54 @@ const PATIENCE: Duration = Duration::from_secs(30);
 struct Host {
     dir: tempfile::TempDir,
     port: u16,
+    setup: ServeSetup,
 }
 
 impl Host {
-    fn new(extra_config: &str) -> Host {
+    /// A host with no plugin installed; `plugins_extra` goes into `[plugins]`, `extra` after.
+    fn new(plugins_extra: &str, extra: &str) -> Host {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        std::fs::create_dir_all(dir.path().join("plugins.d")).unwrap();
-        std::fs::write(
-            dir.path().join("host.toml"),
-            format!(
-                r#"[server]
-listen = "127.0.0.1:{port}"
-[okta]
-auth_secret = {{ value = "{SECRET}" }}
-[store]
-url = "sqlite://state/hookhost.db"
-[dispatch]
-lease_secs = 5
-[dispatch.retry]
-initial_backoff_ms = 100
-[admin]
-token = {{ value = "{ADMIN}" }}
-{extra_config}
-"#
-            ),
-        )
-        .unwrap();
-        Host { dir, port }
+        let port = free_port();
+        let setup = ServeSetup {
+            okta_secret: SECRET.into(),
+            admin_token: ADMIN.into(),
+            graph_guest: false,
+            plugins_extra: plugins_extra.into(),
+            extra: extra.into(),
+            ..ServeSetup::default()
+        };
+        setup.write(dir.path(), port, None).unwrap();
+        Host { dir, port, setup }
     }
 
     fn plugins(&self) -> PathBuf {
         self.dir.path().join("plugins.d")
     }
 
-    async fn start(&self) -> Serve {
-        let log = self.dir.path().join(format!("serve-{}.log", fastrand::u32(..)));
-        let child = Command::new(hookhost_bin())
-            .args(["serve", "--config"])
-            .arg(self.dir.path().join("host.toml"))
-            .current_dir("/")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let serve = Serve { child, url: format!("http://127.0.0.1:{}", self.port), log };
-        let http = reqwest::Client::new();
-        let t = Instant::now();
-        loop {
-            if let Ok(r) = http.get(format!("{}/healthz", serve.url)).send().await {
-                if r.status().is_success() {
-                    return serve;
-                }
-            }
-            assert!(t.elapsed() < PATIENCE, "serve did not become healthy:\n{}", serve.log_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    async fn start(&self) -> ServeProcess {
+        start_with(self.dir.path(), self.port, self.setup.clone()).await
     }
 }
 
-struct Serve {
-    child: Child,
-    url: String,
-    log: PathBuf,
+async fn wait_version(serve: &ServeProcess, name: &str, version: &str) -> Value {
+    serve.wait_plugin(name, &format!("active {version}"), |p| p["state"] == "active" && p["version"] == version).await
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn event(serve: &ServeProcess, uuid: &str) -> Value {
+    serve.get_json(&format!("/api/events/{uuid}")).await
 }
 
-impl Serve {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let r = reqwest::Client::new().get(format!("{}{path}", self.url)).bearer_auth(ADMIN).send().await.unwrap();
-        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null)
-    }
-
-    async fn post_events(&self, events: Vec<Value>) {
-        let status = reqwest::Client::new()
-            .post(format!("{}/hooks/okta", self.url))
-            .header("authorization", SECRET)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&delivery(events)).unwrap())
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 200);
-    }
-
-    async fn plugin(&self, name: &str) -> Value {
-        let all = self.get("/api/plugins").await;
-        all["plugins"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned()).unwrap_or(Value::Null)
-    }
-
-    /// Polls `/api/plugins` until plugin `name` satisfies `ok`; returns its status.
-    async fn wait_plugin(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let t = Instant::now();
-        loop {
-            let p = self.plugin(name).await;
-            if ok(&p) {
-                return p;
-            }
-            assert!(t.elapsed() < PATIENCE, "plugin {name} never became {what}: {p}\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
+/// Waits until the (single) delivery of event `e` is done or dead; returns it.
+async fn settled(serve: &ServeProcess, e: &Value) -> Value {
+    let t = Instant::now();
+    loop {
+        let v = event(serve, e["uuid"].as_str().unwrap()).await;
+        let d = &v["deliveries"][0];
+        if matches!(d["status"].as_str(), Some("done" | "dead")) {
+            return d.clone();
         }
-    }
-
-    async fn wait_version(&self, name: &str, version: &str) -> Value {
-        self.wait_plugin(name, &format!("active {version}"), |p| p["state"] == "active" && p["version"] == version)
-            .await
-    }
-
-    async fn event(&self, uuid: &str) -> Value {
-        self.get(&format!("/api/events/{uuid}")).await
-    }
-
-    /// Waits until the (single) delivery of event `e` is done or dead; returns it.
-    async fn settled(&self, e: &Value) -> Value {
-        let t = Instant::now();
-        loop {
-            let v = self.event(e["uuid"].as_str().unwrap()).await;
-            let d = &v["deliveries"][0];
-            if matches!(d["status"].as_str(), Some("done" | "dead")) {
-                return d.clone();
-            }
-            assert!(t.elapsed() < PATIENCE, "delivery did not settle: {v}\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn attempts(&self, delivery_id: &str) -> Vec<Value> {
-        self.get(&format!("/api/deliveries/{delivery_id}/attempts")).await["attempts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Every delivery with `status`, following the `next` cursor.
-    async fn deliveries(&self, status: &str) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let q = match &after {
-                Some(a) => format!("/api/deliveries?status={status}&limit=1000&after={a}"),
-                None => format!("/api/deliveries?status={status}&limit=1000"),
-            };
-            let page = self.get(&q).await;
-            out.extend(page["deliveries"].as_array().cloned().unwrap_or_default());
-            match page["next"].as_str() {
-                Some(n) => after = Some(n.to_owned()),
-                None => return out,
-            }
-        }
-    }
-
-    /// A counter from `/metrics` (summed over labels).
-    async fn metric(&self, name: &str) -> u64 {
-        let text = reqwest::Client::new()
-            .get(format!("{}/metrics", self.url))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        assert!(t.elapsed() < PATIENCE, "delivery did not settle: {v}\n{}", serve.run_log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -305,13 +177,13 @@ timeout_ms = 10000
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_loses_nothing_and_records_each_version() {
-    let host = Host::new("[plugins]\ndir = \"plugins.d\"\n");
+    let host = Host::new("", "");
     let a = std::fs::read(wasm("echo")).unwrap();
     let b = variant(&a, "b");
     let (sha_a, sha_b) = (sha256_hex(&a), sha256_hex(&b));
     deploy_in_place(&host.plugins(), "echo", &a, &echo_manifest("1.0.0"));
     let serve = Arc::new(host.start().await);
-    serve.wait_version("echo", "1.0.0").await;
+    wait_version(&serve, "echo", "1.0.0").await;
 
     // Load: batches of 10 events (one user each) every 20 ms until the swaps are over and
     // at least 500 events are in.
@@ -323,7 +195,7 @@ async fn reload_under_load_loses_nothing_and_records_each_version() {
             let mut events = Vec::new();
             while swapping.load(Ordering::SeqCst) || events.len() < 500 {
                 let batch: Vec<Value> = (0..10).map(|i| add_event(&format!("load{}", events.len() + i))).collect();
-                serve.post_events(batch.clone()).await;
+                assert_eq!(serve.post(batch.clone()).await, Some(200));
                 events.extend(batch);
                 posted.store(events.len(), Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -343,7 +215,7 @@ async fn reload_under_load_loses_nothing_and_records_each_version() {
         } else {
             deploy_in_place(&host.plugins(), "echo", bytes, &echo_manifest(&version));
         }
-        let p = serve.wait_version("echo", &version).await;
+        let p = wait_version(&serve, "echo", &version).await;
         assert_eq!(p["last_error"], Value::Null, "{p}");
         assert_eq!(p["sha256"], if i % 2 == 1 { sha_b.as_str() } else { sha_a.as_str() }, "{p}");
         versions.insert(version);
@@ -363,7 +235,7 @@ async fn reload_under_load_loses_nothing_and_records_each_version() {
         if busy == 0 {
             break;
         }
-        assert!(t.elapsed() < PATIENCE, "{busy} deliveries still busy\n{}", serve.log_text());
+        assert!(t.elapsed() < PATIENCE, "{busy} deliveries still busy\n{}", serve.run_log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(serve.deliveries("dead").await, Vec::<Value>::new());
@@ -386,16 +258,16 @@ async fn reload_under_load_loses_nothing_and_records_each_version() {
     }
     assert!(seen.len() >= 6, "attempts ran on only {seen:?}");
     // Two wasm builds, compiled once each; every other swap reused a compiled component.
-    assert_eq!(serve.metric("hookhost_plugin_compiles_total").await, 2, "{}", serve.log_text());
+    assert_eq!(serve.metric("hookhost_plugin_compiles_total").await, 2, "{}", serve.run_log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_bundles_are_refused_while_the_old_version_serves() {
-    let host = Host::new("[plugins]\ndir = \"plugins.d\"\n");
+    let host = Host::new("", "");
     let good = std::fs::read(wasm("echo")).unwrap();
     deploy_in_place(&host.plugins(), "echo", &good, &echo_manifest("1.0.0"));
     let serve = host.start().await;
-    serve.wait_version("echo", "1.0.0").await;
+    wait_version(&serve, "echo", "1.0.0").await;
     let dir = host.plugins();
 
     // A truncated wasm (a copy cut short), a component of the wrong world, a manifest with
@@ -421,8 +293,8 @@ async fn broken_bundles_are_refused_while_the_old_version_serves() {
         assert_eq!(p["version"], "1.0.0", "{what}: {p}");
 
         let e = add_event(&format!("broken-{}", what.replace(' ', "-")));
-        serve.post_events(vec![e.clone()]).await;
-        let d = serve.settled(&e).await;
+        assert_eq!(serve.post(vec![e.clone()]).await, Some(200));
+        let d = settled(&serve, &e).await;
         assert_eq!(d["status"], "done", "{what}: {d}");
         assert_eq!(d["plugin_version"], "1.0.0", "{what}: {d}");
     }
@@ -437,26 +309,26 @@ async fn broken_bundles_are_refused_while_the_old_version_serves() {
 
     // A good bundle clears the error.
     deploy_by_rename(&dir, "echo", &good, &echo_manifest("2.1.0"));
-    let p = serve.wait_version("echo", "2.1.0").await;
+    let p = wait_version(&serve, "echo", "2.1.0").await;
     assert_eq!(p["last_error"], Value::Null, "{p}");
     let e = add_event("broken-fixed");
-    serve.post_events(vec![e.clone()]).await;
-    assert_eq!(serve.settled(&e).await["plugin_version"], "2.1.0");
+    assert_eq!(serve.post(vec![e.clone()]).await, Some(200));
+    assert_eq!(settled(&serve, &e).await["plugin_version"], "2.1.0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_plugin_s_deliveries_wait_and_resume_when_it_returns() {
     let url = origin(Duration::from_millis(700)).await;
     // One attempt at a time, each ~0.7 s: the queue is still full when the bundle goes.
-    let host = Host::new("[plugins]\ndir = \"plugins.d\"\n[plugins.fetcher]\nmax_concurrency = 1\n");
+    let host = Host::new("", "[plugins.fetcher]\nmax_concurrency = 1\n");
     let hostile = std::fs::read(wasm("hostile")).unwrap();
     let add = r#"["group.user_membership.add"]"#;
     deploy_in_place(&host.plugins(), "fetcher", &hostile, &fetcher_manifest("1.0.0", &url, &[&url], add));
     let serve = host.start().await;
-    serve.wait_version("fetcher", "1.0.0").await;
+    wait_version(&serve, "fetcher", "1.0.0").await;
 
     let events: Vec<Value> = (0..4).map(|n| add_event(&format!("waiting{n}"))).collect();
-    serve.post_events(events.clone()).await;
+    assert_eq!(serve.post(events.clone()).await, Some(200));
     // Wait until the first attempt runs, then take the bundle away (moved out of the folder).
     let t = Instant::now();
     while serve.deliveries("running").await.is_empty() {
@@ -475,25 +347,25 @@ async fn a_removed_plugin_s_deliveries_wait_and_resume_when_it_returns() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut statuses = Vec::new();
     for e in &events {
-        let v = serve.event(e["uuid"].as_str().unwrap()).await;
+        let v = event(&serve, e["uuid"].as_str().unwrap()).await;
         statuses.push(v["deliveries"][0]["status"].as_str().unwrap().to_string());
     }
     assert_eq!(statuses.iter().filter(|s| *s == "done").count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| *s == "pending").count(), 3, "{statuses:?}");
     // While it is gone, new events do not subscribe it.
     let orphan = add_event("while-removed");
-    serve.post_events(vec![orphan.clone()]).await;
-    assert_eq!(serve.event(orphan["uuid"].as_str().unwrap()).await["deliveries"], serde_json::json!([]));
+    assert_eq!(serve.post(vec![orphan.clone()]).await, Some(200));
+    assert_eq!(event(&serve, orphan["uuid"].as_str().unwrap()).await["deliveries"], serde_json::json!([]));
 
     // It returns as 1.0.1: the waiting deliveries run on it.
     std::fs::write(aside.join("fetcher.toml"), fetcher_manifest("1.0.1", &url, &[&url], add)).unwrap();
     for f in ["fetcher.wasm", "fetcher.toml"] {
         std::fs::rename(aside.join(f), host.plugins().join(f)).unwrap();
     }
-    serve.wait_version("fetcher", "1.0.1").await;
+    wait_version(&serve, "fetcher", "1.0.1").await;
     let mut versions = Vec::new();
     for e in &events {
-        let d = serve.settled(e).await;
+        let d = settled(&serve, e).await;
         assert_eq!(d["status"], "done", "{d}");
         versions.push(d["plugin_version"].as_str().unwrap().to_string());
     }
@@ -504,28 +376,28 @@ async fn a_removed_plugin_s_deliveries_wait_and_resume_when_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_changes_to_grants_and_subscriptions_take_effect() {
     let url = origin(Duration::ZERO).await;
-    let host = Host::new("[plugins]\ndir = \"plugins.d\"\n");
+    let host = Host::new("", "");
     let hostile = std::fs::read(wasm("hostile")).unwrap();
     let dir = host.plugins();
     let add = r#"["group.user_membership.add"]"#;
     deploy_in_place(&dir, "fetcher", &hostile, &fetcher_manifest("1.0.0", &url, &[], add));
     let serve = host.start().await;
-    serve.wait_version("fetcher", "1.0.0").await;
+    wait_version(&serve, "fetcher", "1.0.0").await;
 
     // No grant: the call is refused and the delivery ends dead, naming why.
     let e = add_event("grant-before");
-    serve.post_events(vec![e.clone()]).await;
-    let d = serve.settled(&e).await;
+    assert_eq!(serve.post(vec![e.clone()]).await, Some(200));
+    let d = settled(&serve, &e).await;
     assert_eq!(d["status"], "dead", "{d}");
     assert!(d["last_error"].as_str().unwrap().contains("denied"), "{d}");
 
     // Same wasm, manifest granting the origin: a new version, and the call goes through.
     deploy_by_rename(&dir, "fetcher", &hostile, &fetcher_manifest("1.0.1", &url, &[&url], add));
-    let p = serve.wait_version("fetcher", "1.0.1").await;
+    let p = wait_version(&serve, "fetcher", "1.0.1").await;
     assert_eq!(p["allowed_hosts"], serde_json::json!([url]), "{p}");
     let e = add_event("grant-after");
-    serve.post_events(vec![e.clone()]).await;
-    let d = serve.settled(&e).await;
+    assert_eq!(serve.post(vec![e.clone()]).await, Some(200));
+    let d = settled(&serve, &e).await;
     assert_eq!(d["status"], "done", "{d}");
     let attempts = serve.attempts(d["id"].as_str().unwrap()).await;
     assert_eq!(attempts[0]["plugin_version"], "1.0.1");
@@ -537,11 +409,11 @@ async fn manifest_changes_to_grants_and_subscriptions_take_effect() {
         &hostile,
         &fetcher_manifest("1.0.2", &url, &[&url], r#"["group.user_membership.remove"]"#),
     );
-    let p = serve.wait_version("fetcher", "1.0.2").await;
+    let p = wait_version(&serve, "fetcher", "1.0.2").await;
     assert_eq!(p["event_types"], serde_json::json!(["group.user_membership.remove"]));
     let e = add_event("unsubscribed");
-    serve.post_events(vec![e.clone()]).await;
-    assert_eq!(serve.event(e["uuid"].as_str().unwrap()).await["deliveries"], serde_json::json!([]));
+    assert_eq!(serve.post(vec![e.clone()]).await, Some(200));
+    assert_eq!(event(&serve, e["uuid"].as_str().unwrap()).await["deliveries"], serde_json::json!([]));
 
     // Manifest-only changes never recompile.
     assert_eq!(serve.metric("hookhost_plugin_compiles_total").await, 1);
@@ -549,12 +421,12 @@ async fn manifest_changes_to_grants_and_subscriptions_take_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_cache_restart_does_not_compile() {
-    let host = Host::new("[plugins]\ndir = \"plugins.d\"\n");
+    let host = Host::new("", "");
     let echo = std::fs::read(wasm("echo")).unwrap();
     deploy_in_place(&host.plugins(), "echo", &echo, &echo_manifest("1.0.0"));
 
     let cold = host.start().await;
-    cold.wait_version("echo", "1.0.0").await;
+    wait_version(&cold, "echo", "1.0.0").await;
     assert_eq!(cold.metric("hookhost_plugin_compiles_total").await, 1);
     assert_eq!(cold.metric("hookhost_plugin_cache_loads_total").await, 0);
     drop(cold);
@@ -569,13 +441,13 @@ async fn a_warm_cache_restart_does_not_compile() {
     assert_eq!(entries[0].file_name().unwrap().to_str().unwrap(), format!("{sha}.cwasm"));
 
     let warm = host.start().await;
-    warm.wait_version("echo", "1.0.0").await;
-    assert_eq!(warm.metric("hookhost_plugin_compiles_total").await, 0, "{}", warm.log_text());
+    wait_version(&warm, "echo", "1.0.0").await;
+    assert_eq!(warm.metric("hookhost_plugin_compiles_total").await, 0, "{}", warm.run_log());
     assert_eq!(warm.metric("hookhost_plugin_cache_loads_total").await, 1);
-    assert!(warm.log_text().contains("component loaded from cache"));
+    assert!(warm.run_log().contains("component loaded from cache"));
     let e = add_event("warm");
-    warm.post_events(vec![e.clone()]).await;
-    assert_eq!(warm.settled(&e).await["status"], "done");
+    assert_eq!(warm.post(vec![e.clone()]).await, Some(200));
+    assert_eq!(settled(&warm, &e).await["status"], "done");
     drop(warm);
 
     // A damaged entry is never loaded: discarded, compiled again, rewritten.
@@ -584,19 +456,19 @@ async fn a_warm_cache_restart_does_not_compile() {
     bytes[mid] ^= 0x55;
     std::fs::write(&entries[0], &bytes).unwrap();
     let again = host.start().await;
-    again.wait_version("echo", "1.0.0").await;
+    wait_version(&again, "echo", "1.0.0").await;
     assert_eq!(again.metric("hookhost_plugin_compiles_total").await, 1);
-    assert!(again.log_text().contains("discarding a damaged cached artifact"), "{}", again.log_text());
+    assert!(again.run_log().contains("discarding a damaged cached artifact"), "{}", again.run_log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_watch_a_reload_request_or_sighup_rescans() {
-    let host = Host::new("[plugins]\ndir = \"plugins.d\"\nwatch = false\n");
+    let host = Host::new("watch = false\n", "");
     let echo = std::fs::read(wasm("echo")).unwrap();
     let dir = host.plugins();
     deploy_in_place(&dir, "echo", &echo, &echo_manifest("1.0.0"));
     let serve = host.start().await;
-    serve.wait_version("echo", "1.0.0").await;
+    wait_version(&serve, "echo", "1.0.0").await;
 
     deploy_by_rename(&dir, "echo", &echo, &echo_manifest("1.0.1"));
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -619,5 +491,5 @@ async fn without_watch_a_reload_request_or_sighup_rescans() {
     deploy_by_rename(&dir, "echo", &echo, &echo_manifest("1.0.2"));
     let status = Command::new("kill").args(["-HUP", &serve.child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    serve.wait_version("echo", "1.0.2").await;
+    wait_version(&serve, "echo", "1.0.2").await;
 }

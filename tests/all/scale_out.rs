@@ -12,7 +12,7 @@
 //! - Both hosts started at once on a new database: the migrations run once.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::Method;
 use hookhost::store::postgres::testing::TestDatabase;
@@ -20,7 +20,9 @@ use hookhost_tests::okta::Membership;
 use hookhost_tests::{Fault, GraphEmulator, TenantConfig};
 use serde_json::Value;
 
-use crate::support::{free_port, guests, membership, start_with, write_config_with, Serve, ServeSetup};
+use crate::support::{
+    free_port, guests, membership, start_with, wait_until, write_config_with, ServeProcess, ServeSetup,
+};
 
 fn pg_database(label: &str) -> TestDatabase {
     TestDatabase::create(label).unwrap_or_else(|e| panic!("{e}"))
@@ -44,13 +46,13 @@ fn pair(graph: &GraphEmulator, db: &TestDatabase, setup: ServeSetup) -> Pair {
 }
 
 impl Pair {
-    async fn start(&self, i: usize) -> Serve {
+    async fn start(&self, i: usize) -> ServeProcess {
         start_with(self.dirs[i].path(), self.ports[i], self.setup.clone()).await
     }
 }
 
 /// Attempts this process ran, from its own `/metrics` (labelled with its host id).
-async fn attempts_run(serve: &Serve) -> (String, u64) {
+async fn attempts_run(serve: &ServeProcess) -> (String, u64) {
     let (_, text) = serve.get_text("/metrics").await;
     let line = text.lines().find(|l| l.starts_with("hookhost_attempt_duration_seconds_count{")).unwrap_or("");
     let host = line.split("host=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string();
@@ -65,14 +67,6 @@ fn graph_writes(graph: &GraphEmulator) -> (BTreeMap<String, usize>, usize) {
         *invites.entry(invitation.email).or_insert(0) += 1;
     }
     (invites, graph.deleted_users().len())
-}
-
-async fn wait_until(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> bool) {
-    let t = Instant::now();
-    while !ok().await {
-        assert!(t.elapsed() < within, "timed out after {within:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +92,7 @@ async fn two_hosts_on_one_postgres_run_every_event_once_and_each_users_in_order(
     }
     let mut both = 0;
     for (to, events) in sends {
-        let targets: &[&Serve] = match to {
+        let targets: &[&ServeProcess] = match to {
             0 => &[&a],
             1 => &[&b],
             _ => {
@@ -212,19 +206,6 @@ async fn a_host_killed_mid_stream_has_its_work_finished_by_the_other_after_the_l
     }
 }
 
-/// SIGTERM: the process stops claiming, waits `server.shutdown_grace_secs` for running
-/// attempts, then releases what it still holds.
-fn terminate(serve: &mut Serve) {
-    let pid = serve.child.id().to_string();
-    let ok = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success();
-    assert!(ok, "kill -TERM {pid}");
-    let t = Instant::now();
-    while serve.child.try_wait().unwrap().is_none() {
-        assert!(t.elapsed() < Duration::from_secs(30), "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_shutdown_hands_its_claims_over_without_waiting_for_the_lease() {
     const USERS: u32 = 6;
@@ -251,7 +232,7 @@ async fn a_graceful_shutdown_hands_its_claims_over_without_waiting_for_the_lease
         !a.deliveries("running").await.is_empty()
     })
     .await;
-    terminate(&mut a);
+    a.terminate();
     assert!(a.logs().contains("released"), "host A says it released its claims: {}", a.logs());
 
     let b = hosts.start(1).await;

@@ -10,7 +10,9 @@ use std::process::Command;
 use hookhost_tests::{GraphEmulator, TenantConfig};
 use serde_json::Value;
 
-use crate::support::{free_port, hookhost_bin, start_with, test_manifest, wasm, write_config_with, Serve, ServeSetup};
+use crate::support::{
+    free_port, hookhost_bin, start_with, test_manifest, wasm, write_config_with, ServeProcess, ServeSetup,
+};
 
 /// Debian's minisign tool; the test fails (never skips) without it.
 fn minisign() -> Command {
@@ -54,7 +56,7 @@ fn hookhost_sign(key: &Path, toml: &Path) {
     run(Command::new(hookhost_bin()).args(["plugin", "sign", "--key"]).arg(key).arg(toml));
 }
 
-async fn reload_and_status(serve: &Serve) -> Value {
+async fn reload_and_status(serve: &ServeProcess) -> Value {
     let r = serve.admin(reqwest::Method::POST, "/api/plugins/reload").send().await.unwrap();
     assert!(r.status().is_success(), "reload: {}", r.status());
     let all = serve.get_json("/api/plugins").await;

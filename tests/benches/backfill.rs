@@ -10,12 +10,12 @@
 //! plugins (the backfill command only stores; serve's dispatch runs the echo plugin meanwhile,
 //! which is cheap). Last line: one JSON object.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookhost_tests::okta::{self as okta_events, Membership};
+use hookhost_tests::serve::{free_port, hookhost_bin, wasm, workspace, ServeProcess, ServeSetup};
 use hookhost_tests::OktaEmulator;
 use serde_json::Value;
 
@@ -24,32 +24,21 @@ const SENDERS: usize = 16;
 const TOKEN: &str = "bench-okta-token";
 const SECRET: &str = "Basic YmVuY2g6YmVuY2g=";
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn required(path: PathBuf) -> PathBuf {
-    assert!(path.exists(), "{} is missing: run `make build` first (make bench does)", path.display());
-    path
-}
-
 /// A folder with host.toml (store, echo bundle, Okta API pointing at the emulator).
-fn setup(okta_url: &str) -> (tempfile::TempDir, u16) {
+fn setup(okta_url: &str) -> (tempfile::TempDir, u16, ServeSetup) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let port = free_port();
     let plugins = dir.path().join("plugins.d");
     std::fs::create_dir_all(&plugins).expect("plugins.d");
-    std::fs::copy(required(workspace().join("target/wasm32-wasip2/release/echo.wasm")), plugins.join("echo.wasm"))
-        .expect("echo.wasm");
+    std::fs::copy(wasm("echo"), plugins.join("echo.wasm")).expect("echo.wasm");
     std::fs::copy(workspace().join("tests/plugins/echo/echo.toml"), plugins.join("echo.toml")).expect("echo.toml");
-    std::fs::write(
-        dir.path().join("host.toml"),
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[okta]\nauth_secret = {{ value = \"{SECRET}\" }}\norg_url = \"{okta_url}\"\napi_token = {{ value = \"{TOKEN}\" }}\n[store]\nurl = \"sqlite://hookhost.db\"\n[plugins]\ndir = \"plugins.d\"\n[admin]\ntoken = {{ value = \"bench-admin\" }}\n"
-        ),
-    )
-    .expect("host.toml");
-    (dir, port)
+    let setup = ServeSetup {
+        okta_secret: SECRET.into(),
+        okta_extra: format!("org_url = \"{okta_url}\"\napi_token = {{ value = \"{TOKEN}\" }}\n"),
+        ..ServeSetup::plain()
+    };
+    setup.write(dir.path(), port, None).expect("host.toml");
+    (dir, port, setup)
 }
 
 fn events(n: usize) -> Vec<Value> {
@@ -68,20 +57,11 @@ fn events(n: usize) -> Vec<Value> {
         .collect()
 }
 
-/// Kills serve when dropped.
-struct Serve(Child);
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn by_system_log(okta: &OktaEmulator) -> Duration {
-    let (dir, _) = setup(&okta.base_url());
+    let (dir, _, _) = setup(&okta.base_url());
     let since = okta_events::timestamp(-3_600_000);
     let start = Instant::now();
-    let out = Command::new(required(workspace().join("target/release/hookhost")))
+    let out = Command::new(hookhost_bin().expect("hookhost binary"))
         .args(["backfill", "--config"])
         .arg(dir.path().join("host.toml"))
         .args(["--since", &since])
@@ -97,22 +77,10 @@ async fn by_system_log(okta: &OktaEmulator) -> Duration {
 }
 
 async fn by_hook(okta: &OktaEmulator, events: &[Value]) -> Duration {
-    let (dir, port) = setup(&okta.base_url());
-    let child = Command::new(required(workspace().join("target/release/hookhost")))
-        .args(["serve", "--config"])
-        .arg(dir.path().join("host.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn hookhost serve");
-    let _serve = Serve(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let probe = reqwest::Client::new();
-    let waited = Instant::now();
-    while !probe.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(waited.elapsed() < Duration::from_secs(120), "serve did not become healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (dir, port, setup) = setup(&okta.base_url());
+    let serve =
+        ServeProcess::spawn(dir.path(), port, setup, Duration::from_secs(120)).await.expect("hookhost serve starts");
+    let base = serve.url.clone();
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         events.iter().map(|e| serde_json::to_vec(&okta_events::delivery(vec![e.clone()])).expect("json")).collect(),
     );

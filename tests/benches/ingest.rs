@@ -34,6 +34,7 @@ use hookhost::runtime::{EngineOptions, Runtime};
 use hookhost::secret::Secret;
 use hookhost::store::{SqliteStore, Store};
 use hookhost_tests::okta::{self as okta_events, Membership};
+use hookhost_tests::serve::workspace;
 
 const SENDERS: usize = 32;
 const WARMUP: usize = 64;
@@ -41,10 +42,6 @@ const COUNT: usize = 5_000;
 const ROUNDS: usize = 2;
 const PATH: &str = "/hooks/okta";
 const AUTH: &str = "Basic bench";
-
-fn workspace() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// `n` single-event deliveries, serialized, and their LogEvent uuids.
 fn deliveries(n: usize, tag: &str) -> (Vec<Bytes>, Vec<String>) {

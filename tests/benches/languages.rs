@@ -15,7 +15,6 @@
 //! Needs `make build` (the host and `dist/plugins`). Last line: one JSON object.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,7 @@ use hookhost::config::PluginOverride;
 use hookhost::okta::Event;
 use hookhost::registry::{self, ArtifactCache, PluginBundle};
 use hookhost::runtime::{AttemptResult, EngineOptions, KvBackend, LoadedPlugin, MemoryKv, PluginIdentity, Runtime};
+use hookhost_tests::serve::{free_port, workspace, ServeProcess, ServeSetup};
 use hookhost_tests::{WebhookKind, WebhookReceiver};
 
 const RUST_EVENTS: usize = 2_000;
@@ -30,10 +30,6 @@ const PYTHON_EVENTS: usize = 300;
 const WARMUP: usize = 20;
 const COLD_STARTS: usize = 2;
 const WARM_STARTS: usize = 3;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn dist(file: &str) -> PathBuf {
     let p = workspace().join("dist/plugins").join(file);
@@ -126,27 +122,11 @@ fn over(text: &str) -> PluginOverride {
 }
 
 /// Spawn to `/healthz` 200 of `hookhost serve` with the three shipped bundles.
-async fn start_once(dir: &Path, port: u16) -> Duration {
+async fn start_once(dir: &Path, port: u16, setup: &ServeSetup) -> Duration {
     let t = Instant::now();
-    let mut child = Command::new(workspace().join("target/release/hookhost"))
-        .args(["serve", "--config"])
-        .arg(dir.join("host.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn hookhost serve (make build)");
-    let http = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    loop {
-        if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(300), "serve did not start");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let serve = ServeProcess::spawn(dir, port, setup.clone(), Duration::from_secs(300)).await.expect("serve starts");
     let took = t.elapsed();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serve);
     took
 }
 
@@ -159,23 +139,18 @@ async fn startup() -> (f64, f64) {
             std::fs::copy(dist(&format!("{name}.{ext}")), plugins.join(format!("{name}.{ext}"))).expect("copy");
         }
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    std::fs::write(
-        dir.path().join("host.toml"),
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[okta]\nauth_secret = {{ value = \"x\" }}\n[store]\nurl = \"sqlite://hookhost.db\"\n[plugins]\ndir = \"plugins.d\"\nwatch = false\n"
-        ),
-    )
-    .expect("config");
+    let port = free_port();
+    let setup = ServeSetup { plugins_extra: "watch = false\n".into(), ..ServeSetup::plain() };
+    setup.write(dir.path(), port, None).expect("config");
     let cache = plugins.join(".cache");
     let mut cold = Vec::new();
     for _ in 0..COLD_STARTS {
         let _ = std::fs::remove_dir_all(&cache);
-        cold.push(start_once(dir.path(), port).await);
+        cold.push(start_once(dir.path(), port, &setup).await);
     }
     let mut warm = Vec::new();
     for _ in 0..WARM_STARTS {
-        warm.push(start_once(dir.path(), port).await);
+        warm.push(start_once(dir.path(), port, &setup).await);
     }
     (median_ms(cold), median_ms(warm))
 }

@@ -17,9 +17,10 @@
 //!
 //! Last line: `{"bench":"reload","swap_p50_ms":…,"swap_max_ms":…,"start_cold_ms":…,"start_warm_ms":…}`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use hookhost_tests::serve::{free_port, wasm as wasm_path, workspace, ServeProcess, ServeSetup};
 
 const ADMIN: &str = "bench-admin";
 const SWAPS: usize = 20;
@@ -27,33 +28,10 @@ const COLD_STARTS: usize = 3;
 const WARM_STARTS: usize = 5;
 const POLL: Duration = Duration::from_millis(5);
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn required(p: PathBuf) -> PathBuf {
-    if !p.exists() {
-        eprintln!("{} is missing: run `make build` first (make bench does)", p.display());
-        std::process::exit(2);
-    }
-    p
-}
-
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct Bench {
     dir: tempfile::TempDir,
     port: u16,
+    setup: ServeSetup,
     http: reqwest::Client,
 }
 
@@ -63,28 +41,11 @@ impl Bench {
     }
 
     /// Spawns serve; returns it and the time from spawn to `/healthz` 200.
-    async fn start(&self) -> (Serve, Duration) {
-        let log = std::fs::File::create(self.dir.path().join("serve.log")).expect("log file");
+    async fn start(&self) -> (ServeProcess, Duration) {
         let t = Instant::now();
-        let child = Command::new(required(workspace().join("target/release/hookhost")))
-            .args(["serve", "--config"])
-            .arg(self.dir.path().join("host.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn hookhost serve");
-        let serve = Serve { child, url: format!("http://127.0.0.1:{}", self.port) };
-        loop {
-            if let Ok(r) = self.http.get(format!("{}/healthz", serve.url)).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            if t.elapsed() > Duration::from_secs(60) {
-                panic!("serve did not become healthy; see {}", self.dir.path().join("serve.log").display());
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let serve = ServeProcess::spawn(self.dir.path(), self.port, self.setup.clone(), Duration::from_secs(60))
+            .await
+            .expect("hookhost serve starts");
         let ready = t.elapsed();
         let v = self.version(&serve).await;
         assert!(v.is_some(), "graph-guest is not active after start");
@@ -92,7 +53,7 @@ impl Bench {
     }
 
     /// graph-guest's version if it is active.
-    async fn version(&self, serve: &Serve) -> Option<String> {
+    async fn version(&self, serve: &ServeProcess) -> Option<String> {
         let r = self.http.get(format!("{}/api/plugins", serve.url)).bearer_auth(ADMIN).send().await.ok()?;
         let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
         let p = v["plugins"].as_array()?.iter().find(|p| p["name"] == "graph-guest")?.clone();
@@ -100,7 +61,7 @@ impl Bench {
     }
 
     /// Deploys (write beside, rename) and returns the time until the version serves.
-    async fn swap(&self, serve: &Serve, wasm: &[u8], manifest: &str, version: &str) -> Duration {
+    async fn swap(&self, serve: &ServeProcess, wasm: &[u8], manifest: &str, version: &str) -> Duration {
         let dir = self.plugins();
         let manifest = manifest.replace("version = \"0.1.0\"", &format!("version = \"{version}\""));
         std::fs::write(dir.join("graph-guest.wasm.tmp"), wasm).expect("write wasm");
@@ -113,7 +74,7 @@ impl Bench {
                 return t.elapsed();
             }
             if t.elapsed() > Duration::from_secs(60) {
-                panic!("version {version} never served; see {}", self.dir.path().join("serve.log").display());
+                panic!("version {version} never served:\n{}", serve.run_log());
             }
             tokio::time::sleep(POLL).await;
         }
@@ -156,23 +117,18 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let wasm =
-        std::fs::read(required(workspace().join("target/wasm32-wasip2/release/graph_guest.wasm"))).expect("read wasm");
+    let wasm = std::fs::read(wasm_path("graph-guest")).expect("read wasm");
     let manifest =
         std::fs::read_to_string(workspace().join("plugins/graph-guest/graph-guest.toml")).expect("read manifest");
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let port = free_port();
     std::fs::create_dir_all(dir.path().join("plugins.d")).expect("plugins.d");
     std::fs::write(dir.path().join("plugins.d/graph-guest.wasm"), &wasm).expect("bundle");
     std::fs::write(dir.path().join("plugins.d/graph-guest.toml"), &manifest).expect("bundle");
-    std::fs::write(
-        dir.path().join("host.toml"),
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[okta]\nauth_secret = {{ value = \"Basic YmVuY2g6YmVuY2g=\" }}\n[store]\nurl = \"sqlite://hookhost.db\"\n[plugins]\ndir = \"plugins.d\"\n[admin]\ntoken = {{ value = \"{ADMIN}\" }}\n"
-        ),
-    )
-    .expect("host.toml");
-    let bench = Bench { dir, port, http: reqwest::Client::new() };
+    let setup =
+        ServeSetup { okta_secret: "Basic YmVuY2g6YmVuY2g=".into(), admin_token: ADMIN.into(), ..ServeSetup::plain() };
+    setup.write(dir.path(), port, None).expect("host.toml");
+    let bench = Bench { dir, port, setup, http: reqwest::Client::new() };
     let cache = bench.plugins().join(".cache");
 
     let mut cold = Vec::new();

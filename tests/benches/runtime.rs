@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use hookhost::okta::Event;
 use hookhost::registry::{self, PluginBundle};
 use hookhost::runtime::{Allocation, AttemptResult, EngineOptions, KvBackend, MemoryKv, PluginIdentity, Runtime};
+use hookhost_tests::serve::workspace;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -70,10 +71,6 @@ macro_rules! stub_imports {
 }
 stub_imports!(floor, async);
 stub_imports!(floor_sync,);
-
-fn workspace() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn event() -> Event {
     Event::from_value(&serde_json::json!({

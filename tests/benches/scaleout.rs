@@ -13,14 +13,14 @@
 //! ratio says how much a second host adds *here*; see the issue note for where the limit is.
 //! Last line: `{"bench":"scaleout","one_host_eps":…,"two_hosts_eps":…,"ratio":…}`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookhost::store::postgres::testing::TestDatabase;
 use hookhost_tests::okta::{delivery, group_membership_event, timestamp, Membership};
+use hookhost_tests::serve::{free_port, graph_guest_tables, workspace, ServeProcess, ServeSetup};
 use hookhost_tests::{GraphEmulator, TenantConfig};
 
 const EVENTS: usize = 3000;
@@ -29,94 +29,31 @@ const SENDERS: usize = 16;
 const SECRET: &str = "Basic YmVuY2g6YmVuY2g=";
 const ADMIN: &str = "bench-admin";
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
-}
-
-fn required(p: PathBuf) -> PathBuf {
-    assert!(p.exists(), "{} is missing: run `make build` first (make bench does)", p.display());
-    p
-}
-
-/// A `hookhost serve` process, killed when dropped.
-struct Host {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn start_host(dir: &Path, graph: &GraphEmulator, store_url: &str) -> Host {
+async fn start_host(dir: &Path, graph: &GraphEmulator, store_url: &str) -> ServeProcess {
     let port = free_port();
-    std::fs::create_dir_all(dir.join("plugins.d")).unwrap();
-    std::fs::copy(required(workspace().join("dist/plugins/graph-guest.wasm")), dir.join("plugins.d/graph-guest.wasm"))
-        .unwrap();
-    std::fs::copy(workspace().join("dist/plugins/graph-guest.toml"), dir.join("plugins.d/graph-guest.toml")).unwrap();
-    let base = graph.base_url();
-    let cfg = graph.config();
-    std::fs::write(
-        dir.join("host.toml"),
-        format!(
-            r#"[server]
-listen = "127.0.0.1:{port}"
-[okta]
-auth_secret = {{ value = {SECRET:?} }}
-[store]
-url = {store_url:?}
-[dispatch]
-max_concurrency = 32
-[plugins]
-dir = "plugins.d"
-watch = false
-[admin]
-token = {{ value = {ADMIN:?} }}
-[plugins.graph-guest]
-allowed_hosts = ["{base}"]
-[plugins.graph-guest.config]
-graph_url = "{base}"
-login_url = "{base}"
-[plugins.graph-guest.secrets]
-tenant_id = {{ value = {:?} }}
-client_id = {{ value = {:?} }}
-client_secret = {{ value = {:?} }}
-"#,
-            cfg.tenant_id, cfg.client_id, cfg.client_secret
-        ),
-    )
-    .unwrap();
-    let child = Command::new(required(workspace().join("target/release/hookhost")))
-        .args(["serve", "--config"])
-        .arg(dir.join("host.toml"))
-        .env("HOOKHOST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
-        .spawn()
-        .expect("spawn hookhost serve");
-    let host = Host { child, url: format!("http://127.0.0.1:{port}") };
-    let http = reqwest::Client::new();
-    let t = Instant::now();
-    while !matches!(http.get(format!("{}/healthz", host.url)).send().await, Ok(r) if r.status().is_success()) {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "serve did not start: {}",
-            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    std::fs::create_dir_all(dir.join("plugins.d")).expect("plugins.d");
+    for ext in ["wasm", "toml"] {
+        let file = format!("graph-guest.{ext}");
+        let from = workspace().join("dist/plugins").join(&file);
+        assert!(from.exists(), "{} is missing: run `make build` first (make bench does)", from.display());
+        std::fs::copy(from, dir.join("plugins.d").join(&file)).expect("install graph-guest");
     }
-    host
+    let setup = ServeSetup {
+        okta_secret: SECRET.into(),
+        admin_token: ADMIN.into(),
+        store_url: Some(store_url.into()),
+        dispatch_extra: "max_concurrency = 32\n".into(),
+        plugins_extra: "watch = false\n".into(),
+        extra: graph_guest_tables(graph),
+        log_filter: Some("warn".into()),
+        ..ServeSetup::plain()
+    };
+    setup.write(dir, port, None).expect("host.toml");
+    ServeProcess::spawn(dir, port, setup, Duration::from_secs(60)).await.expect("hookhost serve starts")
 }
 
 /// Deliveries the store counts done (a gauge every host reads from the shared store).
-async fn done(http: &reqwest::Client, host: &Host) -> usize {
+async fn done(http: &reqwest::Client, host: &ServeProcess) -> usize {
     let text = match http.get(format!("{}/metrics", host.url)).bearer_auth(ADMIN).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => return 0,
@@ -129,7 +66,7 @@ async fn done(http: &reqwest::Client, host: &Host) -> usize {
 
 /// Posts deliveries for users `first..first + n`, spread over `hosts`, then waits until the
 /// store counts `expect_done` deliveries done. Returns the elapsed time.
-async fn run(hosts: &[Host], first: usize, n: usize, expect_done: usize) -> Duration {
+async fn run(hosts: &[ServeProcess], first: usize, n: usize, expect_done: usize) -> Duration {
     let http = reqwest::Client::new();
     let urls: Arc<Vec<String>> = Arc::new(hosts.iter().map(|h| h.url.clone()).collect());
     let next = Arc::new(AtomicUsize::new(first));

@@ -17,6 +17,8 @@
 //! - [`webhooks`]: Slack and Teams incoming webhooks and a Splunk HTTP Event Collector, each
 //!   recording what it received and able to throttle (for the chat-notify and siem-forward plugins).
 //! - [`fixtures`]: finding and loading the verbatim payloads in `tests/fixtures`.
+//! - [`serve`]: the one harness that writes a `host.toml` and runs the real `hookhost serve`
+//!   (used by the end-to-end tests, the benches and the demo).
 //! - `server`, `ids` (private): spawning/stopping the emulators' servers; random identifiers.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -26,6 +28,7 @@ pub mod graph_emulator;
 pub mod okta;
 pub mod okta_emulator;
 pub mod okta_users;
+pub mod serve;
 pub mod webhooks;
 
 mod ids;

@@ -12,12 +12,11 @@
 //! It ends by printing the operator console's URL and the admin token to sign in with; with
 //! `KEEP=1` the service stays up until Ctrl-C so the console can be opened.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hookhost_tests::okta::{delivery, group_membership_event, timestamp, Membership};
+use hookhost_tests::serve::{free_port, graph_guest_tables, hookhost_bin, workspace, ServeProcess, ServeSetup};
 use hookhost_tests::{Fault, GraphEmulator, TenantConfig, WebhookKind, WebhookReceiver};
 use serde_json::Value;
 
@@ -25,23 +24,6 @@ const OKTA_SECRET: &str = "Basic ZGVtbzpkZW1vLXNlY3JldA==";
 const ADMIN_TOKEN: &str = "demo-admin-token";
 const HEC_TOKEN: &str = "d3m0-hec-70ken";
 const PLUGINS: [&str; 3] = ["graph-guest", "chat-notify", "siem-forward"];
-
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 async fn json(resp: reqwest::Response) -> anyhow::Result<Value> {
     let status = resp.status();
@@ -51,10 +33,9 @@ async fn json(resp: reqwest::Response) -> anyhow::Result<Value> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let root = root();
-    let bin = root.join("target/release/hookhost");
+    let root = workspace();
     let bundle = root.join("dist/plugins");
-    if !bin.exists() || PLUGINS.iter().any(|p| !bundle.join(format!("{p}.wasm")).exists()) {
+    if hookhost_bin().is_err() || PLUGINS.iter().any(|p| !bundle.join(format!("{p}.wasm")).exists()) {
         bail!("run `make build` first (needs target/release/hookhost and dist/plugins/{{graph-guest,chat-notify,siem-forward}}.*)");
     }
     let dir = root.join("demo");
@@ -81,34 +62,15 @@ async fn main() -> anyhow::Result<()> {
     let hec = WebhookReceiver::start(WebhookKind::SplunkHec { token: HEC_TOKEN.into() }).await?;
     println!("== Splunk HTTP Event Collector stand-in at {}", hec.base_url());
 
-    let port = free_port()?;
-    let cfg = TenantConfig::default();
-    std::fs::write(
-        dir.join("host.toml"),
-        format!(
-            r#"[server]
-listen = "127.0.0.1:{port}"
-[okta]
-auth_secret = {{ value = "{OKTA_SECRET}" }}
-[store]
-url = "sqlite://demo.db"
-[dispatch.retry]
-initial_backoff_ms = 200
-[plugins]
-dir = "plugins.d"
-cache_dir = "{cache}"
-[admin]
-token = {{ value = "{ADMIN_TOKEN}" }}
-[plugins.graph-guest]
-allowed_hosts = ["{base}"]
-[plugins.graph-guest.config]
-graph_url = "{base}"
-login_url = "{base}"
-[plugins.graph-guest.secrets]
-tenant_id = {{ value = "{tenant}" }}
-client_id = {{ value = "{client}" }}
-client_secret = {{ value = "{client_secret}" }}
-[plugins.chat-notify]
+    let port = free_port();
+    let setup = ServeSetup {
+        okta_secret: OKTA_SECRET.into(),
+        admin_token: ADMIN_TOKEN.into(),
+        store_url: Some("sqlite://demo.db".into()),
+        retry: "initial_backoff_ms = 200\n".into(),
+        plugins_extra: format!("cache_dir = {:?}\n", cache_dir.display().to_string()),
+        extra: format!(
+            r#"{graph_guest}[plugins.chat-notify]
 allowed_hosts = ["{slack_origin}"]
 [plugins.chat-notify.secrets]
 webhook_url = {{ value = "{slack_url}" }}
@@ -120,40 +82,21 @@ index = "okta"
 [plugins.siem-forward.secrets]
 hec_token = {{ value = "{HEC_TOKEN}" }}
 "#,
-            cache = cache_dir.display(),
-            tenant = cfg.tenant_id,
-            client = cfg.client_id,
-            client_secret = cfg.client_secret,
+            graph_guest = graph_guest_tables(&graph),
             slack_origin = slack.base_url(),
             slack_url = slack.url(),
             hec_origin = hec.base_url(),
         ),
-    )?;
+        ..ServeSetup::plain()
+    };
+    setup.write(&dir, port, None)?;
 
     println!("== Starting hookhost serve --config demo/host.toml");
-    let log = std::fs::File::create(dir.join("hookhost.log"))?;
-    let child = Command::new(&bin)
-        .args(["serve", "--config"])
-        .arg(dir.join("host.toml"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting hookhost")?;
-    let _service = Service(child);
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
     let started = Instant::now();
-    loop {
-        if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("hookhost did not become healthy; see demo/hookhost.log");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let serve = ServeProcess::spawn(&dir, port, setup, Duration::from_secs(120)).await?;
+    let log = serve.log.strip_prefix(&root).unwrap_or(&serve.log).display().to_string();
+    let url = serve.url.clone();
+    let http = reqwest::Client::new();
     println!(
         "   ready in {} ms at {url} ({})",
         started.elapsed().as_millis(),
@@ -274,7 +217,7 @@ hec_token = {{ value = "{HEC_TOKEN}" }}
             break views;
         }
         if waited.elapsed() > Duration::from_secs(60) {
-            bail!("queue did not drain in 60 s; see demo/hookhost.log");
+            bail!("queue did not drain in 60 s; see {log}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -424,7 +367,7 @@ hec_token = {{ value = "{HEC_TOKEN}" }}
         for p in &problems {
             eprintln!("WRONG: {p}");
         }
-        bail!("the demo outcome is wrong; see demo/hookhost.log");
+        bail!("the demo outcome is wrong; see {log}");
     }
     println!();
     println!("OK: 2 guests invited, bob's guest removed, 4 Slack messages, 5 HEC records, duplicate stored once, Engineering only audited, throttling retried.");
