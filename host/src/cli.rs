@@ -12,7 +12,7 @@ use crate::config::HostConfig;
 use crate::okta::Delivery;
 use crate::registry::{self, PluginBundle, PluginSpec};
 use crate::runtime::{AttemptResult, EngineOptions, KvBackend, LoadedPlugin, MemoryKv, PluginIdentity, Runtime};
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, StoreUrl};
 
 #[derive(Parser)]
 #[command(name = "hookhost", version, about = "Okta Event Hooks → sandboxed WebAssembly plugins")]
@@ -338,7 +338,10 @@ fn plugin_run(bundle_path: &Path, event_path: &Path, config: Option<&Path>) -> a
     let runtime = Runtime::new(&EngineOptions::default())?;
     let (_bundle, spec, loaded, _) = load_plugin(&runtime, bundle_path, config.as_ref())?;
     let kv: Arc<dyn KvBackend> = match &config {
-        Some(c) if c.store.url.starts_with("sqlite://") => Arc::new(SqliteStore::open_url(&c.store.url)?),
+        Some(c) => match &c.store.url {
+            StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+            StoreUrl::Postgres(_) => Arc::new(MemoryKv::default()),
+        },
         _ => Arc::new(MemoryKv::default()),
     };
     let rt =

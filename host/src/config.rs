@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::secret::SecretSource;
+use crate::store::StoreUrl;
 
 /// Plugin names that cannot be used: they are keys of `[plugins]` itself.
 pub const RESERVED_PLUGIN_NAMES: &[&str] = &["dir", "watch", "cache_dir", "max_wasm_bytes", "trusted_keys"];
@@ -133,18 +134,31 @@ impl Default for OktaConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// `sqlite://PATH` (relative to the config file) or `postgres://…`.
-    pub url: String,
+    pub url: StoreUrl,
     /// The PostgreSQL password, kept out of the URL (any secret source). Ignored by SQLite.
     pub password: Option<SecretSource>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { url: "sqlite://hookhost.db".into(), password: None }
+        StoreConfig { url: StoreUrl::Sqlite("hookhost.db".into()), password: None }
+    }
+}
+
+/// `[store]` as written, before its URL is parsed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStoreConfig {
+    url: String,
+    password: Option<SecretSource>,
+}
+
+impl Default for RawStoreConfig {
+    fn default() -> Self {
+        RawStoreConfig { url: "sqlite://hookhost.db".into(), password: None }
     }
 }
 
@@ -270,7 +284,7 @@ struct RawConfig {
     #[serde(default)]
     okta: OktaConfig,
     #[serde(default)]
-    store: StoreConfig,
+    store: RawStoreConfig,
     #[serde(default)]
     dispatch: DispatchConfig,
     #[serde(default)]
@@ -394,7 +408,7 @@ impl HostConfig {
         if let Some(s) = password.as_mut() {
             s.resolve_paths(base);
         }
-        let store = StoreConfig { url: resolve_store_url(&raw.store.url, base).map_err(err)?, password };
+        let store = StoreConfig { url: StoreUrl::parse(&raw.store.url, base).map_err(err)?, password };
         let plugins = parse_plugins(raw.plugins, base).map_err(err)?;
         Ok(HostConfig {
             file: Some(file.to_path_buf()),
@@ -527,22 +541,6 @@ fn org_origin(text: &str) -> Result<String, String> {
     Ok(url.origin().ascii_serialization())
 }
 
-/// `sqlite://relative.db` becomes `sqlite:///abs/dir/relative.db`; other URLs pass through.
-fn resolve_store_url(url: &str, base: &Path) -> Result<String, String> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        if path.is_empty() {
-            return Err("store.url \"sqlite://\" needs a file path, e.g. \"sqlite://hookhost.db\"".into());
-        }
-        let p = Path::new(path);
-        let abs = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-        return Ok(format!("sqlite://{}", abs.display()));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(url.to_string());
-    }
-    Err("store.url must start with sqlite:// or postgres://".into())
-}
-
 fn parse_plugins(mut table: toml::Table, base: &Path) -> Result<PluginsConfig, String> {
     let dir = match table.remove("dir") {
         None => PathBuf::from("plugins.d"),
@@ -667,7 +665,7 @@ client_secret = { file = "secrets/azure_client_secret" }
 "#,
         )
         .unwrap();
-        assert_eq!(cfg.store.url, "sqlite:///etc/hookhost/hookhost.db");
+        assert_eq!(cfg.store.url, StoreUrl::Sqlite("/etc/hookhost/hookhost.db".into()));
         assert_eq!(cfg.plugins.dir, PathBuf::from("/etc/hookhost/plugins.d"));
         let gg = &cfg.plugins.overrides["graph-guest"];
         assert_eq!(
@@ -884,7 +882,7 @@ client_secret = { file = "secrets/azure_client_secret" }
                         prop_assert!(cfg.okta.max_body_bytes >= 1 && cfg.okta.read_timeout_secs >= 1);
                         prop_assert!(cfg.dispatch.lease_secs >= 1 && cfg.dispatch.workers >= 1);
                         prop_assert!(cfg.dispatch.retry.max_attempts >= 1);
-                        prop_assert!(cfg.store.url.starts_with("sqlite:///") || cfg.store.url.starts_with("postgres"));
+                        prop_assert!(matches!(&cfg.store.url, crate::store::StoreUrl::Sqlite(p) if p.is_absolute()) || cfg.store.url.is_shared());
                     }
                     Err(e) => prop_assert!(e.to_string().starts_with("/etc/hookhost/host.toml: "), "{}", e),
                 }

@@ -17,7 +17,7 @@ mod listen;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use axum::Router;
 
 use crate::api::{self, ApiState};
@@ -30,28 +30,27 @@ use crate::metrics::Metrics;
 use crate::okta_api::OktaApi;
 use crate::registry::{watch, PluginSet, Registry, SyncOutcome};
 use crate::runtime::{EngineOptions, Runtime};
-use crate::store::postgres::redact_url;
-use crate::store::{PostgresStore, SqliteStore, Store};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreUrl};
 
 /// Opens the store named by `store.url` (with `store.password` for PostgreSQL).
 ///
 /// # Errors
 /// The URL is not supported, the password cannot be read, or the store cannot be opened.
 pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
-    let url = config.url.as_str();
-    if url.starts_with("sqlite://") {
-        return Ok(Arc::new(SqliteStore::open_url(url).with_context(|| "opening the SQLite store (store.url)")?));
+    match &config.url {
+        StoreUrl::Sqlite(path) => {
+            Ok(Arc::new(SqliteStore::open(path).with_context(|| "opening the SQLite store (store.url)")?))
+        }
+        StoreUrl::Postgres(url) => {
+            let password = match &config.password {
+                Some(src) => Some(src.read().context("store.password")?),
+                None => None,
+            };
+            let store = PostgresStore::open(url, password.as_ref().map(|p| p.expose()))
+                .with_context(|| format!("opening the PostgreSQL store at {}", config.url))?;
+            Ok(Arc::new(store))
+        }
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let password = match &config.password {
-            Some(src) => Some(src.read().context("store.password")?),
-            None => None,
-        };
-        let store = PostgresStore::open(url, password.as_ref().map(|p| p.expose()))
-            .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(url)))?;
-        return Ok(Arc::new(store));
-    }
-    bail!("store.url {:?}: use sqlite://PATH or postgres://USER@HOST/DATABASE", redact_url(url))
 }
 
 /// This process's identity in the store's claims and in metrics.
@@ -60,16 +59,16 @@ pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
 /// `<hostname>`: a restart after a crash recognises the claims it left and takes them back at
 /// once, instead of waiting for their leases. With a shared store each process is
 /// `<hostname>-<pid>`, so hosts never mistake each other's claims for their own.
-pub fn host_id(store_url: &str) -> String {
+pub fn host_id(store_url: &StoreUrl) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "host".into());
-    if store_url.starts_with("sqlite://") {
-        host
-    } else {
+    if store_url.is_shared() {
         format!("{host}-{}", std::process::id())
+    } else {
+        host
     }
 }
 

@@ -192,7 +192,7 @@ fn durable_app(store: Arc<dyn Store>, runtime: &Arc<Runtime>, plugin_dir: &std::
             plugins,
             metrics,
             admin_token: None,
-            host_id: hookhost::server::host_id("sqlite://bench"),
+            host_id: hookhost::server::host_id(&hookhost::store::StoreUrl::Sqlite("bench".into())),
             on_replay: wake,
             registry: Some(registry),
         },

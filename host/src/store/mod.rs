@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
+mod url;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,14 +27,13 @@ use crate::kv::KvBackend;
 use crate::okta::Event;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use url::StoreUrl;
 
 /// A store failure. The message never contains secret values.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    #[error("store url {0:?} is not supported; use sqlite://PATH or postgres://USER@HOST/DATABASE")]
-    UnsupportedUrl(String),
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -27,6 +27,7 @@
 mod console;
 mod queue;
 mod schema;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod views;
 

@@ -47,15 +47,6 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at a `sqlite://PATH` URL and migrates it.
-    ///
-    /// # Errors
-    /// Not a sqlite URL, the file cannot be opened, or a migration fails.
-    pub fn open_url(url: &str) -> Result<SqliteStore, StoreError> {
-        let path = url.strip_prefix("sqlite://").ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
-        Self::open(Path::new(path))
-    }
-
     /// Opens (creating if needed, mode `0600`) the database file and migrates it.
     ///
     /// # Errors
