@@ -140,11 +140,14 @@ pub struct StoreConfig {
     pub url: StoreUrl,
     /// The PostgreSQL password, kept out of the URL (any secret source). Ignored by SQLite.
     pub password: Option<SecretSource>,
+    /// CA certificates (PEM) for `sslmode=verify-ca|verify-full`, relative to the config
+    /// file; the system's roots when absent.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { url: StoreUrl::Sqlite("hookhost.db".into()), password: None }
+        StoreConfig { url: StoreUrl::Sqlite("hookhost.db".into()), password: None, ca_file: None }
     }
 }
 
@@ -154,11 +157,12 @@ impl Default for StoreConfig {
 struct RawStoreConfig {
     url: String,
     password: Option<SecretSource>,
+    ca_file: Option<PathBuf>,
 }
 
 impl Default for RawStoreConfig {
     fn default() -> Self {
-        RawStoreConfig { url: "sqlite://hookhost.db".into(), password: None }
+        RawStoreConfig { url: "sqlite://hookhost.db".into(), password: None, ca_file: None }
     }
 }
 
@@ -408,7 +412,8 @@ impl HostConfig {
         if let Some(s) = password.as_mut() {
             s.resolve_paths(base);
         }
-        let store = StoreConfig { url: StoreUrl::parse(&raw.store.url, base).map_err(err)?, password };
+        let ca_file = raw.store.ca_file.map(|f| base.join(f));
+        let store = StoreConfig { url: StoreUrl::parse(&raw.store.url, base).map_err(err)?, password, ca_file };
         let plugins = parse_plugins(raw.plugins, base).map_err(err)?;
         Ok(HostConfig {
             file: Some(file.to_path_buf()),

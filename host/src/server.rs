@@ -46,7 +46,7 @@ pub fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
                 Some(src) => Some(src.read().context("store.password")?),
                 None => None,
             };
-            let store = PostgresStore::open(url, password.as_ref().map(|p| p.expose()))
+            let store = PostgresStore::open(url, password.as_ref().map(|p| p.expose()), config.ca_file.as_deref())
                 .with_context(|| format!("opening the PostgreSQL store at {}", config.url))?;
             Ok(Arc::new(store))
         }

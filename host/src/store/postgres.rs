@@ -21,16 +21,18 @@
 //! its own small runtime, which must not nest in a running one) rather than panicking.
 //!
 //! Times are stored as the same fixed-width RFC 3339 text as in SQLite (`COLLATE "C"`, so
-//! text order is time order). Connections are plain TCP: use it on a trusted network or
-//! through a local TLS tunnel (`sslmode` other than `disable`/`prefer` is refused).
+//! text order is time order). Connections use TLS as `sslmode` in `store.url` asks (see
+//! [`tls`]): `require` encrypts, `verify-full` also authenticates the server.
 
 mod console;
 mod queue;
 mod schema;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod tls;
 mod views;
 
+use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -126,6 +128,10 @@ impl Conn {
 /// A PostgreSQL database shared by any number of hosts.
 pub struct PostgresStore {
     config: Config,
+    /// The TLS connector, unless `sslmode=disable`.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// The host connected to, for messages.
+    host: String,
     pool: Mutex<Pool>,
     /// Signalled when a connection is returned or closed.
     returned: Condvar,
@@ -168,25 +174,26 @@ impl PostgresStore {
     /// The URL is malformed or asks for TLS, the server cannot be reached or refuses the
     /// login, or a migration fails.
     pub fn open_url(url: &str) -> Result<PostgresStore, StoreError> {
-        Self::open(url, None)
+        Self::open(url, None, None)
     }
 
     /// As [`open_url`](Self::open_url), with the password given apart from the URL (it
-    /// replaces one in the URL).
+    /// replaces one in the URL) and the CA certificates that sign the server's (PEM;
+    /// the system's roots when `None`).
     ///
     /// # Errors
     /// As [`open_url`](Self::open_url).
-    pub fn open(url: &str, password: Option<&str>) -> Result<PostgresStore, StoreError> {
-        let mut config: Config = url.parse().map_err(|e| {
+    pub fn open(url: &str, password: Option<&str>, ca_file: Option<&Path>) -> Result<PostgresStore, StoreError> {
+        let (client_url, mode) = tls::split_sslmode(url).map_err(StoreError::Unavailable)?;
+        let mut config: Config = client_url.parse().map_err(|e| {
             StoreError::Unavailable(format!("store.url {} is not a PostgreSQL URL: {e}", redact_url(url)))
         })?;
-        if config.get_ssl_mode() == postgres::config::SslMode::Require {
-            return Err(StoreError::Unavailable(
-                "store.url asks for sslmode=require, but this build connects without TLS: \
-                 use sslmode=disable on a trusted network or a local TLS tunnel"
-                    .into(),
-            ));
-        }
+        config.ssl_mode(mode.client_mode());
+        let tls = tls::client_config(mode, ca_file)?.map(tokio_postgres_rustls::MakeRustlsConnect::new);
+        let host = match config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => String::from("localhost"),
+        };
         if let Some(p) = password {
             config.password(p);
         }
@@ -196,7 +203,7 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("hookhost");
         }
-        let store = PostgresStore { config, pool: Mutex::new(Pool::default()), returned: Condvar::new() };
+        let store = PostgresStore { config, tls, host, pool: Mutex::new(Pool::default()), returned: Condvar::new() };
         store.with(schema_migrate)?;
         Ok(store)
     }
@@ -221,14 +228,16 @@ impl PostgresStore {
             if pool.open < MAX_CONNECTIONS {
                 pool.open += 1;
                 drop(pool);
-                return match self.config.connect(NoTls) {
+                let connected = match &self.tls {
+                    Some(tls) => self.config.connect(tls.clone()),
+                    None => self.config.connect(NoTls),
+                };
+                return match connected {
                     Ok(client) => Ok(Conn { client, statements: HashMap::new() }),
                     Err(e) => {
                         self.closed();
-                        Err(StoreError::Unavailable(format!(
-                            "cannot connect to PostgreSQL (store.url): {}",
-                            describe(&e)
-                        )))
+                        let why = tls::explain(&e, &self.host).unwrap_or_else(|| describe(&e));
+                        Err(StoreError::Unavailable(format!("cannot connect to PostgreSQL (store.url): {why}")))
                     }
                 };
             }
@@ -477,11 +486,44 @@ mod tests {
 
     #[test]
     fn open_errors_name_the_problem() {
-        let e = PostgresStore::open_url("postgres://hookhost:pw@127.0.0.1:5432/x?sslmode=require").err().unwrap();
-        assert!(e.to_string().contains("sslmode=require"), "{e}");
+        let e = PostgresStore::open_url("postgres://hookhost:pw@127.0.0.1:5432/x?sslmode=sometimes").err().unwrap();
+        assert!(e.to_string().contains("verify-full"), "{e}");
         let e = PostgresStore::open_url("postgres://hookhost@127.0.0.1:9/x?connect_timeout=2").err().unwrap();
         assert!(e.to_string().contains("cannot connect to PostgreSQL"), "{e}");
         let e = PostgresStore::open_url("postgres://h@/x?port=notanumber").err().unwrap();
         assert!(e.to_string().contains("not a PostgreSQL URL"), "{e}");
+    }
+
+    /// Whether the store's connections are encrypted, as the server sees them.
+    fn encrypted(store: &PostgresStore) -> bool {
+        store
+            .with(|c| Ok(c.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])?.get(0)))
+            .unwrap()
+    }
+
+    #[test]
+    fn tls_modes_encrypt_and_verify_and_refusals_name_their_cause() {
+        let db = testing::TestDatabase::create("tls_modes").unwrap_or_else(|e| panic!("{e}"));
+        let (ca, other) = (testing::tls_dir().join("ca.pem"), testing::tls_dir().join("other-ca.pem"));
+        assert!(ca.exists(), "{} is missing: run scripts/test-postgres (it sets the server up for TLS)", ca.display());
+
+        let plain = PostgresStore::open(&db.tls_url("127.0.0.1", "disable"), None, None).unwrap();
+        assert!(!encrypted(&plain));
+        let require = PostgresStore::open(&db.tls_url("127.0.0.1", "require"), None, None).unwrap();
+        assert!(encrypted(&require), "sslmode=require must encrypt");
+        let full = PostgresStore::open(&db.tls_url("localhost", "verify-full"), None, Some(&ca)).unwrap();
+        assert!(encrypted(&full));
+        let ca_only = PostgresStore::open(&db.tls_url("127.0.0.1", "verify-ca"), None, Some(&ca)).unwrap();
+        assert!(encrypted(&ca_only), "verify-ca does not compare the host name");
+
+        let e = PostgresStore::open(&db.tls_url("localhost", "verify-full"), None, Some(&other)).err().unwrap();
+        assert!(
+            e.to_string().contains("not signed by a CA hookhost trusts") && e.to_string().contains("ca_file"),
+            "{e}"
+        );
+        let e = PostgresStore::open(&db.tls_url("127.0.0.1", "verify-full"), None, Some(&ca)).err().unwrap();
+        assert!(e.to_string().contains("does not name the host \"127.0.0.1\""), "{e}");
+        let e = PostgresStore::open(&db.tls_url("localhost", "verify-ca"), None, Some(&other)).err().unwrap();
+        assert!(e.to_string().contains("not signed by a CA"), "{e}");
     }
 }

@@ -54,8 +54,20 @@ impl Backend for Postgres {
     }
 }
 
-/// Every test of the suite, once per backend: `store::tests::sqlite::NAME` and
-/// `store::tests::postgres::NAME` (which needs the PostgreSQL test server).
+/// The same server over TLS, authenticated: `sslmode=verify-full` to `localhost`, the name
+/// in its certificate, against the test CA.
+struct PostgresVerifyFull(crate::store::postgres::testing::TestDatabase);
+
+impl Backend for PostgresVerifyFull {
+    fn open(&self) -> Box<dyn Store> {
+        let ca = crate::store::postgres::testing::tls_dir().join("ca.pem");
+        Box::new(PostgresStore::open(&self.0.tls_url("localhost", "verify-full"), None, Some(&ca)).unwrap())
+    }
+}
+
+/// Every test of the suite, once per backend: `store::tests::sqlite::NAME`,
+/// `store::tests::postgres::NAME` and `store::tests::postgres_tls::NAME` (which need the
+/// PostgreSQL test server).
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -70,6 +82,14 @@ macro_rules! on_both_backends {
                 let db = crate::store::postgres::testing::TestDatabase::create(stringify!($name))
                     .unwrap_or_else(|e| panic!("{e}"));
                 super::$name(&super::Postgres(db));
+            })*
+        }
+        mod postgres_tls {
+            $(#[test]
+            fn $name() {
+                let db = crate::store::postgres::testing::TestDatabase::create(stringify!($name))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                super::$name(&super::PostgresVerifyFull(db));
             })*
         }
     };

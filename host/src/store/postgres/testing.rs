@@ -11,6 +11,12 @@ use postgres::NoTls;
 /// Where `scripts/test-postgres` puts its server.
 pub const DEFAULT_ADMIN_URL: &str = "postgres://hookhost@127.0.0.1:54329/postgres";
 
+/// Where `scripts/test-postgres` keeps the test server's TLS files: `ca.pem` (the CA that
+/// signed its certificate for `localhost`) and `other-ca.pem` (a CA that did not).
+pub fn tls_dir() -> std::path::PathBuf {
+    std::env::var_os("HOOKHOST_TEST_PG_TLS_DIR").map_or_else(|| "/tmp/hookhost-pg-tls".into(), Into::into)
+}
+
 /// The admin URL of the test server.
 pub fn admin_url() -> String {
     std::env::var("HOOKHOST_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_string())
@@ -54,6 +60,20 @@ impl TestDatabase {
                 .map_err(|e| format!("cannot create test database {name}: {e}"))
         })?;
         Ok(TestDatabase { url: url.to_string(), name, admin })
+    }
+}
+
+impl TestDatabase {
+    /// This database's URL reached by `host` with `sslmode` (e.g. `localhost`, `verify-full`).
+    pub fn tls_url(&self, host: &str, sslmode: &str) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut u) => {
+                let _ = u.set_host(Some(host));
+                u.query_pairs_mut().append_pair("sslmode", sslmode);
+                u.to_string()
+            }
+            Err(_) => self.url.clone(),
+        }
     }
 }
 
