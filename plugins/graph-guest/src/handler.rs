@@ -26,6 +26,20 @@ pub const USER_DELETE_INITIATED: &str = "user.lifecycle.delete.initiated";
 /// invited or adopted: `user:<okta user id>`.
 pub const USER_KEY_PREFIX: &str = "user:";
 
+/// KV key prefix marking a guest this plugin invited itself, recently:
+/// `fresh:<okta user id>` → `<invited at, Unix ms>:<lag retries used>`. Entra serves calls by
+/// id from replicas that may not have a new account yet, so a read, PATCH or DELETE moments
+/// after the invitation can answer 404 for an account that exists. For an account in this
+/// state a 404 is replication lag: retryable, a few times, not "already gone".
+pub const FRESH_KEY_PREFIX: &str = "fresh:";
+
+/// How long after its invitation a 404 on an account may be replication lag.
+pub const REPLICATION_LAG_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// How many times a removal is retried for a 404 on a fresh account before it counts as gone.
+pub const REPLICATION_LAG_TRIES: u32 = 3;
+/// When to try again after such a 404 (Entra's replicas usually catch up within seconds).
+pub const REPLICATION_LAG_RETRY_MS: u64 = 2_000;
+
 enum Flow {
     Add,
     Remove,
@@ -95,6 +109,8 @@ fn add<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Failure> 
             let kind = run.settings.invited_user_type.clone();
             if kind == "Guest" {
                 run.kv_set(&key, &id)?;
+                let invited_at = run.now_unix_ms();
+                run.kv_set(&fresh_key(user), &format!("{invited_at}:0"))?;
             } else {
                 // Removal only ever touches guests, so recording a member would only
                 // produce failed removals later.
@@ -182,6 +198,7 @@ fn remove_account<H: Host>(run: &mut Run<'_, H>, user: &Party, key: &str, id: &s
         )));
     }
     let Some(account) = run.get_user(id)? else {
+        replication_lag(run, user, id)?;
         run.kv_delete(key)?;
         return Ok(format!("guest {id} for Okta user {} already gone; nothing to do", user.id));
     };
@@ -204,7 +221,11 @@ fn remove_account<H: Host>(run: &mut Run<'_, H>, user: &Party, key: &str, id: &s
         OnRemove::Delete => run.delete_user(&account.id)?,
         OnRemove::Disable => run.disable_user(&account.id)?,
     };
+    if !existed {
+        replication_lag(run, user, &account.id)?;
+    }
     run.kv_delete(key)?;
+    run.kv_delete(&fresh_key(user))?;
     Ok(if existed {
         let done = match run.settings.on_remove {
             OnRemove::Delete => "deleted",
@@ -242,6 +263,39 @@ fn group_label(event: &Event) -> String {
         },
         None => "a group".to_string(),
     }
+}
+
+fn fresh_key(user: &Party) -> String {
+    format!("{FRESH_KEY_PREFIX}{}", user.id)
+}
+
+/// After Graph answered 404 for account `id`: if this plugin invited it moments ago and has
+/// not retried for that too often, the 404 is replication lag and the run fails retryably
+/// (after [`REPLICATION_LAG_RETRY_MS`]); otherwise the account is gone and the mark is dropped.
+fn replication_lag<H: Host>(run: &mut Run<'_, H>, user: &Party, id: &str) -> Result<(), Failure> {
+    let key = fresh_key(user);
+    let Some(mark) = run.kv_get(&key)? else {
+        return Ok(());
+    };
+    let (invited_at, used) = mark
+        .split_once(':')
+        .and_then(|(at, n)| Some((at.parse::<u64>().ok()?, n.parse::<u32>().ok()?)))
+        .unwrap_or((0, REPLICATION_LAG_TRIES));
+    let age = run.now_unix_ms().saturating_sub(invited_at);
+    if age < REPLICATION_LAG_WINDOW_MS && used < REPLICATION_LAG_TRIES {
+        run.kv_set(&key, &format!("{invited_at}:{}", used + 1))?;
+        return Err(Failure::Retryable {
+            message: format!(
+                "Graph answered 404 for guest {id}, invited {} s ago for Okta user {}: Entra has not \
+                 replicated the new account yet (try {} of {REPLICATION_LAG_TRIES}); trying again",
+                age / 1000,
+                user.id,
+                used + 1
+            ),
+            retry_after_ms: Some(REPLICATION_LAG_RETRY_MS),
+        });
+    }
+    run.kv_delete(&key)
 }
 
 fn mapping_key(user: &Party) -> String {
