@@ -332,7 +332,7 @@ fn add_invites_a_new_guest_and_records_it() {
         );
     let s = summary(run(&mut host, &add_event()));
     assert!(s.contains("invited jane.doe@example.com as Guest") && s.contains(INVITED_ID), "{s}");
-    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")).map(String::as_str), Some(INVITED_ID));
+    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")), Some(&format!("{INVITED_ID};{NOW}:0")));
 
     let token = &host.sent[0];
     assert_eq!(token.header("content-type"), Some("application/x-www-form-urlencoded"));
@@ -419,7 +419,7 @@ fn add_ignores_listed_accounts_that_do_not_carry_the_address() {
             Ok(json(201, fixture!("graph/invitation-post.response.201.json"))),
         );
     summary(run(&mut host, &add_event()));
-    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")).map(String::as_str), Some(INVITED_ID));
+    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")), Some(&format!("{INVITED_ID};{NOW}:0")));
 }
 
 #[test]
@@ -1006,7 +1006,7 @@ fn a_404_moments_after_the_invitation_is_replication_lag_retried_a_few_times() {
             Ok(json(201, fixture!("graph/invitation-post.response.201.json"))),
         );
     summary(run(&mut host, &add_event()));
-    assert_eq!(host.kv.get(&format!("fresh:{OKTA_USER}")).map(String::as_str), Some(format!("{NOW}:0").as_str()));
+    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")), Some(&format!("{INVITED_ID};{NOW}:0")));
 
     // The removal right after: Entra's replica does not know the account yet.
     for n in 1..=3 {
@@ -1020,24 +1020,22 @@ fn a_404_moments_after_the_invitation_is_replication_lag_retried_a_few_times() {
             }
             other => panic!("try {n}: {other:?}"),
         }
-        assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")).map(String::as_str), Some(INVITED_ID));
+        assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")), Some(&format!("{INVITED_ID};{NOW}:{n}")));
     }
     // Bounded: after three tries a 404 means gone.
     host.expect(Method::Get, user_url(INVITED_ID), not_found());
     assert!(summary(run(&mut host, &remove_event())).contains("already gone"));
     assert!(!host.kv.contains_key(&format!("user:{OKTA_USER}")));
-    assert!(!host.kv.contains_key(&format!("fresh:{OKTA_USER}")));
 
-    // A DELETE's 404 on a fresh account is lag too; an old mark is not.
+    // A DELETE's 404 on a freshly invited account is lag too; an old invitation's is not.
     let mut host = FakeHost::new();
-    host.kv.insert(format!("user:{OKTA_USER}"), GUEST_ID.into());
-    host.kv.insert(format!("fresh:{OKTA_USER}"), format!("{}:0", NOW - 1_000));
+    host.kv.insert(format!("user:{OKTA_USER}"), format!("{GUEST_ID};{}:0", NOW - 1_000));
     host.expect_token()
         .expect(Method::Get, user_url(GUEST_ID), Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))))
         .expect(Method::Delete, format!("{GRAPH}/v1.0/users/{GUEST_ID}"), not_found());
     assert!(matches!(run(&mut host, &remove_event()), Err(Failure::Retryable { .. })));
-    host.kv.insert(format!("fresh:{OKTA_USER}"), format!("{}:0", NOW - 3_600_000));
+    host.kv.insert(format!("user:{OKTA_USER}"), format!("{GUEST_ID};{}:0", NOW - 3_600_000));
     host.expect(Method::Get, user_url(GUEST_ID), not_found());
     assert!(summary(run(&mut host, &remove_event())).contains("already gone"));
-    assert!(!host.kv.contains_key(&format!("fresh:{OKTA_USER}")));
+    assert!(!host.kv.contains_key(&format!("user:{OKTA_USER}")));
 }
