@@ -248,6 +248,43 @@ pub struct PluginOverride {
     /// Lets a bundle whose version is lower than the active one go into service.
     #[serde(default)]
     pub allow_downgrade: bool,
+    /// `[plugins.<name>.guard]`: bulk changes of these types wait for an operator.
+    pub guard: Option<GuardSpec>,
+}
+
+/// `[plugins.<name>.guard]` as written (docs/contract.md, "Guard"); checked at load.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSpec {
+    /// Event types counted and held (e.g. `group.user_membership.remove`); not empty.
+    pub event_types: Vec<String>,
+    /// Deliveries of those types that may begin within one window (≥ 1).
+    pub max_per_window: u32,
+    /// The window, in seconds (≥ 1).
+    pub window_secs: u64,
+}
+
+impl GuardSpec {
+    /// The rule the store applies, or what is wrong with it and how to fix it.
+    pub fn rule(&self, plugin: &str) -> Result<crate::store::GuardRule, String> {
+        let at = format!("[plugins.{plugin}.guard]");
+        if self.event_types.is_empty() || self.event_types.iter().any(|t| t.trim().is_empty()) {
+            return Err(format!(
+                "{at} event_types must list the event types to guard, e.g. [\"group.user_membership.remove\"]"
+            ));
+        }
+        if self.max_per_window < 1 {
+            return Err(format!("{at} max_per_window must be 1 or more (how many may begin per window), got 0"));
+        }
+        if self.window_secs < 1 {
+            return Err(format!("{at} window_secs must be 1 or more (the window in seconds), got 0"));
+        }
+        Ok(crate::store::GuardRule {
+            event_types: self.event_types.clone(),
+            max_per_window: self.max_per_window,
+            window: std::time::Duration::from_secs(self.window_secs),
+        })
+    }
 }
 
 /// One `[[plugins.<name>.pace]]` entry as written; the registry validates it.
@@ -599,6 +636,9 @@ fn parse_plugins(mut table: toml::Table, base: &Path) -> Result<PluginsConfig, S
         }
         if let Some(r) = &o.retry {
             validate_retry(r, &format!("plugins.{name}.retry"))?;
+        }
+        if let Some(g) = &o.guard {
+            g.rule(&name)?;
         }
         overrides.insert(name, o);
     }

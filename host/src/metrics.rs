@@ -34,6 +34,8 @@ pub struct Metrics {
     events_ingested: Mutex<BTreeMap<&'static str, u64>>,
     /// When the System Log poller last had an answer from Okta (Unix milliseconds; 0: never).
     backfill_last_poll_ms: AtomicU64,
+    /// Times each plugin's guard tripped (began holding deliveries) on this process.
+    guard_trips: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
@@ -54,6 +56,13 @@ impl Metrics {
     /// Records that the System Log poller got an answer from Okta at `at`.
     pub fn backfill_polled(&self, at: chrono::DateTime<chrono::Utc>) {
         self.backfill_last_poll_ms.store(u64::try_from(at.timestamp_millis()).unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Counts one trip of `plugin`'s guard (the first delivery it held).
+    pub fn guard_tripped(&self, plugin: &str) {
+        if let Ok(mut m) = self.guard_trips.lock() {
+            *m.entry(plugin.to_owned()).or_default() += 1;
+        }
     }
 
     /// Counts one component compiled from its `.wasm`.
@@ -165,6 +174,22 @@ impl Metrics {
         out.push_str("# TYPE hookhost_queue_depth gauge\n");
         for (plugin, n) in &depth {
             let _ = writeln!(out, "hookhost_queue_depth{{host=\"{host}\",plugin=\"{}\"}} {n}", escape(plugin));
+        }
+        out.push_str(
+            "# HELP hookhost_deliveries_held Deliveries the plugin's guard holds for an operator's decision.\n",
+        );
+        out.push_str("# TYPE hookhost_deliveries_held gauge\n");
+        for plugin in depth.keys() {
+            let n: u64 = deliveries.iter().filter(|(p, s, _)| p == plugin && *s == "held").map(|(_, _, n)| n).sum();
+            let _ = writeln!(out, "hookhost_deliveries_held{{host=\"{host}\",plugin=\"{}\"}} {n}", escape(plugin));
+        }
+        out.push_str("# HELP hookhost_guard_trips_total Times a plugin's guard tripped (began holding deliveries) on this process.\n");
+        out.push_str("# TYPE hookhost_guard_trips_total counter\n");
+        if let Ok(m) = self.guard_trips.lock() {
+            for (plugin, n) in m.iter() {
+                let _ =
+                    writeln!(out, "hookhost_guard_trips_total{{host=\"{host}\",plugin=\"{}\"}} {n}", escape(plugin));
+            }
         }
         out.push_str("# HELP hookhost_attempt_duration_seconds Duration of plugin attempts.\n");
         out.push_str("# TYPE hookhost_attempt_duration_seconds histogram\n");

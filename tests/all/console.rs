@@ -423,3 +423,47 @@ async fn console_page_is_a_locked_down_shell_and_its_data_needs_the_token() {
     assert_eq!(minutes.len(), 60);
     assert_eq!(minutes.iter().map(|m| m["attempts"].as_u64().unwrap()).sum::<u64>(), 1);
 }
+
+/// The guard's banner: held deliveries are announced above the queue, and its Discard
+/// button discards them through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_announces_held_deliveries_and_its_discard_button_discards_them() {
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let setup = crate::support::ServeSetup {
+        extra: "[plugins.graph-guest.guard]\nevent_types = [\"group.user_membership.remove\"]\n\
+                max_per_window = 1\nwindow_secs = 3600\n"
+            .into(),
+        ..crate::support::ServeSetup::default()
+    };
+    crate::support::write_config_with(dir.path(), port, &graph, setup.clone());
+    let serve = crate::support::start_with(dir.path(), port, setup).await;
+    let adds: Vec<Value> =
+        (1..=3).map(|n| crate::support::membership(Membership::Add, n, -90_000 + n as i64)).collect();
+    assert_eq!(serve.post(adds.clone()).await, Some(200));
+    settle(&serve.url, &adds).await;
+    let removes: Vec<Value> =
+        (1..=3).map(|n| crate::support::membership(Membership::Remove, n, -60_000 + n as i64)).collect();
+    assert_eq!(serve.post(removes).await, Some(200));
+
+    let browser = Browser::start().await;
+    browser.client.goto(&format!("{}/", serve.url)).await.unwrap();
+    browser.wait_for("the sign-in form", "return !document.getElementById('login').hidden", vec![]).await;
+    browser.type_into("#token", ADMIN_TOKEN).await;
+    browser.click("the sign-in button", "#login-button").await;
+    let text = browser
+        .wait_for(
+            "the held banner",
+            "const b = document.querySelector('.held-banner[data-plugin=\"graph-guest\"] .held-text');
+             return b && b.textContent.startsWith('2 ') && b.textContent",
+            vec![],
+        )
+        .await;
+    assert_eq!(text.as_str(), Some("2 deliveries held for graph-guest by its guard"));
+    browser.click("Discard", ".held-banner[data-plugin=\"graph-guest\"] button.held-discard").await;
+    browser.wait_for("the banner gone", "return document.querySelectorAll('.held-banner').length === 0", vec![]).await;
+    assert_eq!(serve.deliveries("discarded").await.len(), 2);
+    assert!(serve.deliveries("held").await.is_empty());
+    browser.close().await;
+}

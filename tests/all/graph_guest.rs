@@ -236,3 +236,27 @@ async fn a_login_that_is_not_an_email_is_resolved_through_okta() {
     assert_eq!(s.guests(), vec!["jane.doe@example.net".to_string()]);
     assert_eq!(okta.requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_moments_after_the_invitation_outlasts_entras_replication_lag() {
+    let s = setup().await;
+    // Entra's replicas answer 404 for a new account's first two calls by id.
+    s.graph.set_by_id_lag(2);
+    assert_done(&s.run(&membership(Membership::Add, "00u9", "lag@example.net")).await);
+    let guest = s.graph.users().into_iter().find(|u| u.user_type == "Guest").unwrap();
+    let remove = membership(Membership::Remove, "00u9", "lag@example.net");
+    for n in 1..=2 {
+        match s.run(&remove).await {
+            AttemptResult::Retryable { message, retry_after } => {
+                assert!(message.contains("replicated") && message.contains(&format!("try {n} of 3")), "{message}");
+                assert_eq!(retry_after, Some(Duration::from_secs(2)));
+            }
+            other => panic!("try {n}: {other:?}"),
+        }
+        assert_eq!(s.guests(), vec!["lag@example.net".to_string()], "nothing removed while Graph lags");
+    }
+    // The replica caught up: the third run deletes the guest.
+    assert_done(&s.run(&remove).await);
+    assert!(s.guests().is_empty());
+    assert_eq!(s.writes(), vec![("DELETE".to_string(), format!("/v1.0/users/{}", guest.id))]);
+}

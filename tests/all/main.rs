@@ -10,6 +10,7 @@ mod egress;
 mod fan_out;
 mod fault_soak;
 mod graph_guest;
+mod guard;
 mod hardening;
 mod hostile_serve;
 mod hot_reload;

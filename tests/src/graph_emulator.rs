@@ -318,6 +318,32 @@ impl GraphEmulator {
         self.shared.lock().replication_lag = lag;
     }
 
+    /// Entra's other replication delay: a user created through `/v1.0/invitations` is not
+    /// yet on the replica that serves the next calls by id. Its first `reads` calls to
+    /// `GET|PATCH|DELETE /v1.0/users/{id}` answer 404 `Request_ResourceNotFound`, as Entra
+    /// does moments after an invitation; later ones see it. Applies to users invited from now
+    /// on; 0 (the default) turns it off.
+    pub fn set_by_id_lag(&self, reads: usize) {
+        self.shared.lock().by_id_lag_reads = reads;
+    }
+
+    /// Graph's write quota (its identity writes are limited per app and tenant): from now on
+    /// POST, PATCH and DELETE under `/v1.0` take a token from a bucket refilled at
+    /// `per_second` and holding at most `burst`; with none left the answer is Graph's 429
+    /// `TooManyRequests` with `Retry-After` in whole seconds (at least 1), and nothing is
+    /// done. Reads and the token endpoint are not counted.
+    pub fn set_write_quota(&self, per_second: f64, burst: u32) {
+        let burst = f64::from(burst.max(1));
+        self.shared.lock().write_quota =
+            Some(WriteQuota { per_second: per_second.max(0.001), burst, tokens: burst, last: Instant::now() });
+    }
+
+    /// Writes the quota let through and answered 429, since the emulator started.
+    pub fn write_counts(&self) -> WriteCounts {
+        let t = self.shared.lock();
+        WriteCounts { accepted: t.writes_accepted, throttled: t.writes_throttled }
+    }
+
     /// Expires every token issued so far: the next Graph call with one gets 401.
     pub fn expire_tokens(&self) {
         let now = Instant::now();
@@ -362,6 +388,47 @@ struct Tenant {
     journal: Vec<JournalEntry>,
     faults: VecDeque<FaultRule>,
     replication_lag: Duration,
+    /// Graph's write quota, when set: a token bucket over POST, PATCH and DELETE.
+    write_quota: Option<WriteQuota>,
+    /// Writes let through the quota (whatever their answer) and writes answered 429 by it.
+    writes_accepted: u64,
+    writes_throttled: u64,
+    /// Reads by id (GET, PATCH, DELETE) of a newly invited user answered 404 first.
+    by_id_lag_reads: usize,
+    /// Per invited user id: how many of those 404s are still to come.
+    lagging: HashMap<String, usize>,
+}
+
+/// A token bucket: `per_second` refill, at most `burst` tokens.
+struct WriteQuota {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl WriteQuota {
+    /// Takes a token, or answers how long until one is free.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_second))
+        }
+    }
+}
+
+/// What the write quota did so far ([`GraphEmulator::write_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteCounts {
+    /// POST, PATCH and DELETE requests to `/v1.0` the quota let through.
+    pub accepted: u64,
+    /// Those it answered 429 `TooManyRequests` with `Retry-After`.
+    pub throttled: u64,
 }
 
 struct FaultRule {
@@ -476,6 +543,28 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         if early.is_none() {
             if let Err(err) = shared.authorize(request.headers()) {
                 early = Some(err.into_response());
+            }
+        }
+        if early.is_none() && matches!(method, Method::POST | Method::PATCH | Method::DELETE) {
+            let mut tenant = shared.lock();
+            let verdict = tenant.write_quota.as_mut().map(|q| q.take(received));
+            match verdict {
+                None | Some(Ok(())) => tenant.writes_accepted += 1,
+                Some(Err(wait)) => {
+                    tenant.writes_throttled += 1;
+                    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                    early = Some(
+                        GraphError {
+                            retry_after: Some(secs.to_string()),
+                            ..GraphError::new(
+                                StatusCode::TOO_MANY_REQUESTS,
+                                "TooManyRequests",
+                                "Please retry again later.",
+                            )
+                        }
+                        .into_response(),
+                    );
+                }
             }
         }
     }

@@ -49,6 +49,8 @@ pub fn routes(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/plugins", get(plugins))
         .route("/api/plugins/reload", post(reload))
+        .route("/api/plugins/{name}/held/release", post(release_held))
+        .route("/api/plugins/{name}/held/discard", post(discard_held))
         .route("/api/events", get(events))
         .route("/api/events/{uuid}", get(event))
         .route("/api/queue", get(queue))
@@ -226,7 +228,8 @@ async fn queue(State(state): State<ApiState>) -> Response {
 #[allow(clippy::result_large_err, reason = "the error is the HTTP answer itself, built once per bad request")]
 fn parse_status(s: &str) -> Result<Status, Response> {
     Status::parse(s).ok_or_else(|| {
-        error(StatusCode::BAD_REQUEST, format!("status must be pending, running, retrying, done or dead; got {s:?}"))
+        let names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        error(StatusCode::BAD_REQUEST, format!("status must be one of {}; got {s:?}", names.join(", ")))
     })
 }
 
@@ -269,8 +272,37 @@ async fn replay(State(state): State<ApiState>, Path(id): Path<String>) -> Respon
         Ok(ReplayOutcome::NotFound) => error(StatusCode::NOT_FOUND, "no delivery with that id"),
         Ok(ReplayOutcome::Conflict(s)) => error(
             StatusCode::CONFLICT,
-            format!("delivery is {}; only done or dead deliveries can be replayed", s.as_str()),
+            format!("delivery is {}; only done, dead, held or discarded deliveries can be replayed", s.as_str()),
         ),
+        Err(r) => r,
+    }
+}
+
+/// `POST /api/plugins/{name}/held/release`: the operator approves the held deliveries; they
+/// run in their usual order and the guard's window starts afresh.
+async fn release_held(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    let store = state.store.clone();
+    let plugin = name.clone();
+    match blocking(move || store.release_held(&plugin, chrono::Utc::now())).await {
+        Ok(n) => {
+            tracing::info!(plugin = %crate::logsafe::Clean(&name), released = n, "an operator released the held deliveries");
+            (state.on_replay)();
+            Json(json!({ "released": n })).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// `POST /api/plugins/{name}/held/discard`: the operator refuses the held deliveries; they
+/// end `discarded`, never run, and stay in the history.
+async fn discard_held(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    let store = state.store.clone();
+    let plugin = name.clone();
+    match blocking(move || store.discard_held(&plugin, chrono::Utc::now())).await {
+        Ok(n) => {
+            tracing::info!(plugin = %crate::logsafe::Clean(&name), discarded = n, "an operator discarded the held deliveries");
+            Json(json!({ "discarded": n })).into_response()
+        }
         Err(r) => r,
     }
 }

@@ -171,8 +171,21 @@ async fn claim_loop(ctx: Arc<Shared>, notify: Arc<Notify>, mut stop: oneshot::Re
         let free = (ctx.config.workers as usize).saturating_sub(tasks.len());
         if free > 0 {
             match claim(&ctx, free).await {
-                Ok(claims) => {
-                    for c in claims {
+                Ok(batch) => {
+                    for h in batch.held.iter().filter(|h| h.trips) {
+                        ctx.metrics.guard_tripped(&h.plugin);
+                        let held = batch.held.iter().filter(|o| o.plugin == h.plugin).count();
+                        tracing::warn!(
+                            plugin = %h.plugin,
+                            held,
+                            "the guard tripped: more deliveries of its guarded event types began than \
+                             [plugins.{}.guard] max_per_window allows; the next ones are held until an operator \
+                             releases (POST /api/plugins/{}/held/release) or discards (…/held/discard) them",
+                            h.plugin,
+                            h.plugin,
+                        );
+                    }
+                    for c in batch.claims {
                         tasks.spawn(run::run_claim(ctx.clone(), c));
                     }
                 }
@@ -213,7 +226,7 @@ async fn claim_loop(ctx: Arc<Shared>, notify: Arc<Notify>, mut stop: oneshot::Re
     }
 }
 
-async fn claim(ctx: &Arc<Shared>, limit: usize) -> Result<Vec<crate::store::Claim>, StoreError> {
+async fn claim(ctx: &Arc<Shared>, limit: usize) -> Result<crate::store::ClaimBatch, StoreError> {
     let plugins = ctx.plugins.clone();
     let default_cap = ctx.config.max_concurrency;
     let host = ctx.host_id.clone();
@@ -222,7 +235,9 @@ async fn claim(ctx: &Arc<Shared>, limit: usize) -> Result<Vec<crate::store::Clai
         // A plugin not in service gets 0: its deliveries stay pending until it is back.
         let cap =
             |name: &str| plugins.get(name).map(|p| p.spec.max_concurrency.unwrap_or(default_cap) as usize).unwrap_or(0);
-        s.claim(&host, now(), lease, limit, &cap)
+        // The guard's rule of each plugin in service (docs/contract.md, "Guard").
+        let guard = |name: &str| plugins.get(name).and_then(|p| p.spec.guard.clone());
+        s.claim_guarded(&host, now(), lease, limit, &cap, &guard)
     })
     .await
 }

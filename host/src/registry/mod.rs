@@ -96,6 +96,8 @@ pub struct PluginSpec {
     pub limits: Limits,
     pub retry: Option<RetryConfig>,
     pub max_concurrency: Option<u32>,
+    /// `[plugins.<name>.guard]`, checked; the store applies it at claim.
+    pub guard: Option<crate::store::GuardRule>,
     pub supersede: bool,
     /// Secret names the manifest declares but the operator did not configure.
     pub missing_secrets: Vec<String>,
@@ -239,6 +241,7 @@ pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result
         limits: overlay_limits(&m.limits, over.and_then(|o| o.limits.as_ref())),
         retry: over.and_then(|o| o.retry.clone()),
         max_concurrency: over.and_then(|o| o.max_concurrency),
+        guard: over.and_then(|o| o.guard.as_ref()).map(|g| g.rule(name)).transpose()?,
         supersede: m.supersede,
         missing_secrets,
     })

@@ -154,7 +154,15 @@ impl Pacer {
 }
 
 /// `Retry-After` as seconds (whole or decimal, as Graph sends it) or as an HTTP date.
+/// Microsoft's `x-ms-retry-after-ms` (the same wait in milliseconds, sent by Graph and Azure
+/// beside `Retry-After` on throttled answers) wins when present: it is the finer of the two.
 pub fn retry_after(headers: &[(String, String)]) -> Option<Duration> {
+    let ms = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("x-ms-retry-after-ms"));
+    if let Some(ms) = ms.and_then(|(_, v)| v.trim().parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
     let value = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))?.1.trim();
     if let Ok(secs) = value.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
@@ -220,6 +228,12 @@ mod tests {
         let d = retry_after(&h(&future)).unwrap();
         assert!(d > Duration::from_secs(90) && d <= Duration::from_secs(100), "{d:?}");
         assert_eq!(retry_after(&[]), None);
+        let both =
+            vec![("Retry-After".to_string(), "3".to_string()), ("x-ms-retry-after-ms".to_string(), "2500".to_string())];
+        assert_eq!(retry_after(&both), Some(Duration::from_millis(2500)));
+        let bogus =
+            vec![("Retry-After".to_string(), "3".to_string()), ("x-ms-retry-after-ms".to_string(), "x".to_string())];
+        assert_eq!(retry_after(&bogus), Some(Duration::from_secs(3)));
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 //! **attempt** is one run of a delivery's plugin.
 
 pub(crate) mod common;
+pub mod guard;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use serde::Serialize;
 use crate::attempt::Attempt;
 use crate::kv::KvBackend;
 use crate::okta::Event;
+pub use guard::GuardRule;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use url::StoreUrl;
@@ -52,32 +54,43 @@ pub enum Status {
     Running,
     /// Failed retryably; waits until `next_attempt_at`.
     Retrying,
+    /// Parked by the plugin's guard (docs/contract.md, "Guard"): waits, unexecuted, for an
+    /// operator to release or discard it. It keeps its place in its user's order.
+    Held,
     /// Finished: handled, or superseded by a later event.
     Done,
     /// Failed permanently or ran out of attempts; kept for inspection and replay.
     Dead,
+    /// A held delivery an operator discarded: never run, kept in the history.
+    Discarded,
 }
 
 impl Status {
+    /// Every status, in the contract's order.
+    pub const ALL: [Status; 7] = [
+        Status::Pending,
+        Status::Running,
+        Status::Retrying,
+        Status::Held,
+        Status::Done,
+        Status::Dead,
+        Status::Discarded,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
             Status::Running => "running",
             Status::Retrying => "retrying",
+            Status::Held => "held",
             Status::Done => "done",
             Status::Dead => "dead",
+            Status::Discarded => "discarded",
         }
     }
 
     pub fn parse(s: &str) -> Option<Status> {
-        Some(match s {
-            "pending" => Status::Pending,
-            "running" => Status::Running,
-            "retrying" => Status::Retrying,
-            "done" => Status::Done,
-            "dead" => Status::Dead,
-            _ => return None,
-        })
+        Status::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -214,6 +227,23 @@ pub struct AttemptView {
     pub log: serde_json::Value,
 }
 
+/// What [`Store::claim_guarded`] did: the deliveries claimed, and those its plugin's guard
+/// parked as `held` instead.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimBatch {
+    pub claims: Vec<Claim>,
+    pub held: Vec<HeldDelivery>,
+}
+
+/// A delivery a claim parked as `held`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldDelivery {
+    pub delivery_id: String,
+    pub plugin: String,
+    /// The first delivery held while none of its plugin was: the guard tripped here.
+    pub trips: bool,
+}
+
 /// Answer to a replay request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplayOutcome {
@@ -265,7 +295,31 @@ pub trait Store: KvBackend + Send + Sync {
         lease: Duration,
         limit: usize,
         max_running: &(dyn Fn(&str) -> usize + Sync),
-    ) -> Result<Vec<Claim>, StoreError>;
+    ) -> Result<Vec<Claim>, StoreError> {
+        Ok(self.claim_guarded(host_id, now, lease, limit, max_running, &|_| None)?.claims)
+    }
+
+    /// [`Store::claim`] with each plugin's guard (`guard(plugin)`, `None` for none): a
+    /// candidate the guard does not admit ([`guard::GuardCount::admit`]) is parked as `held`
+    /// in the same transaction instead of claimed.
+    fn claim_guarded(
+        &self,
+        host_id: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+        max_running: &(dyn Fn(&str) -> usize + Sync),
+        guard: &(dyn Fn(&str) -> Option<GuardRule> + Sync),
+    ) -> Result<ClaimBatch, StoreError>;
+
+    /// An operator's release of a plugin's held deliveries: back to pending (to run in
+    /// their usual order, exempt from the guard), and the guard's window starts afresh at
+    /// `now`. Returns how many were released.
+    fn release_held(&self, plugin: &str, now: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    /// An operator's discard of a plugin's held deliveries: `discarded`, never run, kept in
+    /// the history. Returns how many were discarded.
+    fn discard_held(&self, plugin: &str, now: DateTime<Utc>) -> Result<usize, StoreError>;
 
     /// Extends a running claim's lease. Returns false when the claim is no longer ours.
     fn renew(&self, delivery_id: &str, lease_token: &str, until: DateTime<Utc>) -> Result<bool, StoreError>;
@@ -306,7 +360,8 @@ pub trait Store: KvBackend + Send + Sync {
         after: Option<&str>,
     ) -> Result<(Vec<DeliveryView>, Option<String>), StoreError>;
     fn attempts(&self, delivery_id: &str) -> Result<Vec<AttemptView>, StoreError>;
-    /// Puts a done or dead delivery back to pending (the next run is marked as a replay).
+    /// Puts a done, dead, held or discarded delivery back to pending (the next run is marked
+    /// as a replay, and runs whatever the guard says).
     fn replay(&self, delivery_id: &str) -> Result<ReplayOutcome, StoreError>;
     /// Count of deliveries per (plugin, status).
     fn counts(&self) -> Result<Vec<(String, Status, u64)>, StoreError>;
@@ -424,8 +479,10 @@ pub struct PluginQueue {
     pub pending: u64,
     pub running: u64,
     pub retrying: u64,
+    pub held: u64,
     pub done: u64,
     pub dead: u64,
+    pub discarded: u64,
     /// When the oldest delivery still waiting (pending or retrying) was created; `None` when
     /// nothing waits.
     pub oldest_pending_at: Option<String>,

@@ -42,8 +42,8 @@ use postgres::{Client, Config, GenericClient, NoTls, Statement};
 
 use super::common::now;
 use super::{
-    AttemptView, Claim, DeliveryView, EventFilter, EventPage, EventView, IngestReport, LogCursor, NewEvent, Next,
-    QueueStats, ReplayOutcome, Source, Status, Store, StoreError,
+    AttemptView, ClaimBatch, DeliveryView, EventFilter, EventPage, EventView, GuardRule, IngestReport, LogCursor,
+    NewEvent, Next, QueueStats, ReplayOutcome, Source, Status, Store, StoreError,
 };
 use crate::attempt::Attempt;
 use crate::kv::KvBackend;
@@ -360,15 +360,24 @@ impl Store for PostgresStore {
         self.with(|c| queue::log_lease(c, holder, now, lease))
     }
 
-    fn claim(
+    fn claim_guarded(
         &self,
         host_id: &str,
         now: chrono::DateTime<chrono::Utc>,
         lease: Duration,
         limit: usize,
         max_running: &(dyn Fn(&str) -> usize + Sync),
-    ) -> Result<Vec<Claim>, StoreError> {
-        self.with(|c| queue::claim(c, host_id, now, lease, limit, max_running))
+        guard: &(dyn Fn(&str) -> Option<GuardRule> + Sync),
+    ) -> Result<ClaimBatch, StoreError> {
+        self.with(|c| queue::claim(c, host_id, now, lease, limit, max_running, guard))
+    }
+
+    fn release_held(&self, plugin: &str, now: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+        self.with(|c| queue::release_held(c, plugin, now))
+    }
+
+    fn discard_held(&self, plugin: &str, now: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+        self.with(|c| queue::discard_held(c, plugin, now))
     }
 
     fn renew(

@@ -31,8 +31,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::common::now;
 use super::{
-    AttemptView, Claim, DeliveryView, EventFilter, EventPage, EventView, IngestReport, LogCursor, NewEvent, Next,
-    QueueStats, ReplayOutcome, Source, Status, Store, StoreError,
+    AttemptView, ClaimBatch, DeliveryView, EventFilter, EventPage, EventView, GuardRule, IngestReport, LogCursor,
+    NewEvent, Next, QueueStats, ReplayOutcome, Source, Status, Store, StoreError,
 };
 use crate::attempt::Attempt;
 use crate::kv::KvBackend;
@@ -101,6 +101,16 @@ impl SqliteStore {
 
     fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
+        // A migration may rebuild a table that others reference (SQLite cannot alter a
+        // CHECK constraint): its documented procedure turns foreign keys off around the
+        // transaction (the pragma is a no-op inside one) and checks them before committing.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let migrated = Self::migrate_in(&mut conn);
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrated
+    }
+
+    fn migrate_in(conn: &mut Connection) -> Result<(), StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);",
@@ -109,6 +119,12 @@ impl SqliteStore {
         for (version, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
             tx.execute_batch(sql)?;
             tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![version, now()])?;
+        }
+        let broken: Option<String> = tx.query_row("PRAGMA foreign_key_check", [], |r| r.get(0)).optional()?;
+        if let Some(table) = broken {
+            return Err(StoreError::Unavailable(format!(
+                "the migrated database has rows in {table} that reference missing rows; restore a backup"
+            )));
         }
         tx.commit()?;
         Ok(())
@@ -178,15 +194,24 @@ impl Store for SqliteStore {
         log_cursor::log_lease(&*self.conn()?, holder, now, lease)
     }
 
-    fn claim(
+    fn claim_guarded(
         &self,
         host_id: &str,
         now: DateTime<Utc>,
         lease: Duration,
         limit: usize,
         max_running: &(dyn Fn(&str) -> usize + Sync),
-    ) -> Result<Vec<Claim>, StoreError> {
-        queue::claim(&mut *self.conn()?, host_id, now, lease, limit, max_running)
+        guard: &(dyn Fn(&str) -> Option<GuardRule> + Sync),
+    ) -> Result<ClaimBatch, StoreError> {
+        queue::claim(&mut *self.conn()?, host_id, now, lease, limit, max_running, guard)
+    }
+
+    fn release_held(&self, plugin: &str, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        queue::release_held(&mut *self.conn()?, plugin, now)
+    }
+
+    fn discard_held(&self, plugin: &str, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        queue::discard_held(&mut *self.conn()?, plugin, now)
     }
 
     fn renew(&self, delivery_id: &str, lease_token: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {

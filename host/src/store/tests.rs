@@ -9,7 +9,8 @@ use super::*;
 use crate::attempt::{Attempt, AttemptResult};
 use crate::okta::Event;
 use crate::store::{
-    EventFilter, EventSummary, EventUser, IngestReport, LogCursor, NewEvent, Next, ReplayOutcome, Source, Status, Store,
+    ClaimBatch, EventFilter, EventSummary, EventUser, GuardRule, IngestReport, LogCursor, NewEvent, Next,
+    ReplayOutcome, Source, Status, Store,
 };
 
 /// A folder under the system temp dir, removed on drop.
@@ -120,6 +121,8 @@ on_both_backends!(
     the_poller_lease_is_one_holders_until_it_expires,
     a_holder_that_lost_the_lease_stores_nothing,
     search_events_filters_by_source,
+    the_guard_holds_past_max_per_window_until_an_operator_releases,
+    held_and_discarded_survive_reopen_and_a_replayed_held_delivery_runs,
 );
 
 fn event(uuid: &str, event_type: &str, published: &str, user: Option<&str>, group: Option<&str>) -> Event {
@@ -958,4 +961,119 @@ fn search_events_filters_by_source(b: &dyn Backend) {
     let page = s.search_events(&EventFilter { limit: 5, ..Default::default() }).unwrap();
     let sources: Vec<&str> = page.events.iter().map(|e| e.source.as_str()).collect();
     assert_eq!(sources, ["reconcile", "system_log", "hook"]);
+}
+
+fn remove(uuid: &str, published: &str, user: &str) -> Event {
+    event(uuid, "group.user_membership.remove", published, Some(user), Some("g"))
+}
+
+fn guard_rule(max: u32) -> GuardRule {
+    GuardRule {
+        event_types: vec!["group.user_membership.remove".into()],
+        max_per_window: max,
+        window: Duration::from_secs(600),
+    }
+}
+
+fn claim_guarded_at(s: &dyn Store, at: DateTime<Utc>, max: u32) -> ClaimBatch {
+    s.claim_guarded("h", at, LEASE, 10, &any, &|p: &str| (p == "p").then(|| guard_rule(max))).unwrap()
+}
+
+fn finish_all(s: &dyn Store, claims: &[Claim]) {
+    for c in claims {
+        let ok = attempt(AttemptResult::Done { summary: "ok".into() });
+        assert!(s.complete(&c.delivery_id, &c.lease_token, Some(&ok), &Next::Done).unwrap());
+    }
+}
+
+fn held_uuids(s: &dyn Store) -> Vec<String> {
+    s.deliveries(Some(Status::Held), 100, None).unwrap().0.into_iter().map(|d| d.event_id).collect()
+}
+
+fn the_guard_holds_past_max_per_window_until_an_operator_releases(b: &dyn Backend) {
+    let s = b.open();
+    let p = |i: u32| format!("2024-05-01T10:00:0{i}.000Z");
+    let mut batch: Vec<NewEvent> =
+        (1..=4).map(|i| new(remove(&format!("r{i}"), &p(i), &format!("u{i}")), &["p"])).collect();
+    batch.push(new(add("a5", &p(5), "u5", "g"), &["p"]));
+    s.ingest(None, &batch).unwrap();
+
+    // Two removals may begin; the third trips the guard, the fourth is held too; adds pass.
+    let first = claim_guarded_at(&*s, t0(), 2);
+    assert_eq!(uuids(&first.claims), ["r1", "r2", "a5"]);
+    let held: Vec<(&str, bool)> = first.held.iter().map(|h| (h.plugin.as_str(), h.trips)).collect();
+    assert_eq!(held, [("p", true), ("p", false)]);
+    assert_eq!(held_uuids(&*s), ["r3", "r4"]);
+    assert_eq!(status_of(&*s, "r3", "p").status, Status::Held);
+    finish_all(&*s, &first.claims);
+    assert!(claim_guarded_at(&*s, t0() + secs(1), 2).claims.is_empty());
+
+    // Tripped until decided, even after the window has passed.
+    s.ingest(None, &[new(remove("r6", &p(6), "u6"), &["p"])]).unwrap();
+    let later = claim_guarded_at(&*s, t0() + secs(3600), 2);
+    assert!(later.claims.is_empty());
+    assert_eq!(later.held.iter().map(|h| h.trips).collect::<Vec<_>>(), [false]);
+    let q = s.queue_stats(t0()).unwrap().plugins.into_iter().find(|q| q.plugin == "p").unwrap();
+    assert_eq!((q.held, q.done), (3, 3));
+    assert!(s.counts().unwrap().contains(&("p".to_string(), Status::Held, 3)));
+
+    // Release: all run, in order, whatever the count; the window starts afresh.
+    assert_eq!(s.release_held("p", t0() + secs(3601)).unwrap(), 3);
+    assert_eq!(s.release_held("p", t0() + secs(3601)).unwrap(), 0);
+    let released = claim_guarded_at(&*s, t0() + secs(3602), 2);
+    assert_eq!(uuids(&released.claims), ["r3", "r4", "r6"]);
+    assert!(released.held.is_empty());
+    finish_all(&*s, &released.claims);
+    s.ingest(None, &[new(remove("r7", &p(7), "u7"), &["p"]), new(remove("r8", &p(8), "u8"), &["p"])]).unwrap();
+    assert_eq!(uuids(&claim_guarded_at(&*s, t0() + secs(3603), 2).claims), ["r7", "r8"]);
+}
+
+fn held_and_discarded_survive_reopen_and_a_replayed_held_delivery_runs(b: &dyn Backend) {
+    let s = b.open();
+    let p = |i: u32| format!("2024-05-01T10:00:0{i}.000Z");
+    s.ingest(
+        None,
+        &[
+            new(remove("r1", &p(1), "u1"), &["p"]),
+            new(remove("r2", &p(2), "u2"), &["p"]),
+            new(remove("r3", &p(3), "u3"), &["p"]),
+        ],
+    )
+    .unwrap();
+    let first = claim_guarded_at(&*s, t0(), 1);
+    assert_eq!(uuids(&first.claims), ["r1"]);
+    finish_all(&*s, &first.claims);
+    assert_eq!(held_uuids(&*s), ["r2", "r3"]);
+    // A later event about a held delivery's user waits behind it (per-user order).
+    s.ingest(None, &[new(add("a3", &p(4), "u3", "g"), &["p"])]).unwrap();
+    drop(s);
+
+    let s = b.open();
+    let again = claim_guarded_at(&*s, t0() + secs(1), 1);
+    assert!(again.claims.is_empty() && again.held.is_empty(), "still tripped after a reopen");
+    assert_eq!(held_uuids(&*s), ["r2", "r3"]);
+
+    // Replaying one held delivery runs it, whatever the guard says.
+    let r2 = status_of(&*s, "r2", "p").id;
+    assert_eq!(s.replay(&r2).unwrap(), ReplayOutcome::Accepted);
+    let replayed = claim_guarded_at(&*s, t0() + secs(2), 1);
+    assert_eq!(uuids(&replayed.claims), ["r2"]);
+    assert!(replayed.claims[0].replay);
+    finish_all(&*s, &replayed.claims);
+
+    assert_eq!(s.discard_held("p", t0() + secs(3)).unwrap(), 1);
+    assert_eq!(s.discard_held("p", t0() + secs(3)).unwrap(), 0);
+    drop(s);
+
+    let s = b.open();
+    let r3 = status_of(&*s, "r3", "p");
+    assert_eq!((r3.status, r3.attempts), (Status::Discarded, 0));
+    assert!(s.attempts(&r3.id).unwrap().is_empty(), "a discarded delivery never ran");
+    assert!(held_uuids(&*s).is_empty());
+    assert_eq!(s.deliveries(Some(Status::Discarded), 10, None).unwrap().0.len(), 1);
+    let q = s.queue_stats(t0()).unwrap().plugins.into_iter().find(|q| q.plugin == "p").unwrap();
+    assert_eq!((q.held, q.discarded), (0, 1));
+    // With nothing held, the user's later add runs; the discarded removal never does.
+    assert_eq!(uuids(&claim_guarded_at(&*s, t0() + secs(4), 1).claims), ["a3"]);
+    assert_eq!(status_of(&*s, "r3", "p").status, Status::Discarded);
 }

@@ -26,6 +26,21 @@ pub const USER_DELETE_INITIATED: &str = "user.lifecycle.delete.initiated";
 /// invited or adopted: `user:<okta user id>`.
 pub const USER_KEY_PREFIX: &str = "user:";
 
+/// A mapping this plugin made by **inviting** the account carries when it did so:
+/// `user:<okta user id>` → `<entra id>;<invited at, Unix ms>:<lag retries used>` (an adopted
+/// account's mapping is the bare id). Entra serves calls by id from replicas that may not
+/// have a new account yet, so a read, PATCH or DELETE moments after the invitation can answer
+/// 404 for an account that exists; for such a mapping a 404 is replication lag: retryable, a
+/// few times, not "already gone". Kept in the mapping itself, so it costs no extra KV call.
+pub const INVITED_MARK: char = ';';
+
+/// How long after its invitation a 404 on an account may be replication lag.
+pub const REPLICATION_LAG_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// How many times a removal is retried for a 404 on a fresh account before it counts as gone.
+pub const REPLICATION_LAG_TRIES: u32 = 3;
+/// When to try again after such a 404 (Entra's replicas usually catch up within seconds).
+pub const REPLICATION_LAG_RETRY_MS: u64 = 2_000;
+
 enum Flow {
     Add,
     Remove,
@@ -94,7 +109,8 @@ fn add<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Failure> 
             let id = run.invite(&addr, user.display_name.as_deref())?;
             let kind = run.settings.invited_user_type.clone();
             if kind == "Guest" {
-                run.kv_set(&key, &id)?;
+                let invited_at = run.now_unix_ms();
+                run.kv_set(&key, &format!("{id}{INVITED_MARK}{invited_at}:0"))?;
             } else {
                 // Removal only ever touches guests, so recording a member would only
                 // produce failed removals later.
@@ -142,14 +158,15 @@ fn remove<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Failur
     let user = user_target(event)?;
     let key = mapping_key(user);
     run.log(Level::Info, &format!("Okta user {} left {}", user.id, group_label(event)));
-    if let Some(id) = run.kv_get(&key)? {
-        return remove_account(run, user, &key, &id);
+    if let Some(mapping) = run.kv_get(&key)? {
+        let (id, invited) = parse_mapping(&mapping);
+        return remove_account(run, user, &key, id, invited);
     }
     let addr = address(run, user)?;
     let found = run.find_by_mail(&addr)?;
     match found.as_slice() {
         [] => Ok(format!("no guest for {addr}; nothing to do")),
-        [candidate] => remove_account(run, user, &key, &candidate.id),
+        [candidate] => remove_account(run, user, &key, &candidate.id, None),
         several => Err(Failure::Permanent(format!(
             "{} accounts have mail {addr} ({}); graph-guest will not guess which to remove; \
              nothing was changed",
@@ -163,13 +180,22 @@ fn offboard<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Fail
     let user = user_target(event)?;
     let key = mapping_key(user);
     match run.kv_get(&key)? {
-        Some(id) => remove_account(run, user, &key, &id),
+        Some(mapping) => {
+            let (id, invited) = parse_mapping(&mapping);
+            remove_account(run, user, &key, id, invited)
+        }
         None => Ok(format!("no guest recorded for Okta user {}{}; nothing changed", user.id, login_suffix(user))),
     }
 }
 
 /// Deletes or disables `id` after checking it is a guest; drops the mapping once it is gone.
-fn remove_account<H: Host>(run: &mut Run<'_, H>, user: &Party, key: &str, id: &str) -> Result<String, Failure> {
+fn remove_account<H: Host>(
+    run: &mut Run<'_, H>,
+    user: &Party,
+    key: &str,
+    id: &str,
+    invited: Option<Invited>,
+) -> Result<String, Failure> {
     let verb = match run.settings.on_remove {
         OnRemove::Delete => "delete",
         OnRemove::Disable => "disable",
@@ -182,6 +208,7 @@ fn remove_account<H: Host>(run: &mut Run<'_, H>, user: &Party, key: &str, id: &s
         )));
     }
     let Some(account) = run.get_user(id)? else {
+        replication_lag(run, user, key, id, invited)?;
         run.kv_delete(key)?;
         return Ok(format!("guest {id} for Okta user {} already gone; nothing to do", user.id));
     };
@@ -204,6 +231,9 @@ fn remove_account<H: Host>(run: &mut Run<'_, H>, user: &Party, key: &str, id: &s
         OnRemove::Delete => run.delete_user(&account.id)?,
         OnRemove::Disable => run.disable_user(&account.id)?,
     };
+    if !existed {
+        replication_lag(run, user, key, &account.id, invited)?;
+    }
     run.kv_delete(key)?;
     Ok(if existed {
         let done = match run.settings.on_remove {
@@ -242,6 +272,59 @@ fn group_label(event: &Event) -> String {
         },
         None => "a group".to_string(),
     }
+}
+
+/// When this plugin invited a mapped account, and how many lag retries it used since.
+#[derive(Debug, Clone, Copy)]
+struct Invited {
+    at_ms: u64,
+    lag_retries: u32,
+}
+
+/// A mapping's Entra id, and its [`INVITED_MARK`] part when it has one (a part that does not
+/// parse counts as none: the 404 is then taken as "gone", as before the mark existed).
+fn parse_mapping(value: &str) -> (&str, Option<Invited>) {
+    match value.split_once(INVITED_MARK) {
+        None => (value, None),
+        Some((id, mark)) => {
+            let invited = mark
+                .split_once(':')
+                .and_then(|(at, n)| Some(Invited { at_ms: at.parse().ok()?, lag_retries: n.parse().ok()? }));
+            (id, invited)
+        }
+    }
+}
+
+/// After Graph answered 404 for account `id`: if this plugin invited it moments ago and has
+/// not retried for that too often, the 404 is replication lag and the run fails retryably
+/// (after [`REPLICATION_LAG_RETRY_MS`]), counting the retry in the mapping; otherwise `Ok`:
+/// the account is gone.
+fn replication_lag<H: Host>(
+    run: &mut Run<'_, H>,
+    user: &Party,
+    key: &str,
+    id: &str,
+    invited: Option<Invited>,
+) -> Result<(), Failure> {
+    let Some(invited) = invited else {
+        return Ok(());
+    };
+    let age = run.now_unix_ms().saturating_sub(invited.at_ms);
+    let used = invited.lag_retries;
+    if age >= REPLICATION_LAG_WINDOW_MS || used >= REPLICATION_LAG_TRIES {
+        return Ok(());
+    }
+    run.kv_set(key, &format!("{id}{INVITED_MARK}{}:{}", invited.at_ms, used + 1))?;
+    Err(Failure::Retryable {
+        message: format!(
+            "Graph answered 404 for guest {id}, invited {} s ago for Okta user {}: Entra has not \
+             replicated the new account yet (try {} of {REPLICATION_LAG_TRIES}); trying again",
+            age / 1000,
+            user.id,
+            used + 1
+        ),
+        retry_after_ms: Some(REPLICATION_LAG_RETRY_MS),
+    })
 }
 
 fn mapping_key(user: &Party) -> String {

@@ -22,6 +22,8 @@
 //! - [`TOKEN_KEY`] (`token`): the cached app token.
 //! - [`USER_KEY_PREFIX`]`<okta user id>` (`user:00u…`): the Entra object id of the guest this
 //!   plugin invited or adopted for that Okta user. Only ever a Guest; dropped once removed.
+//!   An invited guest's entry also says when it was invited (`<id>;<unix ms>:<lag retries>`,
+//!   see `handler::INVITED_MARK`): a 404 moments later is Entra's replication lag.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 

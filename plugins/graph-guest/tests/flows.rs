@@ -332,7 +332,7 @@ fn add_invites_a_new_guest_and_records_it() {
         );
     let s = summary(run(&mut host, &add_event()));
     assert!(s.contains("invited jane.doe@example.com as Guest") && s.contains(INVITED_ID), "{s}");
-    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")).map(String::as_str), Some(INVITED_ID));
+    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")), Some(&format!("{INVITED_ID};{NOW}:0")));
 
     let token = &host.sent[0];
     assert_eq!(token.header("content-type"), Some("application/x-www-form-urlencoded"));
@@ -419,7 +419,7 @@ fn add_ignores_listed_accounts_that_do_not_carry_the_address() {
             Ok(json(201, fixture!("graph/invitation-post.response.201.json"))),
         );
     summary(run(&mut host, &add_event()));
-    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")).map(String::as_str), Some(INVITED_ID));
+    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")), Some(&format!("{INVITED_ID};{NOW}:0")));
 }
 
 #[test]
@@ -990,4 +990,52 @@ fn debug_logs_name_requests_but_never_tokens() {
         "{debug:?}"
     );
     assert!(host.logs.iter().any(|(l, m)| *l == Level::Info && m.starts_with("already present")));
+}
+
+#[test]
+fn a_404_moments_after_the_invitation_is_replication_lag_retried_a_few_times() {
+    let not_found = || Ok(json(404, fixture!("graph/graph-error.404.Request_ResourceNotFound.json")));
+    let mut host = FakeHost::new();
+    // The add records when it invited the guest.
+    host.expect_token()
+        .expect(Method::Get, mail_url("jane.doe@example.com"), Ok(json(200, &users(&[]))))
+        .expect(Method::Get, other_mails_url("jane.doe@example.com"), Ok(json(200, &users(&[]))))
+        .expect(
+            Method::Post,
+            format!("{GRAPH}/v1.0/invitations"),
+            Ok(json(201, fixture!("graph/invitation-post.response.201.json"))),
+        );
+    summary(run(&mut host, &add_event()));
+    assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")), Some(&format!("{INVITED_ID};{NOW}:0")));
+
+    // The removal right after: Entra's replica does not know the account yet.
+    for n in 1..=3 {
+        host.now_ms = NOW + 1_000 * n;
+        host.expect(Method::Get, user_url(INVITED_ID), not_found());
+        match run(&mut host, &remove_event()) {
+            Err(Failure::Retryable { message, retry_after_ms }) => {
+                assert!(message.contains("not") && message.contains("replicated"), "{message}");
+                assert!(message.contains(&format!("try {n} of 3")), "{message}");
+                assert_eq!(retry_after_ms, Some(2_000));
+            }
+            other => panic!("try {n}: {other:?}"),
+        }
+        assert_eq!(host.kv.get(&format!("user:{OKTA_USER}")), Some(&format!("{INVITED_ID};{NOW}:{n}")));
+    }
+    // Bounded: after three tries a 404 means gone.
+    host.expect(Method::Get, user_url(INVITED_ID), not_found());
+    assert!(summary(run(&mut host, &remove_event())).contains("already gone"));
+    assert!(!host.kv.contains_key(&format!("user:{OKTA_USER}")));
+
+    // A DELETE's 404 on a freshly invited account is lag too; an old invitation's is not.
+    let mut host = FakeHost::new();
+    host.kv.insert(format!("user:{OKTA_USER}"), format!("{GUEST_ID};{}:0", NOW - 1_000));
+    host.expect_token()
+        .expect(Method::Get, user_url(GUEST_ID), Ok(json(200, &user(GUEST_ID, "Guest", "jane.doe@example.com"))))
+        .expect(Method::Delete, format!("{GRAPH}/v1.0/users/{GUEST_ID}"), not_found());
+    assert!(matches!(run(&mut host, &remove_event()), Err(Failure::Retryable { .. })));
+    host.kv.insert(format!("user:{OKTA_USER}"), format!("{GUEST_ID};{}:0", NOW - 3_600_000));
+    host.expect(Method::Get, user_url(GUEST_ID), not_found());
+    assert!(summary(run(&mut host, &remove_event())).contains("already gone"));
+    assert!(!host.kv.contains_key(&format!("user:{OKTA_USER}")));
 }

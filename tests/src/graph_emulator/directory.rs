@@ -373,6 +373,19 @@ pub(super) async fn list_users(
     Ok(odata(StatusCode::OK, &Value::Object(body)))
 }
 
+/// [`super::GraphEmulator::set_by_id_lag`]: a 404 while the user's lag lasts (one read
+/// used up per call).
+fn not_replicated_yet(tenant: &mut super::Tenant, index: usize, key: &str) -> Result<(), GraphError> {
+    let id = tenant.users[index].id.clone();
+    match tenant.lagging.get_mut(&id) {
+        Some(left) if *left > 0 => {
+            *left -= 1;
+            Err(GraphError::not_found(key))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(super) async fn get_user(
     State(shared): State<Arc<Shared>>,
     Path(key): Path<String>,
@@ -380,8 +393,9 @@ pub(super) async fn get_user(
 ) -> Result<Response, GraphError> {
     let options = query_options(query.as_deref(), &["select"])?;
     let select = parse_select(options.get("select"))?;
-    let tenant = shared.lock();
+    let mut tenant = shared.lock();
     let index = find_user(&tenant.users, &key).ok_or_else(|| GraphError::not_found(&key))?;
+    not_replicated_yet(&mut tenant, index, &key)?;
     let mut body = json!({ "@odata.context": format!("{}/$entity", context(&shared.base_url, &select)) });
     if let (Value::Object(body), Value::Object(user)) = (&mut body, tenant.users[index].project(&select)) {
         body.extend(user);
@@ -398,6 +412,7 @@ pub(super) async fn patch_user(
     let changes = json_object(&headers, &body)?;
     let mut tenant = shared.lock();
     let index = find_user(&tenant.users, &key).ok_or_else(|| GraphError::not_found(&key))?;
+    not_replicated_yet(&mut tenant, index, &key)?;
     let mut user = tenant.users[index].clone();
     for (name, value) in &changes {
         match name.as_str() {
@@ -447,6 +462,7 @@ pub(super) async fn delete_user(
 ) -> Result<StatusCode, GraphError> {
     let mut tenant = shared.lock();
     let index = find_user(&tenant.users, &key).ok_or_else(|| GraphError::not_found(&key))?;
+    not_replicated_yet(&mut tenant, index, &key)?;
     let user = tenant.users.remove(index);
     tenant.deleted.push(user);
     Ok(StatusCode::NO_CONTENT)
@@ -565,6 +581,10 @@ pub(super) async fn invite(
             user.external_user_state = Some("PendingAcceptance".into());
             let id = user.id.clone();
             tenant.users.push(user);
+            let lag = tenant.by_id_lag_reads;
+            if lag > 0 {
+                tenant.lagging.insert(id.clone(), lag);
+            }
             id
         }
     };

@@ -537,3 +537,35 @@ async fn admin_endpoints_expose_state_and_take_faults() {
     assert_eq!(bad.status(), 400);
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_freshly_invited_user_is_not_found_by_id_for_its_first_lagging_reads() {
+    let (emulator, api) = start().await;
+    emulator.set_by_id_lag(2);
+    let id = api.invite_address("fresh@fabrikam.com").await.body["invitedUser"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1.0/users/{id}");
+    let first = api.get(&path).await;
+    assert_eq!((first.status, first.code()), (404, "Request_ResourceNotFound"));
+    assert_eq!(api.get(&path).await.status, 404);
+    assert_eq!(api.get(&path).await.status, 200, "the replica caught up");
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_write_quota_answers_429_with_retry_after_past_its_bucket() {
+    let (emulator, api) = start().await;
+    // One write a minute, two at once: the third write in a row is throttled.
+    emulator.set_write_quota(1.0 / 60.0, 2);
+    assert_eq!(api.list(&[]).await.status, 200, "reads are not counted");
+    assert_eq!(api.invite_address("a@fabrikam.com").await.status, 201);
+    assert_eq!(api.invite_address("b@fabrikam.com").await.status, 201);
+    let throttled = api.invite_address("c@fabrikam.com").await;
+    assert_eq!((throttled.status, throttled.code()), (429, "TooManyRequests"));
+    let wait: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    let fixture = fixtures::load("graph/graph-error.429.json");
+    assert_eq!(keys(&throttled.body["error"]), keys(&fixture["error"]));
+    assert_eq!(emulator.write_counts(), crate::graph_emulator::WriteCounts { accepted: 2, throttled: 1 });
+    assert_eq!(emulator.users().len(), 2, "a throttled invitation creates nobody");
+    emulator.shutdown().await;
+}

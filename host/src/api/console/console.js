@@ -228,6 +228,7 @@
           el("dt", {}, "pending"), el("dd", { class: "n-pending" }, p.pending),
           el("dt", {}, "running"), el("dd", {}, p.running),
           el("dt", {}, "retrying"), el("dd", { class: p.retrying ? "warn" : "" }, p.retrying),
+          el("dt", {}, "held"), el("dd", { class: p.held ? "warn n-held" : "n-held" }, p.held || 0),
           el("dt", {}, "dead"), el("dd", { class: p.dead ? "bad n-dead" : "n-dead" }, p.dead),
           el("dt", {}, "done"), el("dd", {}, p.done),
           el("dt", {}, "oldest waiting"), el("dd", {}, age(p.oldest_pending_age_secs))
@@ -236,7 +237,35 @@
     );
     if (!cards.length) cards.push(el("p", { class: "muted" }, "No deliveries yet."));
     replace($("queue-plugins"), cards);
+    drawHeld(queue.plugins || []);
     drawChart(queue.attempts_per_minute || []);
+  }
+
+  // One banner per plugin whose guard holds deliveries: the operator decides here.
+  function drawHeld(plugins) {
+    const banners = plugins
+      .filter((p) => p.held > 0)
+      .map((p) =>
+        el(
+          "div",
+          { class: "held-banner", role: "alert", "data-plugin": p.plugin },
+          el("span", { class: "held-text" }, p.held + (p.held === 1 ? " delivery" : " deliveries") + " held for " + p.plugin + " by its guard"),
+          el("button", { type: "button", class: "held-release", onclick: (ev) => decideHeld(p.plugin, "release", ev.currentTarget) }, "Release"),
+          el("button", { type: "button", class: "held-discard quiet", onclick: (ev) => decideHeld(p.plugin, "discard", ev.currentTarget) }, "Discard")
+        )
+      );
+    replace($("held-banners"), banners);
+  }
+
+  async function decideHeld(plugin, decision, button) {
+    button.disabled = true;
+    try {
+      await api("/api/plugins/" + encodeURIComponent(plugin) + "/held/" + decision, { method: "POST" });
+    } catch (e) {
+      problem(e);
+    }
+    delete state.drawn.queue;
+    refresh();
   }
 
   function drawChart(minutes) {
@@ -421,7 +450,7 @@
         el(
           "td",
           {},
-          d.status === "dead"
+          d.status === "dead" || d.status === "held" || d.status === "discarded"
             ? el("button", { type: "button", class: "replay", "data-id": d.id, onclick: (ev) => { ev.stopPropagation(); replay(d.id, ev.currentTarget); } }, "Replay")
             : null
         )

@@ -121,8 +121,10 @@ pub(super) fn queue_stats(client: &mut Conn, now: DateTime<Utc>) -> Result<Queue
             Some(Status::Pending) => q.pending = n,
             Some(Status::Running) => q.running = n,
             Some(Status::Retrying) => q.retrying = n,
+            Some(Status::Held) => q.held = n,
             Some(Status::Done) => q.done = n,
             Some(Status::Dead) => q.dead = n,
+            Some(Status::Discarded) => q.discarded = n,
             None => {}
         }
     }

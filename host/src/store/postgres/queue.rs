@@ -32,8 +32,10 @@ use serde_json::Value;
 use crate::attempt::{Attempt, AttemptResult};
 use crate::okta::Event;
 use crate::store::common::{fmt_time, group_ids, landing, lease_end, log_json, now, published_key, superseded_note};
+use crate::store::guard::{self, GuardCount, GuardRule, Verdict};
 use crate::store::{
-    Claim, IngestReport, LogCursor, NewEvent, Next, ReplayOutcome, Source, Status, StoreError, LOG_CURSOR,
+    Claim, ClaimBatch, HeldDelivery, IngestReport, LogCursor, NewEvent, Next, ReplayOutcome, Source, Status,
+    StoreError, LOG_CURSOR,
 };
 
 fn count(n: u64) -> usize {
@@ -156,6 +158,39 @@ struct Candidate {
     attempts: u32,
     replay: bool,
     raw: String,
+    event_type: String,
+    began: bool,
+    exempt: bool,
+}
+
+/// A guarded plugin's state as the store has it (see [`guard`]). Hosts sharing the store
+/// take a per-plugin advisory lock first (held to the end of the claim's transaction), so
+/// two claiming at once count each other's starts and cannot both take the last place.
+fn guard_count(
+    tx: &mut postgres::Transaction<'_>,
+    cache: &mut HashMap<String, postgres::Statement>,
+    plugin: &str,
+    rule: GuardRule,
+    now_t: DateTime<Utc>,
+) -> Result<GuardCount, StoreError> {
+    let lock = prepared(cache, tx, "SELECT pg_advisory_xact_lock(hashtext('hookhost guard ' || $1)::BIGINT)")?;
+    tx.query(&lock, &[&plugin])?;
+    let reset = prepared(cache, tx, "SELECT reset_at FROM guard_resets WHERE plugin = $1")?;
+    let reset_at = tx
+        .query_opt(&reset, &[&plugin])?
+        .and_then(|r| DateTime::parse_from_rfc3339(&r.get::<_, String>(0)).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let since = fmt_time(rule.window_start(now_t, reset_at));
+    let began = prepared(
+        cache,
+        tx,
+        "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
+         WHERE d.plugin = $1 AND d.started_at >= $2 AND NOT d.guard_exempt AND e.event_type = ANY($3)",
+    )?;
+    let began: i64 = tx.query_one(&began, &[&plugin, &since, &rule.event_types])?.get(0);
+    let held = prepared(cache, tx, "SELECT EXISTS (SELECT 1 FROM deliveries WHERE status = 'held' AND plugin = $1)")?;
+    let any_held: bool = tx.query_one(&held, &[&plugin])?.get(0);
+    Ok(GuardCount::new(rule, u64::try_from(began).unwrap_or(0), any_held))
 }
 
 pub(super) fn claim(
@@ -165,9 +200,10 @@ pub(super) fn claim(
     lease: Duration,
     limit: usize,
     max_running: &(dyn Fn(&str) -> usize + Sync),
-) -> Result<Vec<Claim>, StoreError> {
+    guard_rule: &(dyn Fn(&str) -> Option<GuardRule> + Sync),
+) -> Result<ClaimBatch, StoreError> {
     if limit == 0 {
-        return Ok(Vec::new());
+        return Ok(ClaimBatch::default());
     }
     let now_s = fmt_time(now_t);
     let until = fmt_time(lease_end(now_t, lease));
@@ -201,7 +237,7 @@ pub(super) fn claim(
     let heads = prepared(
         cache,
         &mut tx,
-        "SELECT d.seq, d.id, d.attempts, d.replay, e.raw
+        "SELECT d.seq, d.id, d.attempts, d.replay, e.raw, e.event_type, d.started_at IS NOT NULL, d.guard_exempt
          FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
          WHERE d.status IN ('pending', 'retrying') AND d.plugin = $1
            AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= $2)
@@ -211,7 +247,7 @@ pub(super) fn claim(
                                AND r.status = 'running')
              AND NOT EXISTS (SELECT 1 FROM deliveries o
                              WHERE o.plugin = d.plugin AND o.subject = d.subject
-                               AND o.status IN ('pending', 'retrying')
+                               AND o.status IN ('pending', 'retrying', 'held')
                                AND (o.published_key < d.published_key
                                     OR (o.published_key = d.published_key AND o.seq < d.seq)))))
          ORDER BY d.seq
@@ -219,10 +255,14 @@ pub(super) fn claim(
          FOR UPDATE OF d SKIP LOCKED",
     )?;
     let mut candidates = Vec::new();
+    let mut guards: HashMap<String, GuardCount> = HashMap::new();
     for plugin in plugins {
         let room = max_running(&plugin).saturating_sub(running.get(&plugin).copied().unwrap_or(0)).min(limit);
         if room == 0 {
             continue;
+        }
+        if let Some(rule) = guard_rule(&plugin) {
+            guards.insert(plugin.clone(), guard_count(&mut tx, cache, &plugin, rule, now_t)?);
         }
         let room = i64::try_from(room).unwrap_or(i64::MAX);
         for r in tx.query(&heads, &[&plugin, &now_s, &room])? {
@@ -233,6 +273,9 @@ pub(super) fn claim(
                 attempts: u32::try_from(r.get::<_, i64>(2)).unwrap_or(u32::MAX),
                 replay: r.get(3),
                 raw: r.get(4),
+                event_type: r.get(5),
+                began: r.get(6),
+                exempt: r.get(7),
             });
         }
     }
@@ -244,8 +287,13 @@ pub(super) fn claim(
         &mut tx,
         "UPDATE deliveries
          SET status = 'running', lease_owner = $2, lease_token = $3, lease_until = $4,
-             next_attempt_at = NULL, updated_at = $5
+             next_attempt_at = NULL, updated_at = $5, started_at = COALESCE(started_at, $5)
          WHERE id = $1",
+    )?;
+    let park = prepared(
+        cache,
+        &mut tx,
+        "UPDATE deliveries SET status = 'held', next_attempt_at = NULL, updated_at = $2 WHERE id = $1",
     )?;
     let unreadable = prepared(
         cache,
@@ -254,9 +302,20 @@ pub(super) fn claim(
          WHERE id = $1",
     )?;
 
-    candidates.truncate(limit);
-    let mut claims = Vec::with_capacity(candidates.len());
+    let mut claims = Vec::with_capacity(candidates.len().min(limit));
+    let mut held = Vec::new();
     for c in candidates {
+        if claims.len() >= limit {
+            break;
+        }
+        if let Some(g) = guards.get_mut(&c.plugin) {
+            let seen = guard::Candidate { event_type: &c.event_type, began: c.began, exempt: c.exempt || c.replay };
+            if let Verdict::Hold { trips } = g.admit(seen) {
+                tx.execute(&park, &[&c.id, &now_s])?;
+                held.push(HeldDelivery { delivery_id: c.id, plugin: c.plugin, trips });
+                continue;
+            }
+        }
         let event =
             serde_json::from_str::<Value>(&c.raw).map_err(|e| e.to_string()).and_then(|v| Event::from_value(&v));
         let event = match event {
@@ -279,7 +338,35 @@ pub(super) fn claim(
         });
     }
     tx.commit()?;
-    Ok(claims)
+    Ok(ClaimBatch { claims, held })
+}
+
+/// An operator's release: held → pending, exempt from the guard, and a fresh window.
+pub(super) fn release_held(conn: &mut Conn, plugin: &str, now_t: DateTime<Utc>) -> Result<usize, StoreError> {
+    let now_s = fmt_time(now_t);
+    let mut tx = conn.transaction()?;
+    let n = tx.execute(
+        "UPDATE deliveries SET status = 'pending', guard_exempt = TRUE, next_attempt_at = NULL, updated_at = $2
+         WHERE status = 'held' AND plugin = $1",
+        &[&plugin, &now_s],
+    )?;
+    tx.execute(
+        "INSERT INTO guard_resets (plugin, reset_at) VALUES ($1, $2)
+         ON CONFLICT (plugin) DO UPDATE SET reset_at = excluded.reset_at",
+        &[&plugin, &now_s],
+    )?;
+    tx.commit()?;
+    Ok(count(n))
+}
+
+/// An operator's discard: held → discarded (never run; the history keeps them).
+pub(super) fn discard_held(conn: &mut Conn, plugin: &str, now_t: DateTime<Utc>) -> Result<usize, StoreError> {
+    let n = conn.exec(
+        "UPDATE deliveries SET status = 'discarded', next_attempt_at = NULL, updated_at = $2
+         WHERE status = 'held' AND plugin = $1",
+        &[&plugin, &fmt_time(now_t)],
+    )?;
+    Ok(count(n))
 }
 
 pub(super) fn renew(
@@ -450,12 +537,12 @@ pub(super) fn replay(conn: &mut Conn, delivery_id: &str) -> Result<ReplayOutcome
     let status: String = row.get(0);
     let status = Status::parse(&status)
         .ok_or_else(|| StoreError::Unavailable(format!("delivery {delivery_id} has unknown status {status:?}")))?;
-    if !matches!(status, Status::Done | Status::Dead) {
+    if !matches!(status, Status::Done | Status::Dead | Status::Held | Status::Discarded) {
         return Ok(ReplayOutcome::Conflict(status));
     }
     tx.execute(
         "UPDATE deliveries
-         SET status = 'pending', replay = TRUE, next_attempt_at = NULL, superseded_by = NULL,
+         SET status = 'pending', replay = TRUE, guard_exempt = TRUE, next_attempt_at = NULL, superseded_by = NULL,
              lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = $2
          WHERE id = $1",
         &[&delivery_id, &now()],

@@ -14,6 +14,9 @@
 //!
 //! - Migration 2 is the SQLite store's migration 4 (`events.source`, `log_cursor`).
 //!
+//! - Migration 3 is the SQLite store's migration 5 (the guard: `held` and `discarded`,
+//!   `started_at`, `guard_exempt`, `guard_resets`); PostgreSQL changes the CHECK in place.
+//!
 //! Migrations run under an advisory lock ([`MIGRATION_LOCK`]), so two hosts starting at once
 //! apply each migration exactly once: the second waits, then finds nothing left to do.
 
@@ -103,6 +106,22 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         holder TEXT COLLATE "C",
         lease_until TEXT COLLATE "C",
         updated_at TEXT COLLATE "C" NOT NULL
+    );"#,
+    ),
+    (
+        3,
+        r#"ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;
+    ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
+        CHECK (status IN ('pending', 'running', 'retrying', 'held', 'done', 'dead', 'discarded'));
+    ALTER TABLE deliveries ADD COLUMN started_at TEXT COLLATE "C";
+    ALTER TABLE deliveries ADD COLUMN guard_exempt BOOLEAN NOT NULL DEFAULT FALSE;
+    UPDATE deliveries SET started_at = COALESCE(
+        (SELECT MIN(a.started_at) FROM attempts a WHERE a.delivery_id = deliveries.id),
+        CASE WHEN status <> 'pending' THEN updated_at END);
+    CREATE INDEX deliveries_started ON deliveries (plugin, started_at) WHERE started_at IS NOT NULL;
+    CREATE TABLE guard_resets (
+        plugin TEXT COLLATE "C" PRIMARY KEY,
+        reset_at TEXT COLLATE "C" NOT NULL
     );"#,
     ),
 ];

@@ -23,7 +23,8 @@ use serde_json::Value;
 use crate::attempt::{Attempt, AttemptResult};
 use crate::okta::Event;
 use crate::store::common::{fmt_time, group_ids, landing, lease_end, log_json, now, published_key, superseded_note};
-use crate::store::{Claim, Next, ReplayOutcome, Status, StoreError};
+use crate::store::guard::{self, GuardCount, GuardRule, Verdict};
+use crate::store::{Claim, ClaimBatch, HeldDelivery, Next, ReplayOutcome, Status, StoreError};
 
 struct Candidate {
     seq: i64,
@@ -32,6 +33,38 @@ struct Candidate {
     attempts: u32,
     replay: bool,
     raw: String,
+    event_type: String,
+    began: bool,
+    exempt: bool,
+}
+
+/// A guarded plugin's state as the store has it (see [`guard`]): first starts of the
+/// guarded types in the current window, and whether any of its deliveries is held.
+fn guard_count(
+    tx: &rusqlite::Transaction<'_>,
+    plugin: &str,
+    rule: GuardRule,
+    now_t: DateTime<Utc>,
+) -> Result<GuardCount, StoreError> {
+    let reset_at: Option<String> = tx
+        .prepare_cached("SELECT reset_at FROM guard_resets WHERE plugin = ?1")?
+        .query_row([plugin], |r| r.get(0))
+        .optional()?;
+    let reset_at = reset_at.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc));
+    let since = fmt_time(rule.window_start(now_t, reset_at));
+    let types = serde_json::to_string(&rule.event_types)
+        .map_err(|e| StoreError::Unavailable(format!("cannot encode the guard's event types: {e}")))?;
+    let began: i64 = tx
+        .prepare_cached(
+            "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
+             WHERE d.plugin = ?1 AND d.started_at >= ?2 AND d.guard_exempt = 0
+               AND e.event_type IN (SELECT value FROM json_each(?3))",
+        )?
+        .query_row(params![plugin, since, types], |r| r.get(0))?;
+    let any_held: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM deliveries WHERE status = 'held' AND plugin = ?1)")?
+        .query_row([plugin], |r| r.get(0))?;
+    Ok(GuardCount::new(rule, u64::try_from(began).unwrap_or(0), any_held))
 }
 
 pub(super) fn claim(
@@ -41,9 +74,10 @@ pub(super) fn claim(
     lease: Duration,
     limit: usize,
     max_running: &(dyn Fn(&str) -> usize + Sync),
-) -> Result<Vec<Claim>, StoreError> {
+    guard_rule: &(dyn Fn(&str) -> Option<GuardRule> + Sync),
+) -> Result<ClaimBatch, StoreError> {
     if limit == 0 {
-        return Ok(Vec::new());
+        return Ok(ClaimBatch::default());
     }
     let now_s = fmt_time(now_t);
     let until = fmt_time(lease_end(now_t, lease));
@@ -72,9 +106,10 @@ pub(super) fn claim(
     };
 
     let mut candidates: Vec<Candidate> = Vec::new();
+    let mut guards: HashMap<String, GuardCount> = HashMap::new();
     {
         let mut heads = tx.prepare_cached(
-            "SELECT d.seq, d.id, d.attempts, d.replay, e.raw
+            "SELECT d.seq, d.id, d.attempts, d.replay, e.raw, e.event_type, d.started_at IS NOT NULL, d.guard_exempt
              FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
              WHERE d.status IN ('pending', 'retrying') AND d.plugin = ?1
                AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?2)
@@ -84,7 +119,7 @@ pub(super) fn claim(
                                    AND r.status = 'running')
                  AND NOT EXISTS (SELECT 1 FROM deliveries o
                                  WHERE o.plugin = d.plugin AND o.subject = d.subject
-                                   AND o.status IN ('pending', 'retrying')
+                                   AND o.status IN ('pending', 'retrying', 'held')
                                    AND (o.published_key < d.published_key
                                         OR (o.published_key = d.published_key AND o.seq < d.seq)))))
              ORDER BY d.seq
@@ -95,6 +130,9 @@ pub(super) fn claim(
             if room == 0 {
                 continue;
             }
+            if let Some(rule) = guard_rule(&plugin) {
+                guards.insert(plugin.clone(), guard_count(&tx, &plugin, rule, now_t)?);
+            }
             let rows = heads.query_map(params![plugin, now_s, room as i64], |r| {
                 Ok(Candidate {
                     seq: r.get(0)?,
@@ -103,6 +141,9 @@ pub(super) fn claim(
                     attempts: r.get(2)?,
                     replay: r.get(3)?,
                     raw: r.get(4)?,
+                    event_type: r.get(5)?,
+                    began: r.get(6)?,
+                    exempt: r.get(7)?,
                 })
             })?;
             for row in rows {
@@ -112,21 +153,35 @@ pub(super) fn claim(
     }
     // Oldest first across plugins.
     candidates.sort_by_key(|c| c.seq);
-    candidates.truncate(limit);
 
-    let mut claims = Vec::with_capacity(candidates.len());
+    let mut claims = Vec::with_capacity(candidates.len().min(limit));
+    let mut held = Vec::new();
     {
         let mut take = tx.prepare_cached(
             "UPDATE deliveries
              SET status = 'running', lease_owner = ?2, lease_token = ?3, lease_until = ?4,
-                 next_attempt_at = NULL, updated_at = ?5
+                 next_attempt_at = NULL, updated_at = ?5, started_at = COALESCE(started_at, ?5)
              WHERE id = ?1",
+        )?;
+        let mut park = tx.prepare_cached(
+            "UPDATE deliveries SET status = 'held', next_attempt_at = NULL, updated_at = ?2 WHERE id = ?1",
         )?;
         let mut unreadable = tx.prepare_cached(
             "UPDATE deliveries SET status = 'dead', last_error = ?2, next_attempt_at = NULL, updated_at = ?3
              WHERE id = ?1",
         )?;
         for c in candidates {
+            if claims.len() >= limit {
+                break;
+            }
+            if let Some(g) = guards.get_mut(&c.plugin) {
+                let seen = guard::Candidate { event_type: &c.event_type, began: c.began, exempt: c.exempt || c.replay };
+                if let Verdict::Hold { trips } = g.admit(seen) {
+                    park.execute(params![c.id, now_s])?;
+                    held.push(HeldDelivery { delivery_id: c.id, plugin: c.plugin, trips });
+                    continue;
+                }
+            }
             let event =
                 serde_json::from_str::<Value>(&c.raw).map_err(|e| e.to_string()).and_then(|v| Event::from_value(&v));
             let event = match event {
@@ -150,7 +205,35 @@ pub(super) fn claim(
         }
     }
     tx.commit()?;
-    Ok(claims)
+    Ok(ClaimBatch { claims, held })
+}
+
+/// An operator's release: held → pending, exempt from the guard, and a fresh window.
+pub(super) fn release_held(conn: &mut Connection, plugin: &str, now_t: DateTime<Utc>) -> Result<usize, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now_s = fmt_time(now_t);
+    let n = tx.execute(
+        "UPDATE deliveries SET status = 'pending', guard_exempt = 1, next_attempt_at = NULL, updated_at = ?2
+         WHERE status = 'held' AND plugin = ?1",
+        params![plugin, now_s],
+    )?;
+    tx.execute(
+        "INSERT INTO guard_resets (plugin, reset_at) VALUES (?1, ?2)
+         ON CONFLICT (plugin) DO UPDATE SET reset_at = excluded.reset_at",
+        params![plugin, now_s],
+    )?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// An operator's discard: held → discarded (never run; the history keeps them).
+pub(super) fn discard_held(conn: &mut Connection, plugin: &str, now_t: DateTime<Utc>) -> Result<usize, StoreError> {
+    let n = conn.execute(
+        "UPDATE deliveries SET status = 'discarded', next_attempt_at = NULL, updated_at = ?2
+         WHERE status = 'held' AND plugin = ?1",
+        params![plugin, fmt_time(now_t)],
+    )?;
+    Ok(n)
 }
 
 pub(super) fn renew(
@@ -330,12 +413,12 @@ pub(super) fn replay(conn: &mut Connection, delivery_id: &str) -> Result<ReplayO
     };
     let status = Status::parse(&status)
         .ok_or_else(|| StoreError::Unavailable(format!("delivery {delivery_id} has unknown status {status:?}")))?;
-    if !matches!(status, Status::Done | Status::Dead) {
+    if !matches!(status, Status::Done | Status::Dead | Status::Held | Status::Discarded) {
         return Ok(ReplayOutcome::Conflict(status));
     }
     tx.execute(
         "UPDATE deliveries
-         SET status = 'pending', replay = 1, next_attempt_at = NULL, superseded_by = NULL,
+         SET status = 'pending', replay = 1, guard_exempt = 1, next_attempt_at = NULL, superseded_by = NULL,
              lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = ?2
          WHERE id = ?1",
         params![delivery_id, now()],

@@ -37,6 +37,19 @@
 //!   poller's lease (`holder`, `lease_until`). The cursor moves in the transaction that stores
 //!   its page's events.
 
+//!
+//! Migration 5 (the guard, docs/contract.md "Guard"):
+//!
+//! - `deliveries.status` admits `held` and `discarded` too. SQLite cannot change a CHECK
+//!   constraint in place, so the table is rebuilt (create, copy, drop, rename, re-index; the
+//!   store turns foreign keys off around migrations for this, as SQLite's documentation
+//!   prescribes).
+//! - `deliveries.started_at`: when the delivery was first claimed to run (what the guard
+//!   counts); backfilled from the first attempt, or the last update of one that left pending.
+//! - `deliveries.guard_exempt`: an operator released or replayed it; the guard lets it run.
+//! - `guard_resets`: per plugin, when its held deliveries were last released (a release
+//!   starts a fresh window).
+
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
@@ -142,6 +155,53 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         holder TEXT,
         lease_until TEXT,
         updated_at TEXT NOT NULL
+    );",
+    ),
+    (
+        5,
+        "CREATE TABLE deliveries_v5 (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        event_uuid TEXT NOT NULL REFERENCES events (uuid),
+        plugin TEXT NOT NULL,
+        subject TEXT,
+        published_key TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('pending', 'running', 'retrying', 'held', 'done', 'dead', 'discarded')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        plugin_version TEXT,
+        superseded_by TEXT,
+        replay INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_token TEXT,
+        lease_until TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        started_at TEXT,
+        guard_exempt INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (event_uuid, plugin)
+    );
+    INSERT INTO deliveries_v5 (seq, id, event_uuid, plugin, subject, published_key, status, attempts,
+                               next_attempt_at, last_error, plugin_version, superseded_by, replay,
+                               lease_owner, lease_token, lease_until, created_at, updated_at, started_at)
+        SELECT seq, id, event_uuid, plugin, subject, published_key, status, attempts,
+               next_attempt_at, last_error, plugin_version, superseded_by, replay,
+               lease_owner, lease_token, lease_until, created_at, updated_at,
+               COALESCE((SELECT MIN(a.started_at) FROM attempts a WHERE a.delivery_id = deliveries.id),
+                        CASE WHEN status <> 'pending' THEN updated_at END)
+        FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_v5 RENAME TO deliveries;
+    CREATE INDEX deliveries_queued ON deliveries (plugin, seq) WHERE status IN ('pending', 'retrying');
+    CREATE INDEX deliveries_subject ON deliveries (plugin, subject, status, published_key, seq);
+    CREATE INDEX deliveries_status ON deliveries (status, id);
+    -- The guard's count of recent first starts per plugin.
+    CREATE INDEX deliveries_started ON deliveries (plugin, started_at) WHERE started_at IS NOT NULL;
+    CREATE TABLE guard_resets (
+        plugin TEXT PRIMARY KEY,
+        reset_at TEXT NOT NULL
     );",
     ),
 ];

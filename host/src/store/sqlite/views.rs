@@ -18,7 +18,7 @@ fn delivery(r: &Row<'_>) -> rusqlite::Result<DeliveryView> {
         event_id: r.get(1)?,
         plugin: r.get(2)?,
         plugin_version: r.get(3)?,
-        // The CHECK constraint admits only the five names.
+        // The CHECK constraint admits only the status names.
         status: Status::parse(&status).unwrap_or(Status::Pending),
         attempts: r.get(5)?,
         next_attempt_at: r.get(6)?,
