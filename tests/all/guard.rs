@@ -12,7 +12,7 @@ use hookhost_tests::okta::Membership;
 use hookhost_tests::{GraphEmulator, TenantConfig};
 use serde_json::Value;
 
-use crate::support::{self, membership, Serve, ServeSetup};
+use crate::support::{self, membership, ServeProcess, ServeSetup};
 
 const WAIT: Duration = Duration::from_secs(300);
 
@@ -29,13 +29,13 @@ fn setup() -> ServeSetup {
     }
 }
 
-async fn start(dir: &Path, port: u16) -> Serve {
+async fn start(dir: &Path, port: u16) -> ServeProcess {
     support::start_with(dir, port, setup()).await
 }
 
 /// Waits until graph-guest has `held` held and `pending` pending deliveries (those that
 /// wait behind a held one of their user) and none running or retrying; answers the held.
-async fn wait_held(serve: &Serve, held: u64, pending: u64) -> Vec<Value> {
+async fn wait_held(serve: &ServeProcess, held: u64, pending: u64) -> Vec<Value> {
     let t = Instant::now();
     loop {
         let queue = serve.get_json("/api/queue").await;
@@ -76,11 +76,11 @@ fn delete_positions(graph: &GraphEmulator, ids: &[String]) -> Vec<Option<usize>>
         .collect()
 }
 
-async fn post_ok(serve: &Serve, events: Vec<Value>) {
+async fn post_ok(serve: &ServeProcess, events: Vec<Value>) {
     assert_eq!(serve.post(events).await, Some(200));
 }
 
-async fn decide(serve: &Serve, decision: &str) -> Value {
+async fn decide(serve: &ServeProcess, decision: &str) -> Value {
     let r = serve
         .admin(reqwest::Method::POST, &format!("/api/plugins/graph-guest/held/{decision}"))
         .send()
@@ -90,13 +90,13 @@ async fn decide(serve: &Serve, decision: &str) -> Value {
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
 }
 
-async fn status(serve: &Serve, uuid: &str) -> String {
+async fn status(serve: &ServeProcess, uuid: &str) -> String {
     let view = support::event_view(&serve.url, uuid).await;
     view["deliveries"][0]["status"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Waits until `uuid`'s delivery has this status.
-async fn wait_status(serve: &Serve, uuid: &str, want: &str) {
+async fn wait_status(serve: &ServeProcess, uuid: &str, want: &str) {
     let t = Instant::now();
     loop {
         let now = status(serve, uuid).await;

@@ -16,11 +16,11 @@
 //! default 200) change `N` and `R`. Last line:
 //! `{"bench":"burst","users","limit_per_sec","ideal_s","paced_s","ratio","throttled","dead","unpaced_s","unpaced_throttled"}`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hookhost_tests::okta::{delivery, group_membership_event, timestamp, Membership};
+use hookhost_tests::serve::{free_port, graph_guest_tables, workspace, ServeProcess, ServeSetup};
 use hookhost_tests::{GraphEmulator, TenantConfig};
 
 const SECRET: &str = "Basic YmVuY2g6YmVuY2g=";
@@ -31,15 +31,6 @@ const BATCH: usize = 50;
 /// Writes graph-guest makes per new user (the invitation).
 const WRITES_PER_ADD: usize = 1;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
-}
-
-fn required(p: PathBuf) -> PathBuf {
-    assert!(p.exists(), "{} is missing: run `make build` first (make bench does)", p.display());
-    p
-}
-
 fn env_number(name: &str, default: f64) -> f64 {
     match std::env::var(name) {
         Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}")),
@@ -47,92 +38,38 @@ fn env_number(name: &str, default: f64) -> f64 {
     }
 }
 
-/// A `hookhost serve` process, killed when dropped.
-struct Host {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn start_host(dir: &Path, graph: &GraphEmulator, pace: Option<f64>) -> Host {
+async fn start_host(dir: &Path, graph: &GraphEmulator, pace: Option<f64>) -> ServeProcess {
     let port = free_port();
-    std::fs::create_dir_all(dir.join("plugins.d")).unwrap();
-    std::fs::copy(required(workspace().join("dist/plugins/graph-guest.wasm")), dir.join("plugins.d/graph-guest.wasm"))
-        .unwrap();
-    std::fs::copy(workspace().join("dist/plugins/graph-guest.toml"), dir.join("plugins.d/graph-guest.toml")).unwrap();
-    let base = graph.base_url();
-    let cfg = graph.config();
+    std::fs::create_dir_all(dir.join("plugins.d")).expect("plugins.d");
+    for ext in ["wasm", "toml"] {
+        let file = format!("graph-guest.{ext}");
+        let from = workspace().join("dist/plugins").join(&file);
+        assert!(from.exists(), "{} is missing: run `make build` first (make bench does)", from.display());
+        std::fs::copy(from, dir.join("plugins.d").join(&file)).expect("install graph-guest");
+    }
     let pace = match pace {
         Some(rate) => format!(
-            "[[plugins.graph-guest.pace]]\norigin = \"{base}\"\nper_second = {rate}\nburst = {}\nmethods = [\"POST\", \"PATCH\", \"DELETE\"]\n",
+            "[[plugins.graph-guest.pace]]\norigin = \"{}\"\nper_second = {rate}\nburst = {}\nmethods = [\"POST\", \"PATCH\", \"DELETE\"]\n",
+            graph.base_url(),
             ((rate / 10.0).ceil() as u32).max(1)
         ),
         None => String::new(),
     };
-    std::fs::write(
-        dir.join("host.toml"),
-        format!(
-            r#"[server]
-listen = "127.0.0.1:{port}"
-[okta]
-auth_secret = {{ value = {SECRET:?} }}
-[store]
-url = "sqlite://state/hookhost.db"
-[dispatch]
-max_concurrency = 32
-[plugins]
-dir = "plugins.d"
-watch = false
-[admin]
-token = {{ value = {ADMIN:?} }}
-[plugins.graph-guest]
-allowed_hosts = ["{base}"]
-[plugins.graph-guest.config]
-graph_url = "{base}"
-login_url = "{base}"
-[plugins.graph-guest.secrets]
-tenant_id = {{ value = {:?} }}
-client_id = {{ value = {:?} }}
-client_secret = {{ value = {:?} }}
-{pace}"#,
-            cfg.tenant_id, cfg.client_id, cfg.client_secret
-        ),
-    )
-    .unwrap();
-    let child = Command::new(required(workspace().join("target/release/hookhost")))
-        .args(["serve", "--config"])
-        .arg(dir.join("host.toml"))
-        .env("HOOKHOST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
-        .spawn()
-        .expect("spawn hookhost serve");
-    let host = Host { child, url: format!("http://127.0.0.1:{port}") };
-    let http = reqwest::Client::new();
-    let t = Instant::now();
-    while !matches!(http.get(format!("{}/healthz", host.url)).send().await, Ok(r) if r.status().is_success()) {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "serve did not start: {}",
-            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    host
+    let setup = ServeSetup {
+        okta_secret: SECRET.into(),
+        admin_token: ADMIN.into(),
+        dispatch_extra: "max_concurrency = 32\n".into(),
+        plugins_extra: "watch = false\n".into(),
+        extra: format!("{}{pace}", graph_guest_tables(graph)),
+        log_filter: Some("warn".into()),
+        ..ServeSetup::plain()
+    };
+    setup.write(dir, port, None).expect("host.toml");
+    ServeProcess::spawn(dir, port, setup, Duration::from_secs(60)).await.expect("hookhost serve starts")
 }
 
 /// Deliveries the store counts in `status`.
-async fn count(http: &reqwest::Client, host: &Host, status: &str) -> usize {
+async fn count(http: &reqwest::Client, host: &ServeProcess, status: &str) -> usize {
     let text = match http.get(format!("{}/metrics", host.url)).bearer_auth(ADMIN).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => return 0,
@@ -146,7 +83,7 @@ async fn count(http: &reqwest::Client, host: &Host, status: &str) -> usize {
 
 /// Posts users `first..first + n` in deliveries of [`BATCH`], then waits until the store
 /// counts `first + n` deliveries done or dead. Returns the elapsed time.
-async fn run(host: &Host, first: usize, n: usize) -> Duration {
+async fn run(host: &ServeProcess, first: usize, n: usize) -> Duration {
     let http = reqwest::Client::new();
     let t = Instant::now();
     let users: Vec<usize> = (first..first + n).collect();
