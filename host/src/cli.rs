@@ -240,7 +240,7 @@ fn load_plugin(
         )
         .with_context(|| {
             format!(
-                "{} is not a hookhost plugin; build it against wit/plugin.wit (world \"plugin\", package hookhost:plugin@0.1.0)",
+                "{} is not a hookhost plugin; build it against wit/plugin.wit (world \"plugin\" or \"reconciler\", package hookhost:plugin@0.2.0)",
                 bundle.wasm_path.display()
             )
         })?;
@@ -258,9 +258,15 @@ fn list(items: &[String]) -> String {
 fn plugin_check(bundle_path: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = load_config(config)?;
     let runtime = Runtime::new(&EngineOptions::default())?;
-    let (bundle, spec, _loaded, compile_ms) = load_plugin(&runtime, bundle_path, config.as_ref())?;
+    let (bundle, spec, loaded, compile_ms) = load_plugin(&runtime, bundle_path, config.as_ref())?;
     let secrets: Vec<String> = bundle.manifest.secrets.clone();
-    println!("ok: {} {} implements hookhost:plugin/plugin@0.1.0", spec.name, spec.version);
+    let world = if loaded.can_reconcile() { "reconciler" } else { "plugin" };
+    println!(
+        "ok: {} {} implements hookhost:plugin/{world}@{}",
+        spec.name,
+        spec.version,
+        loaded.wit_version()
+    );
     println!(
         "  component:   {} ({} KiB, sha256 {}), compiled in {compile_ms} ms",
         bundle.wasm_path.display(),
