@@ -10,7 +10,7 @@ PY_VENV := target/py-venv
 COMPONENTIZE_PY_VERSION := 0.25.1
 COMPONENTIZE_PY := $(PY_VENV)/bin/componentize-py
 # Components used only by the tests.
-TEST_PLUGINS := echo hostile wrong-world
+TEST_PLUGINS := echo hostile wrong-world legacy-v1
 BENCH ?= runtime
 
 .PHONY: all build plugins wasm-target py-toolchain dist host test bench demo lint setup-demo setup-test clean

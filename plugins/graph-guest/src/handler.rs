@@ -10,6 +10,7 @@
 use crate::event::{Event, Failure, Outcome, Party};
 use crate::graph::{is_object_id, GraphUser};
 use crate::host::{Host, Level};
+use crate::reconcile::LOGIN_KEY_PREFIX;
 use crate::run::Run;
 use crate::settings::{OnRemove, Settings};
 
@@ -94,7 +95,7 @@ fn add<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Failure> 
             let id = run.invite(&addr, user.display_name.as_deref())?;
             let kind = run.settings.invited_user_type.clone();
             if kind == "Guest" {
-                run.kv_set(&key, &id)?;
+                record(run, user, &key, &id)?;
             } else {
                 // Removal only ever touches guests, so recording a member would only
                 // produce failed removals later.
@@ -112,7 +113,7 @@ fn add<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Failure> 
                     existing.describe()
                 )));
             }
-            run.kv_set(&key, &existing.id)?;
+            record(run, user, &key, &existing.id)?;
             let disabled = if existing.account_enabled == Some(false) {
                 "; its sign-in is blocked (accountEnabled=false) and was left so"
             } else {
@@ -182,7 +183,7 @@ fn remove_account<H: Host>(run: &mut Run<'_, H>, user: &Party, key: &str, id: &s
         )));
     }
     let Some(account) = run.get_user(id)? else {
-        run.kv_delete(key)?;
+        forget(run, key)?;
         return Ok(format!("guest {id} for Okta user {} already gone; nothing to do", user.id));
     };
     if !account.id.eq_ignore_ascii_case(id) {
@@ -204,7 +205,7 @@ fn remove_account<H: Host>(run: &mut Run<'_, H>, user: &Party, key: &str, id: &s
         OnRemove::Delete => run.delete_user(&account.id)?,
         OnRemove::Disable => run.disable_user(&account.id)?,
     };
-    run.kv_delete(key)?;
+    forget(run, key)?;
     Ok(if existed {
         let done = match run.settings.on_remove {
             OnRemove::Delete => "deleted",
@@ -241,6 +242,24 @@ fn group_label(event: &Event) -> String {
             _ => format!("group {}", group.id),
         },
         None => "a group".to_string(),
+    }
+}
+
+/// Records `id` as this user's guest, with the user's Okta login beside it (for reconcile's
+/// report); the login first, so a mapping never exists without it once written by 0.2.0.
+fn record<H: Host>(run: &mut Run<'_, H>, user: &Party, key: &str, id: &str) -> Result<(), Failure> {
+    if let Some(login) = user.alternate_id.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        run.kv_set(&format!("{LOGIN_KEY_PREFIX}{}", user.id), login)?;
+    }
+    run.kv_set(key, id)
+}
+
+/// Drops the mapping `key` and the login recorded with it.
+fn forget<H: Host>(run: &mut Run<'_, H>, key: &str) -> Result<(), Failure> {
+    run.kv_delete(key)?;
+    match key.strip_prefix(USER_KEY_PREFIX) {
+        Some(okta_id) => run.kv_delete(&format!("{LOGIN_KEY_PREFIX}{okta_id}")),
+        None => Ok(()),
     }
 }
 
