@@ -198,6 +198,7 @@ fn durable_app(store: Arc<dyn Store>, runtime: &Arc<Runtime>, plugin_dir: &std::
             host_id: hookhost::server::host_id("sqlite://bench"),
             on_replay: wake,
             registry: Some(registry),
+            reconcile: None,
         },
     )
 }

@@ -5,7 +5,8 @@
 //!
 //! - `POST /{tenant}/oauth2/v2.0/token`: the client-credentials grant, with Entra's OAuth error
 //!   shape and AADSTS codes for each thing Entra rejects (see `token.rs`).
-//! - `POST /v1.0/invitations`, `GET /v1.0/users` (`$filter`, `$select`, `$top`, `$count`),
+//! - `POST /v1.0/invitations`, `GET /v1.0/users` (`$filter`, `$select`, `$top` 1–999, default
+//!   100, `$count`; more results than a page give `@odata.nextLink` with a `$skiptoken`),
 //!   `GET|PATCH|DELETE /v1.0/users/{id | userPrincipalName}` (see `directory.rs`, `filter.rs`).
 //! - `GET /_emulator/users`, `GET /_emulator/journal`, `GET /_emulator/invitations` and
 //!   `POST /_emulator/faults`: inspection and fault injection for demos and other processes
