@@ -76,7 +76,7 @@ test: setup-test
 	HOOKHOST_TEST_PG_URL="$${HOOKHOST_TEST_PG_URL:-$$(scripts/test-postgres)}" && export HOOKHOST_TEST_PG_URL && \
 	  $(CARGO) test --workspace --release
 
-## make bench BENCH=runtime|graph|ingest|reload|languages|scaleout|backfill — last line of output is one JSON object.
+## make bench BENCH=runtime|graph|ingest|reload|languages|scaleout|backfill|reconcile — last line of output is one JSON object.
 bench: host dist
 	HOOKHOST_TEST_PG_URL="$${HOOKHOST_TEST_PG_URL:-$$( [ "$(BENCH)" != scaleout ] || scripts/test-postgres)}" && export HOOKHOST_TEST_PG_URL && \
 	  RUST_BACKTRACE=0 $(CARGO) bench -p hookhost-tests --bench $(BENCH)

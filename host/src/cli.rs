@@ -283,12 +283,7 @@ fn plugin_check(bundle_path: &Path, config: Option<&Path>) -> anyhow::Result<Exi
     let (bundle, spec, loaded, compile_ms) = load_plugin(&runtime, bundle_path, config.as_ref())?;
     let secrets: Vec<String> = bundle.manifest.secrets.clone();
     let world = if loaded.can_reconcile() { "reconciler" } else { "plugin" };
-    println!(
-        "ok: {} {} implements hookhost:plugin/{world}@{}",
-        spec.name,
-        spec.version,
-        loaded.wit_version()
-    );
+    println!("ok: {} {} implements hookhost:plugin/{world}@{}", spec.name, spec.version, loaded.wit_version());
     println!(
         "  component:   {} ({} KiB, sha256 {}), compiled in {compile_ms} ms",
         bundle.wasm_path.display(),
@@ -523,14 +518,11 @@ fn reconcile(config: &Path, name: &str, options: crate::reconcile::Options, json
         keys.verify(&bundle.manifest_path, bundle.manifest_text.as_bytes()).map_err(anyhow::Error::msg)?;
     }
     let runtime = Arc::new(Runtime::new(&EngineOptions::default())?);
-    let active = registry::activate(&runtime, &bundle, config.plugins.overrides.get(name)).map_err(anyhow::Error::msg)?;
+    let active =
+        registry::activate(&runtime, &bundle, config.plugins.overrides.get(name)).map_err(anyhow::Error::msg)?;
     let store = crate::server::open_store(&config.store)?;
-    let settings = config
-        .plugins
-        .overrides
-        .iter()
-        .filter_map(|(n, o)| o.reconcile.clone().map(|r| (n.clone(), r)))
-        .collect();
+    let settings =
+        config.plugins.overrides.iter().filter_map(|(n, o)| o.reconcile.clone().map(|r| (n.clone(), r))).collect();
     let reconciler = Reconciler::new(Some(api), runtime, store, settings, Arc::new(|| {}));
     let result = current_thread()?.block_on(reconciler.run(&active, options));
     let (report, failure) = match result {

@@ -651,7 +651,9 @@ fn parse_plugins(mut table: toml::Table, base: &Path) -> Result<PluginsConfig, S
                 ));
             }
             if r.max_changes < 1 {
-                return Err(format!("plugins.{name}.reconcile.max_changes must be at least 1 (default {DEFAULT_MAX_CHANGES})"));
+                return Err(format!(
+                    "plugins.{name}.reconcile.max_changes must be at least 1 (default {DEFAULT_MAX_CHANGES})"
+                ));
             }
         }
         overrides.insert(name, o);

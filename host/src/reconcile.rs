@@ -164,7 +164,9 @@ impl Reconciler {
     pub fn schedules(&self) -> Vec<(String, std::time::Duration, ReconcileMode)> {
         self.settings
             .iter()
-            .filter_map(|(name, s)| s.every_secs.map(|secs| (name.clone(), std::time::Duration::from_secs(secs), s.mode)))
+            .filter_map(|(name, s)| {
+                s.every_secs.map(|secs| (name.clone(), std::time::Duration::from_secs(secs), s.mode))
+            })
             .collect()
     }
 
@@ -180,13 +182,6 @@ impl Reconciler {
     pub async fn run(&self, plugin: &ActivePlugin, options: Options) -> Result<Report, ReconcileError> {
         let _one_at_a_time = self.running.lock().await;
         let name = plugin.spec.name.clone();
-        let okta = self.okta.as_ref().ok_or_else(|| {
-            ReconcileError::NotConfigured(
-                "reconcile reads the Okta groups, so it needs okta.org_url (e.g. \"https://example.okta.com\") \
-                 and okta.api_token (e.g. { env = \"OKTA_API_TOKEN\" }, a token that may read groups) in the host config"
-                    .into(),
-            )
-        })?;
         if !plugin.loaded.can_reconcile() {
             // Ask anyway for the runtime's message (it names the version and the fix).
             let kv: Arc<dyn KvBackend> = self.store.clone();
@@ -194,6 +189,13 @@ impl Reconciler {
                 return Err(ReconcileError::Unsupported(why));
             }
         }
+        let okta = self.okta.as_ref().ok_or_else(|| {
+            ReconcileError::NotConfigured(
+                "reconcile reads the Okta groups, so it needs okta.org_url (e.g. \"https://example.okta.com\") \
+                 and okta.api_token (e.g. { env = \"OKTA_API_TOKEN\" }, a token that may read groups) in the host config"
+                    .into(),
+            )
+        })?;
         let groups = plugin.spec.groups.clone().filter(|g| !g.is_empty()).ok_or_else(|| {
             ReconcileError::NotConfigured(format!(
                 "plugin {name} has no groups: reconcile compares the target with the members of the plugin's \
@@ -241,7 +243,10 @@ impl Reconciler {
                 remove.push(Change {
                     okta_user_id: id.clone(),
                     login: account.login.clone(),
-                    reason: format!("account {} is managed by {name}, but the user is not a member of {group_names}", account.target_id),
+                    reason: format!(
+                        "account {} is managed by {name}, but the user is not a member of {group_names}",
+                        account.target_id
+                    ),
                 });
             }
         }
@@ -262,10 +267,12 @@ impl Reconciler {
                 self.remember(&name, &plan, &events, pages, managed_accounts, held_back.clone());
                 return Err(err);
             }
-            let fallback = resolved.first().cloned().unwrap_or_else(|| Group { id: String::new(), name: group_names.clone() });
+            let fallback =
+                resolved.first().cloned().unwrap_or_else(|| Group { id: String::new(), name: group_names.clone() });
             let mut new_events = Vec::new();
             for change in &plan.add {
-                let group = members.get(&change.okta_user_id).map(|m| m.group.clone()).unwrap_or_else(|| fallback.clone());
+                let group =
+                    members.get(&change.okta_user_id).map(|m| m.group.clone()).unwrap_or_else(|| fallback.clone());
                 new_events.push(membership_event(MEMBERSHIP_ADD, change, &group)?);
             }
             for change in &plan.remove {
@@ -327,7 +334,12 @@ const MEMBERSHIP_ADD: &str = "group.user_membership.add";
 const MEMBERSHIP_REMOVE: &str = "group.user_membership.remove";
 
 /// A page, retried while Okta answers 429 (the client waits for the reset itself).
-async fn page(okta: &OktaApi, url: &str, what: &str, pages: &mut usize) -> Result<(Vec<Value>, Option<String>), ReconcileError> {
+async fn page(
+    okta: &OktaApi,
+    url: &str,
+    what: &str,
+    pages: &mut usize,
+) -> Result<(Vec<Value>, Option<String>), ReconcileError> {
     let mut throttled = 0;
     loop {
         match okta.list_page(url, what).await {
@@ -361,7 +373,8 @@ async fn resolve_group(okta: &OktaApi, wanted: &str, pages: &mut usize) -> Resul
         },
         [] => {
             let near: Vec<&str> = groups.iter().filter_map(|g| g["profile"]["name"].as_str()).take(5).collect();
-            let near = if near.is_empty() { String::new() } else { format!(" (names starting so: {})", near.join(", ")) };
+            let near =
+                if near.is_empty() { String::new() } else { format!(" (names starting so: {})", near.join(", ")) };
             Err(ReconcileError::NotConfigured(format!(
                 "no Okta group is named exactly {wanted:?}{near}; fix the plugin's groups (its manifest or [plugins.<name>] groups) \
                  to the group's exact name or its id (00g…)"

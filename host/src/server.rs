@@ -23,11 +23,11 @@ use axum::Router;
 use crate::api::{self, ApiState};
 use crate::backfill::Poller;
 use crate::config::HostConfig;
+use crate::config::ReconcileMode;
 use crate::config::StoreConfig;
 use crate::dispatch::{DispatchDeps, Dispatcher};
 use crate::ingest::{self, IngestState};
 use crate::metrics::Metrics;
-use crate::config::ReconcileMode;
 use crate::okta_api::OktaApi;
 use crate::reconcile::Reconciler;
 use crate::registry::{watch, PluginSet, Registry, SyncOutcome};
@@ -214,12 +214,8 @@ fn reconciler(
         (Some(_), Some(_)) => Some(Arc::new(okta_api(config)?)),
         _ => None,
     };
-    let settings = config
-        .plugins
-        .overrides
-        .iter()
-        .filter_map(|(n, o)| o.reconcile.clone().map(|r| (n.clone(), r)))
-        .collect();
+    let settings =
+        config.plugins.overrides.iter().filter_map(|(n, o)| o.reconcile.clone().map(|r| (n.clone(), r))).collect();
     Ok(Arc::new(Reconciler::new(okta, runtime.clone(), store.clone(), settings, wake.clone())))
 }
 

@@ -271,6 +271,21 @@ impl GraphEmulator {
         id
     }
 
+    /// Deletes a user the way an administrator does in the Entra admin center (not through
+    /// this emulator's API, so nothing is journaled): it moves to deleted items. Whether
+    /// it existed.
+    pub fn delete_directly(&self, id: &str) -> bool {
+        let mut tenant = self.shared.lock();
+        match tenant.users.iter().position(|u| u.id == id) {
+            Some(i) => {
+                let user = tenant.users.remove(i);
+                tenant.deleted.push(user);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Snapshot of the directory's live (not deleted) users, in creation order.
     pub fn users(&self) -> Vec<User> {
         self.shared.lock().users.clone()

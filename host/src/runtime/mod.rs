@@ -386,7 +386,10 @@ impl Runtime {
                 (AttemptResult::Done { summary }, Some(accounts))
             }
             Ok(Ok(Err(types::Failure::Retryable(r)))) => (
-                AttemptResult::Retryable { message: r.message, retry_after: r.retry_after_ms.map(Duration::from_millis) },
+                AttemptResult::Retryable {
+                    message: r.message,
+                    retry_after: r.retry_after_ms.map(Duration::from_millis),
+                },
                 None,
             ),
             Ok(Ok(Err(types::Failure::Permanent(m)))) => (AttemptResult::Permanent(m), None),

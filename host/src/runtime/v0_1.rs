@@ -113,10 +113,9 @@ pub(super) fn outcome(o: old::types::Outcome) -> types::Outcome {
 /// A 0.1.0 failure as 0.2.0.
 pub(super) fn failure(f: old::types::Failure) -> types::Failure {
     match f {
-        old::types::Failure::Retryable(r) => types::Failure::Retryable(types::RetryableFailure {
-            message: r.message,
-            retry_after_ms: r.retry_after_ms,
-        }),
+        old::types::Failure::Retryable(r) => {
+            types::Failure::Retryable(types::RetryableFailure { message: r.message, retry_after_ms: r.retry_after_ms })
+        }
         old::types::Failure::Permanent(m) => types::Failure::Permanent(m),
     }
 }

@@ -171,7 +171,13 @@ impl<H: Host> Run<'_, H> {
     }
 
     /// As `graph`, for an absolute URL under `graph_url` (an `@odata.nextLink`).
-    fn graph_url_call(&mut self, what: &str, method: Method, url: &str, body: Option<Vec<u8>>) -> Result<Response, Failure> {
+    fn graph_url_call(
+        &mut self,
+        what: &str,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, Failure> {
         let token = self.access_token()?;
         let response = self.send(what, graph_request(method, url, &token, body.clone()))?;
         if response.status != 401 {

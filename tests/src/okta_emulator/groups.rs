@@ -295,13 +295,18 @@ pub(super) async fn group_users(
     let org = shared.lock();
     let Some((_, members)) = org.directory.groups.get(&group_id) else {
         drop(org);
-        return okta_error(StatusCode::NOT_FOUND, "E0000007", &format!("Not found: Resource not found: {group_id} (UserGroup)"));
+        return okta_error(
+            StatusCode::NOT_FOUND,
+            "E0000007",
+            &format!("Not found: Resource not found: {group_id} (UserGroup)"),
+        );
     };
     // Members after the cursor in id order: a member removed mid-paging moves nobody else.
-    let mut page: Vec<&String> = members.range::<String, _>((std::ops::Bound::Excluded(&after), std::ops::Bound::Unbounded)).collect();
-    if after.is_empty() {
-        page = members.iter().collect();
-    }
+    // (Every id sorts after "", the cursor of the first page.)
+    let mut page: Vec<&String> = members
+        .range::<String, _>((std::ops::Bound::Excluded(&after), std::ops::Bound::Unbounded))
+        .take(limit + 1)
+        .collect();
     let more = page.len() > limit;
     page.truncate(limit);
     let base = &shared.base_url;
