@@ -60,6 +60,19 @@ fn sorted(mut v: Vec<(String, Option<String>)>) -> Vec<(String, Option<String>)>
     v
 }
 
+/// `POST path` with a JSON body and the admin token: status and JSON answer.
+async fn post_json(serve: &Serve, path: &str, body: Value) -> (u16, Value) {
+    let r = serve
+        .admin(reqwest::Method::POST, path)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("admin API answers");
+    let status = r.status().as_u16();
+    (status, serde_json::from_slice(&r.bytes().await.expect("body")).unwrap_or(Value::Null))
+}
+
 /// Polls until every delivery of these events is done or dead (no time bound: the state
 /// decides), then returns the views.
 async fn wait_settled(url: &str, uuids: &[String]) -> Vec<Value> {
@@ -272,30 +285,20 @@ async fn report_then_apply_converges_and_never_touches_members_or_unmanaged_gues
     okta.add_member(&group, &f);
     okta.remove_member(&group, &e);
     let endpoint = "/api/plugins/graph-guest/reconcile";
-    let r = serve
-        .admin(reqwest::Method::POST, endpoint)
-        .json(&json!({"apply": false, "force": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let plan: Value = r.json().await.unwrap();
+    let r = post_json(&serve, endpoint, json!({"apply": false, "force": false})).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let plan: Value = r.1;
     assert_eq!(ids(&plan["add"]), vec![(f.clone(), login("fay@partner.example"))], "{plan}");
     assert_eq!(ids(&plan["remove"]), vec![(e.clone(), login("eve@partner.example"))], "{plan}");
     assert_eq!(plan["applied"], false);
-    let r = serve
-        .admin(reqwest::Method::POST, endpoint)
-        .json(&json!({"apply": true, "force": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let plan: Value = r.json().await.unwrap();
+    let r = post_json(&serve, endpoint, json!({"apply": true, "force": false})).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let plan: Value = r.1;
     assert_eq!(plan["applied"], true, "{plan}");
     wait_queue_idle(&serve).await;
-    let r = serve.admin(reqwest::Method::POST, endpoint).json(&json!({"apply": false})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let plan: Value = r.json().await.unwrap();
+    let r = post_json(&serve, endpoint, json!({"apply": false})).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let plan: Value = r.1;
     assert_eq!((plan["add"].clone(), plan["remove"].clone()), (json!([]), json!([])), "{plan}");
     let mut guests: Vec<String> =
         graph.users().into_iter().filter(|u| u.user_type == "Guest").filter_map(|u| u.mail).collect();
@@ -313,8 +316,8 @@ async fn report_then_apply_converges_and_never_touches_members_or_unmanaged_gues
     assert_eq!(report["add"], json!([]));
 
     // An unknown body field is refused, naming the shape.
-    let r = serve.admin(reqwest::Method::POST, endpoint).json(&json!({"apply": true, "dry": 1})).send().await.unwrap();
-    assert_eq!(r.status(), 400);
+    let r = post_json(&serve, endpoint, json!({"apply": true, "dry": 1})).await;
+    assert_eq!(r.0, 400, "{}", r.1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,14 +371,9 @@ async fn a_plugin_built_against_0_1_0_still_handles_events_and_cannot_be_reconci
     assert!(summaries.iter().any(|s| s.ends_with("(event 2)")), "KV persists across events: {summaries:?}");
 
     // Reconcile: a clear refusal, over HTTP and from the CLI.
-    let r = serve
-        .admin(reqwest::Method::POST, "/api/plugins/legacy-v1/reconcile")
-        .json(&json!({"apply": false, "force": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
-    let body: Value = r.json().await.unwrap();
+    let r = post_json(&serve, "/api/plugins/legacy-v1/reconcile", json!({"apply": false, "force": false})).await;
+    assert_eq!(r.0, 409, "{}", r.1);
+    let body: Value = r.1;
     let message = body["error"].as_str().unwrap_or_default();
     assert!(
         message.contains("hookhost:plugin@0.1.0")

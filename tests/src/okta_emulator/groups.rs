@@ -140,6 +140,7 @@ impl OktaEmulator {
 }
 
 /// Counts the request in the window and answers a pending 429, else the headers to add.
+#[allow(clippy::result_large_err, reason = "the error is the HTTP answer itself, built once per refused request")]
 fn rate_limit(shared: &Shared) -> Result<(u64, u64), Response> {
     let mut org = shared.lock();
     let dir = &mut org.directory;
@@ -177,6 +178,7 @@ fn with_limits(mut response: Response, (reset, used): (u64, u64)) -> Response {
     response
 }
 
+#[allow(clippy::result_large_err, reason = "the error is the HTTP answer itself, built once per bad request")]
 fn parse_limit(value: Option<&str>, default: usize) -> Result<usize, Response> {
     match value {
         None => Ok(default),
@@ -321,4 +323,75 @@ pub(super) async fn group_users(
         set_header(&mut response, "link", &format!("<{self_url}&after={last}>; rel=\"next\""));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "okta-groups-token";
+
+    async fn get(url: &str, auth: bool) -> (u16, Value, Option<String>, HeaderMap) {
+        let mut request = reqwest::Client::new().get(url);
+        if auth {
+            request = request.header("Authorization", format!("SSWS {TOKEN}"));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let next = headers.get_all("link").iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+            v.strip_suffix("; rel=\"next\"").map(|l| l.trim_start_matches('<').trim_end_matches('>').to_owned())
+        });
+        (status, serde_json::from_slice(&response.bytes().await.unwrap()).unwrap(), next, headers)
+    }
+
+    #[tokio::test]
+    async fn groups_are_found_by_name_prefix_and_members_paged_by_cursor() {
+        let okta = OktaEmulator::start(TOKEN).await.unwrap();
+        let group = okta.add_group("O365Guest");
+        okta.add_group("O365Guest-Admins");
+        okta.add_group("Other");
+        let users: Vec<String> = (0..5).map(|i| okta.add_user(&format!("u{i}@x.example"), "U", "X")).collect();
+        for u in &users {
+            okta.add_member(&group, u);
+        }
+        let base = okta.base_url();
+
+        let (status, body, _, _) = get(&format!("{base}/api/v1/groups?q=o365guest"), false).await;
+        assert_eq!((status, body["errorCode"].as_str()), (401, Some("E0000011")));
+        let (status, body, next, headers) = get(&format!("{base}/api/v1/groups?q=o365guest"), true).await;
+        assert_eq!(status, 200);
+        let names: Vec<&str> =
+            body.as_array().unwrap().iter().map(|g| g["profile"]["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["O365Guest", "O365Guest-Admins"], "q matches the start of the name, any case");
+        assert!(next.is_none(), "a query is not paged");
+        assert!(headers.contains_key("x-rate-limit-remaining"));
+
+        let mut url = format!("{base}/api/v1/groups/{group}/users?limit=2");
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let (status, body, next, _) = get(&url, true).await;
+            assert_eq!(status, 200);
+            pages += 1;
+            seen.extend(body.as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap().to_owned()));
+            assert!(body.as_array().unwrap().iter().all(|u| u["profile"]["login"].is_string()));
+            match next {
+                Some(n) => url = n,
+                None => break,
+            }
+        }
+        assert_eq!((pages, seen), (3, users.clone()));
+
+        let (status, body, _, _) = get(&format!("{base}/api/v1/groups/00gnope/users"), true).await;
+        assert_eq!((status, body["errorCode"].as_str()), (404, Some("E0000007")));
+        let (status, _, _, _) = get(&format!("{base}/api/v1/groups?search=profile.name"), true).await;
+        assert_eq!(status, 400);
+
+        okta.throttle_groups(1, Duration::from_secs(1));
+        let (status, body, _, headers) = get(&format!("{base}/api/v1/groups/{group}/users"), true).await;
+        assert_eq!((status, body["errorCode"].as_str()), (429, Some("E0000047")));
+        assert_eq!(headers.get("x-rate-limit-remaining").unwrap(), "0");
+        assert_eq!(okta.group_pages(), 4, "group_pages counts the 200 answers only");
+    }
 }
