@@ -525,33 +525,38 @@ fn reconcile(config: &Path, name: &str, options: crate::reconcile::Options, json
         config.plugins.overrides.iter().filter_map(|(n, o)| o.reconcile.clone().map(|r| (n.clone(), r))).collect();
     let reconciler = Reconciler::new(Some(api), runtime, store, settings, Arc::new(|| {}));
     let result = current_thread()?.block_on(reconciler.run(&active, options));
-    let (report, failure) = match result {
-        Ok(report) => (Some(report), None),
-        Err(ReconcileError::TooManyChanges { plan, .. }) if json => {
-            let err = reconciler.last_report(name).and_then(|r| r.held_back).unwrap_or_default();
-            println!("{}", serde_json::to_string(&plan)?);
-            eprintln!("error: {err}");
-            return Ok(ExitCode::FAILURE);
+    let (plan, events, managed, failure) = match result {
+        Ok(report) => (report.plan, report.events, Some(report.managed_accounts), None),
+        // Nothing was applied; the plan is still worth showing next to the refusal.
+        Err(ReconcileError::TooManyChanges { plan, .. }) => {
+            let why = reconciler.last_report(name).and_then(|r| r.held_back).unwrap_or_default();
+            (*plan, Vec::new(), None, Some(why))
         }
-        Err(e) => (None, Some(e)),
+        Err(e) => bail!(e),
     };
-    if let Some(e) = failure {
-        bail!(e);
-    }
-    let Some(report) = report else { return Ok(ExitCode::FAILURE) };
-    let plan = &report.plan;
     if json {
-        println!("{}", serde_json::to_string(plan)?);
-        for id in &report.events {
+        println!("{}", serde_json::to_string(&plan)?);
+        for id in &events {
             eprintln!("stored event {id}");
         }
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print_plan(&plan, managed, &events, options.apply);
     }
+    match failure {
+        Some(why) => {
+            eprintln!("error: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn print_plan(plan: &crate::reconcile::Plan, managed: Option<usize>, events: &[String], asked_to_apply: bool) {
+    let managed = managed.map(|n| format!(", {n} accounts managed")).unwrap_or_default();
     println!(
-        "reconcile {}: {} Okta members, {} accounts managed; {} to add, {} to remove",
+        "reconcile {}: {} Okta members{managed}; {} to add, {} to remove",
         plan.plugin,
         plan.okta_members,
-        report.managed_accounts,
         plan.add.len(),
         plan.remove.len()
     );
@@ -563,16 +568,15 @@ fn reconcile(config: &Path, name: &str, options: crate::reconcile::Options, json
         println!("  - {} {} — {}", c.okta_user_id, login(&c.login), c.reason);
     }
     if plan.applied {
-        println!("applied: stored {} events (source reconcile); a running serve processes them:", report.events.len());
-        for id in &report.events {
+        println!("applied: stored {} events (source reconcile); a running serve processes them:", events.len());
+        for id in events {
             println!("  {id}");
         }
     } else if plan.changes() == 0 {
         println!("in sync: nothing to do");
-    } else if !options.apply {
+    } else if !asked_to_apply {
         println!("report only: rerun with --apply to store these changes as events");
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn okta_register(config: &Path, url: &str) -> anyhow::Result<ExitCode> {
