@@ -950,4 +950,25 @@ client_secret = { file = "secrets/azure_client_secret" }
             }
         }
     }
+
+    #[test]
+    fn reconcile_settings_default_to_report_and_50_and_name_the_fix() {
+        let cfg = parse("[plugins.graph-guest]\n[plugins.graph-guest.reconcile]\n").unwrap();
+        let r = cfg.plugins.overrides["graph-guest"].reconcile.clone().unwrap();
+        assert_eq!(r, ReconcileConfig { every_secs: None, mode: ReconcileMode::Report, max_changes: 50 });
+        let cfg = parse(
+            "[okta]\norg_url = \"https://example.okta.com\"\napi_token = { value = \"t\" }\n\
+             [plugins.p.reconcile]\nevery_secs = 60\nmode = \"apply\"\nmax_changes = 5\n",
+        )
+        .unwrap();
+        let r = cfg.plugins.overrides["p"].reconcile.clone().unwrap();
+        assert_eq!((r.every_secs, r.mode, r.max_changes), (Some(60), ReconcileMode::Apply, 5));
+
+        let e = parse("[plugins.p.reconcile]\nevery_secs = 60\n").unwrap_err().to_string();
+        assert!(e.contains("plugins.p.reconcile.every_secs needs okta.org_url") && e.contains("okta.api_token"), "{e}");
+        let e = parse("[plugins.p.reconcile]\nmax_changes = 0\n").unwrap_err().to_string();
+        assert!(e.contains("plugins.p.reconcile.max_changes must be at least 1"), "{e}");
+        let e = parse("[plugins.p.reconcile]\nmode = \"fix\"\n").unwrap_err().to_string();
+        assert!(e.contains("[plugins.p]") && e.contains("report") && e.contains("apply"), "{e}");
+    }
 }

@@ -33,7 +33,7 @@ use crate::okta::Event;
 use crate::okta_api::{OktaApi, OktaApiError};
 use crate::registry::ActivePlugin;
 use crate::runtime::{KvBackend, Runtime};
-use crate::store::{NewEvent, Source, Store};
+use crate::store::{NewEvent, Source, Status, Store};
 
 /// Members per page asked of Okta (its recommended page size).
 pub const MEMBERS_PAGE: u32 = 200;
@@ -107,6 +107,10 @@ pub enum ReconcileError {
          [plugins.{plugin}.reconcile] max_changes"
     )]
     TooManyChanges { plugin: String, changes: usize, max: usize, plan: Box<Plan> },
+    /// The events of this plugin's previous apply are not all processed yet: applying again
+    /// would plan (and store) the same changes a second time.
+    #[error("{0}")]
+    Busy(String),
     /// The store failed while storing the events.
     #[error("storing the reconcile events failed: {0}")]
     Store(String),
@@ -267,6 +271,9 @@ impl Reconciler {
                 self.remember(&name, &plan, &events, pages, managed_accounts, held_back.clone());
                 return Err(err);
             }
+            if let Some(busy) = self.previous_apply_unfinished(&name).await {
+                return Err(ReconcileError::Busy(busy));
+            }
             let fallback =
                 resolved.first().cloned().unwrap_or_else(|| Group { id: String::new(), name: group_names.clone() });
             let mut new_events = Vec::new();
@@ -291,6 +298,39 @@ impl Reconciler {
             tracing::info!(plugin = %name, add = plan.add.len(), remove = plan.remove.len(), "reconcile applied: events stored");
         }
         Ok(self.remember(&name, &plan, &events, pages, managed_accounts, held_back))
+    }
+
+    /// Why the previous apply of `name` (in this process) is not finished, if it is not:
+    /// some of its events still have a delivery pending, running or retrying.
+    async fn previous_apply_unfinished(&self, name: &str) -> Option<String> {
+        let events = self.last_report(name).map(|r| r.events).unwrap_or_default();
+        if events.is_empty() {
+            return None;
+        }
+        let store = self.store.clone();
+        let total = events.len();
+        let busy = tokio::task::spawn_blocking(move || {
+            events
+                .iter()
+                .filter(|uuid| match store.event(uuid) {
+                    Ok(Some(view)) => view
+                        .deliveries
+                        .iter()
+                        .any(|d| matches!(d.status, Status::Pending | Status::Running | Status::Retrying)),
+                    // Unreadable: do not guess that it finished.
+                    Ok(None) | Err(_) => true,
+                })
+                .count()
+        })
+        .await
+        .unwrap_or(total);
+        (busy > 0).then(|| {
+            format!(
+                "{busy} of the {total} events of the previous reconcile apply for plugin {name} are still being \
+                 processed; nothing was applied now, so the same changes are not stored twice: wait for them \
+                 (GET /api/events?source=reconcile) and run again"
+            )
+        })
     }
 
     fn remember(

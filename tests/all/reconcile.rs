@@ -386,3 +386,44 @@ async fn a_plugin_built_against_0_1_0_still_handles_events_and_cannot_be_reconci
     assert!(err.contains("hookhost:plugin@0.1.0"), "{err}");
     assert_eq!(okta.group_pages(), 0, "nothing is read from Okta for a plugin that cannot answer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_apply_converges_without_storing_a_change_twice() {
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let okta = OktaEmulator::start(TOKEN).await.unwrap();
+    let group = okta.add_group("O365Guest");
+    let members: Vec<String> =
+        (0..3).map(|i| okta.add_user(&format!("sched{i}@partner.example"), "Sched", "Test")).collect();
+    for m in &members {
+        okta.add_member(&group, m);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let setup = ServeSetup {
+        okta_extra: okta_lines(&okta),
+        // Every second: runs keep coming while the first run's events are still queued.
+        extra: "[plugins.graph-guest.reconcile]\nevery_secs = 1\nmode = \"apply\"\n".into(),
+        ..ServeSetup::default()
+    };
+    let setup = write_config_with(dir.path(), port, &graph, setup);
+    let serve = start_with(dir.path(), port, setup).await;
+
+    // Converged: the last scheduled report is in sync and every guest exists.
+    loop {
+        let reports = serve.get_json("/api/reconcile").await;
+        let r = &reports["reports"][0];
+        let in_sync = r["add"] == json!([]) && r["remove"] == json!([]) && r["okta_members"] == 3;
+        let guests = graph.users().iter().filter(|u| u.user_type == "Guest").count();
+        if in_sync && guests == 3 {
+            assert_eq!(r["every_secs"], 1);
+            assert_eq!(r["mode"], "apply");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_queue_idle(&serve).await;
+    // One event per member: no run stored a change a previous run had already stored.
+    let stored = serve.get_json("/api/events?source=reconcile&limit=200").await;
+    assert_eq!(stored["events"].as_array().map(Vec::len), Some(3), "{stored}");
+    assert_eq!(graph.invitations().len(), 3);
+}

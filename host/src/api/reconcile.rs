@@ -50,7 +50,8 @@ pub(super) async fn run(State(state): State<ApiState>, Path(name): Path<String>,
             let code = match &e {
                 ReconcileError::Unsupported(_)
                 | ReconcileError::NotConfigured(_)
-                | ReconcileError::TooManyChanges { .. } => StatusCode::CONFLICT,
+                | ReconcileError::TooManyChanges { .. }
+                | ReconcileError::Busy(_) => StatusCode::CONFLICT,
                 ReconcileError::Okta(_) | ReconcileError::Plugin { .. } => StatusCode::BAD_GATEWAY,
                 ReconcileError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
