@@ -10,7 +10,7 @@ PY_VENV := target/py-venv
 COMPONENTIZE_PY_VERSION := 0.25.1
 COMPONENTIZE_PY := $(PY_VENV)/bin/componentize-py
 # Components used only by the tests.
-TEST_PLUGINS := echo hostile wrong-world
+TEST_PLUGINS := echo hostile wrong-world legacy-v1
 BENCH ?= runtime
 
 .PHONY: all build plugins wasm-target py-toolchain dist host test bench demo lint setup-demo setup-test clean
@@ -76,7 +76,7 @@ test: setup-test
 	HOOKHOST_TEST_PG_URL="$${HOOKHOST_TEST_PG_URL:-$$(scripts/test-postgres)}" && export HOOKHOST_TEST_PG_URL && \
 	  $(CARGO) test --workspace --release
 
-## make bench BENCH=runtime|graph|ingest|reload|languages|scaleout|backfill|burst — last line of output is one JSON object.
+## make bench BENCH=runtime|graph|ingest|reload|languages|scaleout|backfill|burst|reconcile — last line of output is one JSON object.
 bench: host dist
 	HOOKHOST_TEST_PG_URL="$${HOOKHOST_TEST_PG_URL:-$$( [ "$(BENCH)" != scaleout ] || scripts/test-postgres)}" && export HOOKHOST_TEST_PG_URL && \
 	  RUST_BACKTRACE=0 $(CARGO) bench -p hookhost-tests --bench $(BENCH)

@@ -51,6 +51,25 @@ enum Command {
         #[arg(long)]
         until: Option<String>,
     },
+    /// Compare a plugin's target with the members of its Okta groups and show the plan (what
+    /// to add, what to remove); with --apply, store the changes as events a running serve
+    /// processes.
+    Reconcile {
+        #[arg(long)]
+        config: PathBuf,
+        /// The plugin (its bundle <name>.wasm + <name>.toml in plugins.dir).
+        #[arg(long)]
+        plugin: String,
+        /// Store each planned change as a `source: reconcile` event.
+        #[arg(long)]
+        apply: bool,
+        /// Print exactly one JSON object (the plan) on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Apply even a plan larger than [plugins.<name>.reconcile] max_changes (default 50).
+        #[arg(long)]
+        force: bool,
+    },
     /// Work with the Okta org (okta.org_url, okta.api_token).
     Okta {
         #[command(subcommand)]
@@ -163,6 +182,9 @@ pub fn main() -> ExitCode {
         Command::Events { command: EventsCommand::Show { uuid, config } } => events_show(&config, &uuid),
         Command::Replay { delivery_id, config } => replay(&config, &delivery_id),
         Command::Backfill { config, since, until } => backfill(&config, &since, until.as_deref()),
+        Command::Reconcile { config, plugin, apply, json, force } => {
+            reconcile(&config, &plugin, crate::reconcile::Options { apply, force }, json)
+        }
         Command::Okta { command: OktaCommand::Register { config, url } } => okta_register(&config, &url),
         Command::Plugin { command: PluginCommand::Check { bundle, config } } => {
             plugin_check(&bundle, config.as_deref())
@@ -240,7 +262,7 @@ fn load_plugin(
         )
         .with_context(|| {
             format!(
-                "{} is not a hookhost plugin; build it against wit/plugin.wit (world \"plugin\", package hookhost:plugin@0.1.0)",
+                "{} is not a hookhost plugin; build it against wit/plugin.wit (world \"plugin\" or \"reconciler\", package hookhost:plugin@0.2.0)",
                 bundle.wasm_path.display()
             )
         })?;
@@ -258,9 +280,10 @@ fn list(items: &[String]) -> String {
 fn plugin_check(bundle_path: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = load_config(config)?;
     let runtime = Runtime::new(&EngineOptions::default())?;
-    let (bundle, spec, _loaded, compile_ms) = load_plugin(&runtime, bundle_path, config.as_ref())?;
+    let (bundle, spec, loaded, compile_ms) = load_plugin(&runtime, bundle_path, config.as_ref())?;
     let secrets: Vec<String> = bundle.manifest.secrets.clone();
-    println!("ok: {} {} implements hookhost:plugin/plugin@0.1.0", spec.name, spec.version);
+    let world = if loaded.can_reconcile() { "reconciler" } else { "plugin" };
+    println!("ok: {} {} implements hookhost:plugin/{world}@{}", spec.name, spec.version, loaded.wit_version());
     println!(
         "  component:   {} ({} KiB, sha256 {}), compiled in {compile_ms} ms",
         bundle.wasm_path.display(),
@@ -478,6 +501,85 @@ fn backfill(config: &Path, since: &str, until: Option<&str>) -> anyhow::Result<E
         report.found, report.new, report.deliveries, report.pages
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn reconcile(config: &Path, name: &str, options: crate::reconcile::Options, json: bool) -> anyhow::Result<ExitCode> {
+    use crate::reconcile::{ReconcileError, Reconciler};
+    let config = HostConfig::load(config)?;
+    let api = Arc::new(crate::server::okta_api(&config)?);
+    let manifest = config.plugins.dir.join(format!("{name}.toml"));
+    if !manifest.is_file() || !manifest.with_extension("wasm").is_file() {
+        bail!(
+            "no plugin {name:?} in {}: its bundle is {name}.wasm + {name}.toml there (plugins.dir)",
+            config.plugins.dir.display()
+        );
+    }
+    let bundle = PluginBundle::load_limited(&manifest, config.plugins.max_wasm_bytes).map_err(anyhow::Error::msg)?;
+    let keys = registry::signing::TrustedKeys::parse(&config.plugins.trusted_keys).map_err(anyhow::Error::msg)?;
+    if keys.required() {
+        keys.verify(&bundle.wasm_path, &bundle.wasm).map_err(anyhow::Error::msg)?;
+        keys.verify(&bundle.manifest_path, bundle.manifest_text.as_bytes()).map_err(anyhow::Error::msg)?;
+    }
+    let runtime = Arc::new(Runtime::new(&EngineOptions::default())?);
+    let active =
+        registry::activate(&runtime, &bundle, config.plugins.overrides.get(name)).map_err(anyhow::Error::msg)?;
+    let store = crate::server::open_store(&config.store)?;
+    let settings =
+        config.plugins.overrides.iter().filter_map(|(n, o)| o.reconcile.clone().map(|r| (n.clone(), r))).collect();
+    let reconciler = Reconciler::new(Some(api), runtime, store, settings, Arc::new(|| {}));
+    let result = current_thread()?.block_on(reconciler.run(&active, options));
+    let (plan, events, managed, failure) = match result {
+        Ok(report) => (report.plan, report.events, Some(report.managed_accounts), None),
+        // Nothing was applied; the plan is still worth showing next to the refusal.
+        Err(ReconcileError::TooManyChanges { plan, .. }) => {
+            let why = reconciler.last_report(name).and_then(|r| r.held_back).unwrap_or_default();
+            (*plan, Vec::new(), None, Some(why))
+        }
+        Err(e) => bail!(e),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&plan)?);
+        for id in &events {
+            eprintln!("stored event {id}");
+        }
+    } else {
+        print_plan(&plan, managed, &events, options.apply);
+    }
+    match failure {
+        Some(why) => {
+            eprintln!("error: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn print_plan(plan: &crate::reconcile::Plan, managed: Option<usize>, events: &[String], asked_to_apply: bool) {
+    let managed = managed.map(|n| format!(", {n} accounts managed")).unwrap_or_default();
+    println!(
+        "reconcile {}: {} Okta members{managed}; {} to add, {} to remove",
+        plan.plugin,
+        plan.okta_members,
+        plan.add.len(),
+        plan.remove.len()
+    );
+    let login = |l: &Option<String>| l.clone().unwrap_or_else(|| "(login unknown)".into());
+    for c in &plan.add {
+        println!("  + {} {} — {}", c.okta_user_id, login(&c.login), c.reason);
+    }
+    for c in &plan.remove {
+        println!("  - {} {} — {}", c.okta_user_id, login(&c.login), c.reason);
+    }
+    if plan.applied {
+        println!("applied: stored {} events (source reconcile); a running serve processes them:", events.len());
+        for id in events {
+            println!("  {id}");
+        }
+    } else if plan.changes() == 0 {
+        println!("in sync: nothing to do");
+    } else if !asked_to_apply {
+        println!("report only: rerun with --apply to store these changes as events");
+    }
 }
 
 fn okta_register(config: &Path, url: &str) -> anyhow::Result<ExitCode> {

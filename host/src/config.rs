@@ -250,6 +250,8 @@ pub struct PluginOverride {
     pub allow_downgrade: bool,
     /// `[plugins.<name>.guard]`: bulk changes of these types wait for an operator.
     pub guard: Option<GuardSpec>,
+    /// `[plugins.<name>.reconcile]`: the plan's change limit and an optional schedule.
+    pub reconcile: Option<ReconcileConfig>,
 }
 
 /// `[plugins.<name>.guard]` as written (docs/contract.md, "Guard"); checked at load.
@@ -284,6 +286,39 @@ impl GuardSpec {
             max_per_window: self.max_per_window,
             window: std::time::Duration::from_secs(self.window_secs),
         })
+    }
+}
+
+/// `[plugins.<name>.reconcile]` (`docs/contract.md`, "Reconcile").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// Inside `serve`, reconcile this plugin every this many seconds; never when unset.
+    pub every_secs: Option<u64>,
+    /// What a scheduled run does: only report the plan, or also apply it.
+    pub mode: ReconcileMode,
+    /// A plan with more changes than this is applied only with `--force` (or `"force": true`);
+    /// a scheduled `apply` run then only reports.
+    pub max_changes: usize,
+}
+
+/// What a scheduled reconcile does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReconcileMode {
+    /// Compute and keep the plan (shown by the console's Drift panel); change nothing.
+    #[default]
+    Report,
+    /// Compute the plan and store its changes as events (within `max_changes`).
+    Apply,
+}
+
+/// The change limit of a plan when `max_changes` is not set.
+pub const DEFAULT_MAX_CHANGES: usize = 50;
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig { every_secs: None, mode: ReconcileMode::Report, max_changes: DEFAULT_MAX_CHANGES }
     }
 }
 
@@ -417,6 +452,18 @@ impl HostConfig {
         }
         if let Some(url) = &okta.org_url {
             okta.org_url = Some(org_origin(url).map_err(|m| err(format!("okta.org_url: {m}")))?);
+        }
+        let scheduled: Vec<String> = raw
+            .plugins
+            .iter()
+            .filter(|(_, v)| v.get("reconcile").and_then(|r| r.get("every_secs")).is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let (Some(name), true) = (scheduled.first(), okta.org_url.is_none() || okta.api_token.is_none()) {
+            return Err(err(format!(
+                "plugins.{name}.reconcile.every_secs needs okta.org_url (e.g. \"https://example.okta.com\") and \
+                 okta.api_token (e.g. {{ env = \"OKTA_API_TOKEN\" }}, a token that may read groups)"
+            )));
         }
         let b = &okta.backfill;
         if b.enabled && (okta.org_url.is_none() || okta.api_token.is_none()) {
@@ -639,6 +686,18 @@ fn parse_plugins(mut table: toml::Table, base: &Path) -> Result<PluginsConfig, S
         }
         if let Some(g) = &o.guard {
             g.rule(&name)?;
+        }
+        if let Some(r) = &o.reconcile {
+            if r.every_secs.is_some_and(|s| !(1..=604_800).contains(&s)) {
+                return Err(format!(
+                    "plugins.{name}.reconcile.every_secs must be 1 to 604800 (a week), or left out for no schedule"
+                ));
+            }
+            if r.max_changes < 1 {
+                return Err(format!(
+                    "plugins.{name}.reconcile.max_changes must be at least 1 (default {DEFAULT_MAX_CHANGES})"
+                ));
+            }
         }
         overrides.insert(name, o);
     }
@@ -933,5 +992,26 @@ client_secret = { file = "secrets/azure_client_secret" }
                 }
             }
         }
+    }
+
+    #[test]
+    fn reconcile_settings_default_to_report_and_50_and_name_the_fix() {
+        let cfg = parse("[plugins.graph-guest]\n[plugins.graph-guest.reconcile]\n").unwrap();
+        let r = cfg.plugins.overrides["graph-guest"].reconcile.clone().unwrap();
+        assert_eq!(r, ReconcileConfig { every_secs: None, mode: ReconcileMode::Report, max_changes: 50 });
+        let cfg = parse(
+            "[okta]\norg_url = \"https://example.okta.com\"\napi_token = { value = \"t\" }\n\
+             [plugins.p.reconcile]\nevery_secs = 60\nmode = \"apply\"\nmax_changes = 5\n",
+        )
+        .unwrap();
+        let r = cfg.plugins.overrides["p"].reconcile.clone().unwrap();
+        assert_eq!((r.every_secs, r.mode, r.max_changes), (Some(60), ReconcileMode::Apply, 5));
+
+        let e = parse("[plugins.p.reconcile]\nevery_secs = 60\n").unwrap_err().to_string();
+        assert!(e.contains("plugins.p.reconcile.every_secs needs okta.org_url") && e.contains("okta.api_token"), "{e}");
+        let e = parse("[plugins.p.reconcile]\nmax_changes = 0\n").unwrap_err().to_string();
+        assert!(e.contains("plugins.p.reconcile.max_changes must be at least 1"), "{e}");
+        let e = parse("[plugins.p.reconcile]\nmode = \"fix\"\n").unwrap_err().to_string();
+        assert!(e.contains("[plugins.p]") && e.contains("report") && e.contains("apply"), "{e}");
     }
 }

@@ -26,7 +26,8 @@
 //!   (`GET /`, a static page embedded in the binary); [`metrics`]: counters.
 //! - [`okta_api`]: the calls hookhost makes to Okta itself (SSWS token, `Link` paging, rate
 //!   limits); [`backfill`]: recovering dropped events from the System Log, which stores them
-//!   the way [`ingest`] does.
+//!   the way [`ingest`] does; [`reconcile`]: compares a plugin's target with the members of
+//!   its Okta groups and stores the repairs as ordinary events.
 //! - [`server`]: `hookhost serve` wiring and graceful shutdown; [`cli`]: the `hookhost` command;
 //!   [`scaffold`]: the templates of `hookhost plugin new`.
 
@@ -42,6 +43,7 @@ pub mod logsafe;
 pub mod metrics;
 pub mod okta;
 pub mod okta_api;
+pub mod reconcile;
 pub mod registry;
 pub mod runtime;
 pub mod scaffold;

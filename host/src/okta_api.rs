@@ -257,6 +257,30 @@ impl OktaApi {
         Ok(LogPage { events, next })
     }
 
+    /// One page of a paged list at `url` (a first-page URL on the org, or a next link): its
+    /// JSON array and the `Link rel="next"` target, which must stay on the org.
+    ///
+    /// # Errors
+    /// As [`log_page`](Self::log_page).
+    pub async fn list_page(&self, url: &str, what: &str) -> Result<(Vec<Value>, Option<String>), OktaApiError> {
+        let (_, headers, body) = self.send(Method::GET, url, None, what).await?;
+        let items = match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Array(items)) => items,
+            Ok(_) => return Err(OktaApiError::BadAnswer { what: what.into(), message: "not a JSON array".into() }),
+            Err(e) => return Err(OktaApiError::BadAnswer { what: what.into(), message: e.to_string() }),
+        };
+        let next = next_link(headers.get_all(reqwest::header::LINK).iter().filter_map(|v| v.to_str().ok()));
+        if let Some(n) = &next {
+            if !self.own(n) {
+                return Err(OktaApiError::BadAnswer {
+                    what: what.into(),
+                    message: format!("the next link {n} leaves {}", self.origin),
+                });
+            }
+        }
+        Ok((items, next))
+    }
+
     /// A JSON call to a path of the org (`/api/v1/eventHooks`…); the answer's JSON.
     ///
     /// # Errors

@@ -23,11 +23,13 @@ use axum::Router;
 use crate::api::{self, ApiState};
 use crate::backfill::Poller;
 use crate::config::HostConfig;
+use crate::config::ReconcileMode;
 use crate::config::StoreConfig;
 use crate::dispatch::{DispatchDeps, Dispatcher};
 use crate::ingest::{self, IngestState};
 use crate::metrics::Metrics;
 use crate::okta_api::OktaApi;
+use crate::reconcile::Reconciler;
 use crate::registry::{watch, PluginSet, Registry, SyncOutcome};
 use crate::runtime::{EngineOptions, Runtime};
 use crate::store::{PostgresStore, SqliteStore, Store, StoreUrl};
@@ -122,6 +124,8 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
     registry.on_change(wake.clone());
     rescan_on_sighup(registry.clone());
     let poller = backfill_poller(&config, &store, &plugins, &metrics, &host_id, &wake)?.map(|p| tokio::spawn(p.run()));
+    let reconciler = reconciler(&config, &runtime, &store, &wake)?;
+    let schedules = schedule_reconcile(&reconciler, &plugins);
     let app = app(
         IngestState {
             store: store.clone(),
@@ -142,6 +146,7 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
             host_id: host_id.clone(),
             on_replay: wake,
             registry: Some(registry),
+            reconcile: Some(reconciler),
         },
     );
 
@@ -162,6 +167,10 @@ pub async fn serve(config: HostConfig) -> anyhow::Result<()> {
     // Stopping between its commits loses nothing: the cursor moves with its page.
     if let Some(p) = poller {
         p.abort();
+    }
+    // A run stopped before its events are stored stored nothing; one after, all of them.
+    for s in schedules {
+        s.abort();
     }
     tracing::info!("shutting down: waiting for running attempts");
     dispatcher.shutdown(Duration::from_secs(config.server.shutdown_grace_secs)).await;
@@ -190,6 +199,58 @@ fn backfill_poller(
         metrics: metrics.clone(),
         on_stored: wake.clone(),
     })))
+}
+
+/// The reconciler of this service: with an Okta client when `okta.org_url` and
+/// `okta.api_token` are set (runs say what is missing otherwise).
+fn reconciler(
+    config: &HostConfig,
+    runtime: &Arc<Runtime>,
+    store: &Arc<dyn Store>,
+    wake: &Arc<dyn Fn() + Send + Sync>,
+) -> anyhow::Result<Arc<Reconciler>> {
+    let okta = match (&config.okta.org_url, &config.okta.api_token) {
+        (Some(_), Some(_)) => Some(Arc::new(okta_api(config)?)),
+        _ => None,
+    };
+    let settings =
+        config.plugins.overrides.iter().filter_map(|(n, o)| o.reconcile.clone().map(|r| (n.clone(), r))).collect();
+    Ok(Arc::new(Reconciler::new(okta, runtime.clone(), store.clone(), settings, wake.clone())))
+}
+
+/// One task per `[plugins.<name>.reconcile] every_secs`: a run at start, then every period,
+/// reporting or applying per `mode`; its report is what the console's Drift panel shows. A
+/// scheduled `apply` never forces: a plan over `max_changes` is only reported.
+fn schedule_reconcile(reconciler: &Arc<Reconciler>, plugins: &Arc<PluginSet>) -> Vec<tokio::task::JoinHandle<()>> {
+    reconciler
+        .schedules()
+        .into_iter()
+        .map(|(name, every, mode)| {
+            let (reconciler, plugins) = (reconciler.clone(), plugins.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(plugin) = plugins.get(&name) else {
+                        tracing::warn!(plugin = %name, "scheduled reconcile: the plugin is not active; skipped");
+                        continue;
+                    };
+                    let options = crate::reconcile::Options { apply: mode == ReconcileMode::Apply, force: false };
+                    match reconciler.run(&plugin, options).await {
+                        Ok(r) => tracing::info!(
+                            plugin = %name,
+                            add = r.plan.add.len(),
+                            remove = r.plan.remove.len(),
+                            applied = r.plan.applied,
+                            "scheduled reconcile"
+                        ),
+                        Err(e) => tracing::warn!(plugin = %name, error = %e, "scheduled reconcile failed"),
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 /// A client of the configured Okta org (`okta.org_url`, `okta.api_token`).

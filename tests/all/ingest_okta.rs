@@ -62,6 +62,7 @@ fn app_with(max_body: usize) -> App {
             host_id: "test-host".into(),
             on_replay: wake,
             registry: None,
+            reconcile: None,
         },
     );
     App { router, store, woken, _dir: dir, _bundle: b }

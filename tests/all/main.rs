@@ -18,6 +18,7 @@ mod ingest_okta;
 mod pacing;
 mod plugin_cli;
 mod plugin_new;
+mod reconcile;
 mod sandbox_limits;
 mod scale_out;
 mod secrets_scan;

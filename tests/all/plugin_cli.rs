@@ -18,7 +18,7 @@ fn check_accepts_a_good_bundle_and_prints_what_it_asks_for() {
     let b = bundle("hostile", "hostile", &test_manifest("hostile"));
     let (ok, out, err) = run(&["plugin", "check", b.manifest.to_str().unwrap()]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("ok: hostile 1.0.0 implements hookhost:plugin/plugin@0.1.0"), "{out}");
+    assert!(out.contains("ok: hostile 1.0.0 implements hookhost:plugin/plugin@0.2.0"), "{out}");
     assert!(out.contains("event_types: group.user_membership.add"), "{out}");
     assert!(out.contains("memory 16 MiB, timeout 500 ms, max_http_requests 4"), "{out}");
 }
@@ -29,6 +29,7 @@ fn check_rejects_a_component_of_another_world_saying_what_is_missing() {
     let (ok, out, err) = run(&["plugin", "check", b.manifest.to_str().unwrap()]);
     assert!(!ok, "{out}");
     assert!(err.contains("is not a hookhost plugin"), "{err}");
+    assert!(err.contains("hookhost:plugin/handler@0.2.0"), "{err}");
     assert!(err.contains("hookhost:plugin/handler@0.1.0"), "{err}");
 }
 

@@ -25,7 +25,7 @@ fn scaffold(name: &str, lang: &str, dir: &Path) -> String {
 /// `hookhost plugin check` then `plugin run` on the fixture; returns run's output.
 fn check_and_run(manifest: &Path) -> String {
     let out = ok(Command::new(hookhost_bin()).args(["plugin", "check"]).arg(manifest));
-    assert!(out.contains("implements hookhost:plugin/plugin@0.1.0"), "{out}");
+    assert!(out.contains("implements hookhost:plugin/plugin@0.2.0"), "{out}");
     assert!(out.contains("routes:") && out.contains("group.user_membership.add"), "{out}");
     let fixture = manifest.parent().unwrap().join("fixtures/event.json");
     ok(Command::new(hookhost_bin()).args(["plugin", "run"]).arg(manifest).arg("--event").arg(fixture))

@@ -269,6 +269,20 @@ impl graph_guest::Http for NativeHost {
 }
 
 impl graph_guest::Kv for NativeHost {
+    fn scan(&mut self, prefix: &str, after: Option<&str>) -> Result<Vec<(String, String)>, String> {
+        let after = after.unwrap_or("");
+        let mut out: Vec<(String, String)> = self
+            .kv
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.as_str() > after)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort();
+        out.truncate(1000);
+        Ok(out)
+    }
     fn get(&mut self, key: &str) -> Result<Option<String>, String> {
         Ok(self.kv.lock().unwrap().get(key).cloned())
     }

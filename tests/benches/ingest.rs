@@ -195,6 +195,7 @@ fn durable_app(store: Arc<dyn Store>, runtime: &Arc<Runtime>, plugin_dir: &std::
             host_id: hookhost::server::host_id(&hookhost::store::StoreUrl::Sqlite("bench".into())),
             on_replay: wake,
             registry: Some(registry),
+            reconcile: None,
         },
     )
 }

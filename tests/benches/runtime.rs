@@ -63,6 +63,7 @@ macro_rules! stub_imports {
             $($async)? fn get(&mut self, _k: String) -> Result<Option<String>, String> { Ok(None) }
             $($async)? fn set(&mut self, _k: String, _v: String) -> Result<(), String> { Ok(()) }
             $($async)? fn delete(&mut self, _k: String) -> Result<(), String> { Ok(()) }
+            $($async)? fn scan(&mut self, _p: String, _a: Option<String>) -> Result<Vec<(String, String)>, String> { Ok(vec![]) }
         }
         impl $m::hookhost::plugin::log::Host for FloorState {
             $($async)? fn log(&mut self, _l: $m::hookhost::plugin::log::Level, _m: String) {}

@@ -5,7 +5,8 @@
 //!
 //! - `POST /{tenant}/oauth2/v2.0/token`: the client-credentials grant, with Entra's OAuth error
 //!   shape and AADSTS codes for each thing Entra rejects (see `token.rs`).
-//! - `POST /v1.0/invitations`, `GET /v1.0/users` (`$filter`, `$select`, `$top`, `$count`),
+//! - `POST /v1.0/invitations`, `GET /v1.0/users` (`$filter`, `$select`, `$top` 1–999, default
+//!   100, `$count`; more results than a page give `@odata.nextLink` with a `$skiptoken`),
 //!   `GET|PATCH|DELETE /v1.0/users/{id | userPrincipalName}` (see `directory.rs`, `filter.rs`).
 //! - `GET /_emulator/users`, `GET /_emulator/journal`, `GET /_emulator/invitations` and
 //!   `POST /_emulator/faults`: inspection and fault injection for demos and other processes
@@ -268,6 +269,21 @@ impl GraphEmulator {
         let id = user.id.clone();
         self.shared.lock().users.push(user);
         id
+    }
+
+    /// Deletes a user the way an administrator does in the Entra admin center (not through
+    /// this emulator's API, so nothing is journaled): it moves to deleted items. Whether
+    /// it existed.
+    pub fn delete_directly(&self, id: &str) -> bool {
+        let mut tenant = self.shared.lock();
+        match tenant.users.iter().position(|u| u.id == id) {
+            Some(i) => {
+                let user = tenant.users.remove(i);
+                tenant.deleted.push(user);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Snapshot of the directory's live (not deleted) users, in creation order.

@@ -1,6 +1,7 @@
 //! An emulator of the Okta org APIs hookhost itself calls (as opposed to [`crate::okta_users`],
-//! which a plugin calls): the System Log (`GET /api/v1/logs`) that backfill polls, and the Event
-//! Hooks management API (`/api/v1/eventHooks`) that `hookhost okta register` drives. It exists
+//! which a plugin calls): the System Log (`GET /api/v1/logs`) that backfill polls, the Event
+//! Hooks management API (`/api/v1/eventHooks`) that `hookhost okta register` drives, and the
+//! Groups API that `hookhost reconcile` reads. It exists
 //! because neither an Okta org nor its rate limits are reachable from CI, and because the
 //! failure modes backfill must survive (pages that end in a cursor, events that show up late,
 //! 429s) have to be produced on demand.
@@ -29,6 +30,8 @@
 //!   only if the answer echoes the challenge. The auth scheme's `value` is write-only, as in
 //!   Okta, but [`OktaEmulator::hooks`] shows it to tests. [`OktaEmulator::deliver`] POSTs a
 //!   delivery to every active hook, as Okta does (about 3 s timeout, one retry).
+//! - **Groups** (`okta_emulator/groups.rs`): `GET /api/v1/groups?q=` and
+//!   `GET /api/v1/groups/{id}/users` with `after` paging, for reconcile.
 //!
 //! [`OktaEmulator::stall_logs`] holds log requests unanswered until
 //! [`OktaEmulator::release_logs`], so a test can kill a poller while its page is in flight.
@@ -54,6 +57,9 @@ use tokio::net::TcpListener;
 
 use crate::ids;
 use crate::server::ServerHandle;
+
+mod groups;
+pub use groups::{OktaUser, GROUPS_RATE_LIMIT, MAX_MEMBERS_PAGE};
 
 /// Requests per minute the emulated log endpoint allows (Okta's default for `/api/v1/logs`
 /// in many orgs is 120).
@@ -118,6 +124,8 @@ struct Org {
     last_reset: Option<u64>,
     /// The current rate-limit window: its end (epoch seconds) and requests counted in it.
     window: (u64, u64),
+    /// Groups and users (the Groups API, `okta_emulator/groups.rs`).
+    directory: groups::Directory,
 }
 
 struct Shared {
@@ -175,6 +183,8 @@ impl OktaEmulator {
             .route("/api/v1/eventHooks", get(list_hooks).post(create_hook))
             .route("/api/v1/eventHooks/{id}", get(get_hook).put(replace_hook))
             .route("/api/v1/eventHooks/{id}/lifecycle/{action}", post(hook_lifecycle))
+            .route("/api/v1/groups", get(groups::list_groups))
+            .route("/api/v1/groups/{id}/users", get(groups::group_users))
             .fallback(|| async {
                 okta_error(StatusCode::NOT_FOUND, "E0000022", "The endpoint does not support the provided HTTP method")
             })

@@ -3,13 +3,15 @@
 //! `GET /healthz` is open (it says only whether the store answers). Everything else needs
 //! `Authorization: Bearer <admin.token>`; without a configured token it is closed (401),
 //! never open. Shapes and status names are the contract of docs/contract.md. `POST
-//! /api/plugins/reload` rescans the plugin directory on demand (as SIGHUP does).
+//! /api/plugins/reload` rescans the plugin directory on demand (as SIGHUP does); `POST
+//! /api/plugins/{name}/reconcile` runs [`crate::reconcile`] (see `reconcile.rs`).
 //!
 //! The operator [`console`] (`GET /`) is a static shell; the data it shows comes from the
 //! same protected endpoints, two of which exist for it: `GET /api/events` (search, newest
 //! first) and `GET /api/queue` (the queue at a glance).
 
 mod console;
+mod reconcile;
 
 use std::sync::Arc;
 
@@ -41,6 +43,9 @@ pub struct ApiState {
     /// The plugin directory, for `POST /api/plugins/reload`; `None` where plugins are not
     /// loaded from a directory (the endpoint then answers 404).
     pub registry: Option<Arc<Registry>>,
+    /// Reconcile (`POST /api/plugins/{name}/reconcile`, `GET /api/reconcile`); `None` where
+    /// the service does not offer it (the endpoints then answer 404 / no reports).
+    pub reconcile: Option<Arc<crate::reconcile::Reconciler>>,
 }
 
 /// `/healthz`, `/metrics` and `/api/*`.
@@ -51,6 +56,8 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/plugins/reload", post(reload))
         .route("/api/plugins/{name}/held/release", post(release_held))
         .route("/api/plugins/{name}/held/discard", post(discard_held))
+        .route("/api/plugins/{name}/reconcile", post(reconcile::run))
+        .route("/api/reconcile", get(reconcile::reports))
         .route("/api/events", get(events))
         .route("/api/events/{uuid}", get(event))
         .route("/api/queue", get(queue))

@@ -501,7 +501,7 @@ pub fn link(
         )
         .map_err(|e| {
             format!(
-                "{}: {e}; build it against wit/plugin.wit (world \"plugin\", package hookhost:plugin@0.1.0)",
+                "{}: {e}; build it against wit/plugin.wit (world \"plugin\" or \"reconciler\", package hookhost:plugin@0.2.0)",
                 bundle.wasm_path.display()
             )
         })?;

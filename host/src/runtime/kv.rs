@@ -1,6 +1,6 @@
 //! The `kv` import: durable key-value state private to each plugin.
 //!
-//! Grants: get/set/delete within the plugin's own namespace (the plugin name), kept across
+//! Grants: get/set/delete/scan within the plugin's own namespace (the plugin name), kept across
 //! attempts, restarts and versions. Refuses: other plugins' keys (the namespace is applied
 //! by the host, not chosen by the guest), keys over 512 bytes and values over 64 KiB.
 //! The backend is the store's (SQLite or PostgreSQL); tests and `plugin run` without a
@@ -12,6 +12,8 @@ use crate::kv::KvBackend;
 
 const MAX_KEY_BYTES: usize = 512;
 const MAX_VALUE_BYTES: usize = 64 << 10;
+/// Entries per `scan` call (the WIT promises 1000).
+const SCAN_LIMIT: usize = 1000;
 
 impl AttemptState {
     /// Keys are 1 to 512 bytes; a refusal is logged like the host's other refusals.
@@ -61,5 +63,15 @@ impl Host for AttemptState {
     async fn delete(&mut self, key: String) -> Result<(), String> {
         self.check_key(&key)?;
         self.kv_call(move |kv, plugin| kv.delete(plugin, &key)).await
+    }
+
+    async fn scan(&mut self, prefix: String, after: Option<String>) -> Result<Vec<(String, String)>, String> {
+        if prefix.len() > MAX_KEY_BYTES {
+            let why = format!("kv scan prefixes must be at most {MAX_KEY_BYTES} bytes long");
+            self.refused("kv", why.clone());
+            return Err(why);
+        }
+        let after = after.unwrap_or_default();
+        self.kv_call(move |kv, plugin| kv.scan(plugin, &prefix, &after, SCAN_LIMIT)).await
     }
 }

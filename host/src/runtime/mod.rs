@@ -27,6 +27,7 @@ pub mod output;
 pub mod pace;
 mod secrets;
 pub mod state;
+mod v0_1;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -42,7 +43,7 @@ pub use grant::{Grant, Origin};
 pub use limits::Limits;
 
 use crate::okta::Event;
-use bindings::{types, Plugin, PluginPre};
+use bindings::{handler, reconcile, types, v0_1 as wit01, v0_2 as wit02};
 use engine::EpochTicker;
 use limits::MemoryLimiter;
 use log::AttemptLog;
@@ -76,7 +77,30 @@ pub struct RuntimeError(String);
 #[derive(Clone)]
 pub struct LoadedPlugin {
     ctx: Arc<PluginContext>,
-    pre: PluginPre<AttemptState>,
+    exports: Exports,
+}
+
+/// Which contract version a component was built against, found at load time, with what it
+/// needs to call its exports.
+#[derive(Clone)]
+enum Exports {
+    /// `hookhost:plugin@0.1.0`: `handler` only.
+    V0_1(wit01::PluginPre<AttemptState>),
+    /// `hookhost:plugin@0.2.0`: `handler`, and `reconcile` when the component exports it.
+    V0_2 {
+        pre: wasmtime::component::InstancePre<AttemptState>,
+        handler: handler::GuestIndices,
+        reconcile: Option<reconcile::GuestIndices>,
+    },
+}
+
+/// One account a plugin reports under its management (WIT `reconcile.managed-account`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedAccount {
+    pub okta_user_id: String,
+    pub login: Option<String>,
+    pub target_id: String,
+    pub present: bool,
 }
 
 impl LoadedPlugin {
@@ -94,6 +118,17 @@ impl LoadedPlugin {
     }
     pub fn grant(&self) -> &Grant {
         &self.ctx.grant
+    }
+    /// The WIT package version the component was built against, e.g. `0.2.0`.
+    pub fn wit_version(&self) -> &'static str {
+        match self.exports {
+            Exports::V0_1(_) => "0.1.0",
+            Exports::V0_2 { .. } => "0.2.0",
+        }
+    }
+    /// Whether the component exports `reconcile` (so `hookhost reconcile` can ask it).
+    pub fn can_reconcile(&self) -> bool {
+        matches!(self.exports, Exports::V0_2 { reconcile: Some(_), .. })
     }
 }
 
@@ -126,8 +161,11 @@ impl Runtime {
         let mut linker = Linker::<AttemptState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError(format!("linking WASI: {e:#}")))?;
-        Plugin::add_to_linker::<AttemptState, HasSelf<AttemptState>>(&mut linker, |s| s)
-            .map_err(|e| RuntimeError(format!("linking hookhost imports: {e:#}")))?;
+        // Both contract versions' imports: a component takes the ones it was built against.
+        wit02::Reconciler::add_to_linker::<AttemptState, HasSelf<AttemptState>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError(format!("linking hookhost@0.2.0 imports: {e:#}")))?;
+        wit01::Plugin::add_to_linker::<AttemptState, HasSelf<AttemptState>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError(format!("linking hookhost@0.1.0 imports: {e:#}")))?;
         let ticker =
             EpochTicker::start(&engine, opts.epoch_tick).map_err(|e| RuntimeError(format!("epoch ticker: {e}")))?;
         let http = http::client().map_err(|e| RuntimeError(format!("HTTP client: {e}")))?;
@@ -188,7 +226,7 @@ impl Runtime {
     ///
     /// # Errors
     /// [`LoadError::WrongWorld`] when it imports something hookhost does not provide or
-    /// does not export `hookhost:plugin/handler`; the message says which.
+    /// exports neither `hookhost:plugin/handler@0.2.0` nor `@0.1.0`; the message says which.
     pub fn load(
         &self,
         component: &Component,
@@ -197,7 +235,21 @@ impl Runtime {
         limits: Limits,
     ) -> Result<LoadedPlugin, LoadError> {
         let pre = self.linker.instantiate_pre(component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = PluginPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        // 0.2.0 first; a component exporting the 0.1.0 handler is served as 0.1.0.
+        let exports = match handler::GuestIndices::new(&pre) {
+            Ok(indices) => {
+                let reconcile = reconcile::GuestIndices::new(&pre).ok();
+                Exports::V0_2 { pre, handler: indices, reconcile }
+            }
+            Err(v2) => match wit01::PluginPre::new(pre) {
+                Ok(pre) => Exports::V0_1(pre),
+                Err(v1) => {
+                    return Err(LoadError::WrongWorld(format!(
+                        "hookhost:plugin@0.2.0: {v2:#}; hookhost:plugin@0.1.0: {v1:#}"
+                    )))
+                }
+            },
+        };
         let pacer = self.pacer(&identity.name);
         pacer.set_rules(&grant.pace);
         Ok(LoadedPlugin {
@@ -209,7 +261,7 @@ impl Runtime {
                 limits,
                 pacer,
             }),
-            pre,
+            exports,
         })
     }
 
@@ -240,6 +292,114 @@ impl Runtime {
         delivery_id: Option<&str>,
     ) -> Attempt {
         let started_at = SystemTime::now();
+        let mut sandbox = self.sandbox(plugin, kv, delivery_id);
+        let wit_event = to_wit(event);
+        // The call borrows the store; it is dropped at the end of this block.
+        let outcome = {
+            let store = &mut sandbox.store;
+            let call = async {
+                match &plugin.exports {
+                    Exports::V0_2 { pre, handler, .. } => {
+                        let instance = pre.instantiate_async(&mut *store).await?;
+                        handler.load(&mut *store, &instance)?.call_handle(&mut *store, &wit_event).await
+                    }
+                    Exports::V0_1(pre) => {
+                        let instance = pre.instantiate_async(&mut *store).await?;
+                        let event = v0_1::event(&wit_event);
+                        let answer = instance.hookhost_plugin_handler().call_handle(&mut *store, &event).await?;
+                        Ok(answer.map(v0_1::outcome).map_err(v0_1::failure))
+                    }
+                }
+            };
+            bounded(call, sandbox.start, &plugin.ctx.limits, &sandbox.paced).await
+        };
+
+        let result = match outcome {
+            Err(_) => AttemptResult::TimedOut,
+            Ok(Ok(Ok(o))) => AttemptResult::Done { summary: o.summary },
+            Ok(Ok(Err(types::Failure::Retryable(r)))) => AttemptResult::Retryable {
+                message: r.message,
+                retry_after: r.retry_after_ms.map(Duration::from_millis),
+            },
+            Ok(Ok(Err(types::Failure::Permanent(m)))) => AttemptResult::Permanent(m),
+            Ok(Err(e)) => classify_trap(&e, sandbox.store.data(), &sandbox.stderr),
+        };
+        sandbox.finish(plugin, started_at, result)
+    }
+
+    /// Asks `plugin` for the accounts it manages (WIT `reconcile.managed-accounts`), in a
+    /// fresh instance under the plugin's limits, like an attempt. The [`Attempt`] says how
+    /// the call went (its log, HTTP requests, duration); the accounts come back only when
+    /// the plugin answered with them.
+    ///
+    /// # Errors
+    /// The component cannot reconcile (built against 0.1.0, or without the `reconcile`
+    /// export): the message names the fix. Nothing ran then.
+    pub async fn managed_accounts(
+        &self,
+        plugin: &LoadedPlugin,
+        kv: Arc<dyn KvBackend>,
+    ) -> Result<(Attempt, Option<Vec<ManagedAccount>>), String> {
+        let (pre, indices) = match &plugin.exports {
+            Exports::V0_2 { pre, reconcile: Some(indices), .. } => (pre, indices),
+            Exports::V0_2 { reconcile: None, .. } => {
+                return Err(format!(
+                    "plugin {} {} is built against hookhost:plugin@0.2.0 but does not export the \
+                     `reconcile` interface, so it cannot report the accounts it manages; build it \
+                     for world \"reconciler\" of wit/plugin.wit (see docs/plugins.md)",
+                    plugin.ctx.name, plugin.ctx.version
+                ))
+            }
+            Exports::V0_1(_) => {
+                return Err(format!(
+                    "plugin {} {} is built against hookhost:plugin@0.1.0, which cannot report the \
+                     accounts it manages, so it cannot be reconciled; rebuild it for world \
+                     \"reconciler\" of wit/plugin.wit (hookhost:plugin@0.2.0) and implement \
+                     `managed-accounts` (see \"Migrating to 0.2.0\" in docs/plugins.md)",
+                    plugin.ctx.name, plugin.ctx.version
+                ))
+            }
+        };
+        let started_at = SystemTime::now();
+        let mut sandbox = self.sandbox(plugin, kv, None);
+        let outcome = {
+            let store = &mut sandbox.store;
+            let call = async {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                indices.load(&mut *store, &instance)?.call_managed_accounts(&mut *store).await
+            };
+            bounded(call, sandbox.start, &plugin.ctx.limits, &sandbox.paced).await
+        };
+        let (result, accounts) = match outcome {
+            Err(_) => (AttemptResult::TimedOut, None),
+            Ok(Ok(Ok(list))) => {
+                let summary = format!("reported {} managed accounts", list.len());
+                let accounts = list
+                    .into_iter()
+                    .map(|a| ManagedAccount {
+                        okta_user_id: a.okta_user_id,
+                        login: a.login,
+                        target_id: a.target_id,
+                        present: a.present,
+                    })
+                    .collect();
+                (AttemptResult::Done { summary }, Some(accounts))
+            }
+            Ok(Ok(Err(types::Failure::Retryable(r)))) => (
+                AttemptResult::Retryable {
+                    message: r.message,
+                    retry_after: r.retry_after_ms.map(Duration::from_millis),
+                },
+                None,
+            ),
+            Ok(Ok(Err(types::Failure::Permanent(m)))) => (AttemptResult::Permanent(m), None),
+            Ok(Err(e)) => (classify_trap(&e, sandbox.store.data(), &sandbox.stderr), None),
+        };
+        Ok((sandbox.finish(plugin, started_at, result), accounts))
+    }
+
+    /// A fresh store for one call into `plugin`, with its limits, grants and deadline.
+    fn sandbox(&self, plugin: &LoadedPlugin, kv: Arc<dyn KvBackend>, delivery_id: Option<&str>) -> Sandbox {
         let start = Instant::now();
         let limits = &plugin.ctx.limits;
         let deadline = start + limits.timeout;
@@ -282,52 +442,56 @@ impl Runtime {
             }
         });
 
-        let wit_event = to_wit(event);
-        // The call borrows the store; it is dropped at the end of this block.
-        let outcome = {
-            let call = async {
-                let instance = plugin.pre.instantiate_async(&mut store).await?;
-                instance.hookhost_plugin_handler().call_handle(&mut store, &wit_event).await
-            };
-            tokio::pin!(call);
-            loop {
-                let paced_for = Duration::from_millis(paced.load(std::sync::atomic::Ordering::Relaxed));
-                let backstop = start + limits.timeout + GRACE + paced_for;
-                match tokio::time::timeout_at(backstop.into(), &mut call).await {
-                    Ok(done) => break Ok(done),
-                    // Waiting for pace moved the deadline since this backstop was set.
-                    Err(_) if paced.load(std::sync::atomic::Ordering::Relaxed) > paced_for.as_millis() as u64 => {
-                        continue
-                    }
-                    Err(elapsed) => break Err(elapsed),
-                }
-            }
-        };
+        Sandbox { store, stdout, stderr, start, paced }
+    }
+}
 
-        let result = match outcome {
-            Err(_) => AttemptResult::TimedOut,
-            Ok(Ok(Ok(o))) => AttemptResult::Done { summary: o.summary },
-            Ok(Ok(Err(types::Failure::Retryable(r)))) => AttemptResult::Retryable {
-                message: r.message,
-                retry_after: r.retry_after_ms.map(Duration::from_millis),
-            },
-            Ok(Ok(Err(types::Failure::Permanent(m)))) => AttemptResult::Permanent(m),
-            Ok(Err(e)) => classify_trap(&e, store.data(), &stderr),
-        };
+/// One call's store and what is read back from it afterwards.
+struct Sandbox {
+    store: Store<AttemptState>,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+    start: Instant,
+    paced: Arc<std::sync::atomic::AtomicU64>,
+}
 
-        let mut state = store.into_data();
-        capture_into_log(&mut state.log, &stdout, LogSource::Stdout, LogLevel::Info);
-        capture_into_log(&mut state.log, &stderr, LogSource::Stderr, LogLevel::Warn);
+impl Sandbox {
+    /// The attempt record: the result plus the call's log, captured output and counters.
+    fn finish(self, plugin: &LoadedPlugin, started_at: SystemTime, result: AttemptResult) -> Attempt {
+        let mut state = self.store.into_data();
+        capture_into_log(&mut state.log, &self.stdout, LogSource::Stdout, LogLevel::Info);
+        capture_into_log(&mut state.log, &self.stderr, LogSource::Stderr, LogLevel::Warn);
         Attempt {
             plugin: plugin.ctx.name.clone(),
             plugin_version: plugin.ctx.version.clone(),
             plugin_sha256: plugin.ctx.sha256.clone(),
             started_at,
-            duration: start.elapsed(),
+            duration: self.start.elapsed(),
             result,
             log: std::mem::take(&mut state.log.lines),
             log_dropped: state.log.dropped,
             http_requests: state.http_requests,
+        }
+    }
+}
+
+/// Waits for `call` until the host's backstop (deadline + grace + time spent waiting for
+/// pace), which moves later while the call waits for pace.
+async fn bounded<F: std::future::Future>(
+    call: F,
+    start: Instant,
+    limits: &Limits,
+    paced: &std::sync::atomic::AtomicU64,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::pin!(call);
+    loop {
+        let paced_for = Duration::from_millis(paced.load(std::sync::atomic::Ordering::Relaxed));
+        let backstop = start + limits.timeout + GRACE + paced_for;
+        match tokio::time::timeout_at(backstop.into(), &mut call).await {
+            Ok(done) => break Ok(done),
+            // Waiting for pace moved the deadline since this backstop was set.
+            Err(_) if paced.load(std::sync::atomic::Ordering::Relaxed) > paced_for.as_millis() as u64 => continue,
+            Err(elapsed) => break Err(elapsed),
         }
     }
 }

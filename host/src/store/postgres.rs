@@ -479,6 +479,21 @@ impl KvBackend for PostgresStore {
         })
         .map_err(|e| format!("kv delete failed: {e}"))
     }
+
+    fn scan(&self, plugin: &str, prefix: &str, after: &str, limit: usize) -> Result<Vec<(String, String)>, String> {
+        // `key` is COLLATE "C": bytewise order, the order the WIT promises.
+        self.with(|c| {
+            Ok(c.rows(
+                "SELECT key, value FROM plugin_kv WHERE plugin = $1 AND key > $2 AND key >= $3 ORDER BY key LIMIT $4",
+                &[&plugin, &after, &prefix, &(limit as i64)],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect::<Vec<(String, String)>>())
+        })
+        .map(|rows| crate::kv::with_prefix(rows, prefix))
+        .map_err(|e| format!("kv scan failed: {e}"))
+    }
 }
 
 #[cfg(test)]

@@ -305,4 +305,18 @@ impl KvBackend for SqliteStore {
             .map(|_| ())
             .map_err(|e| format!("kv delete failed: {e}"))
     }
+
+    fn scan(&self, plugin: &str, prefix: &str, after: &str, limit: usize) -> Result<Vec<(String, String)>, String> {
+        let conn = self.conn().map_err(|e| e.to_string())?;
+        // Keys compare bytewise (BINARY collation), the order the WIT promises.
+        conn.prepare_cached(
+            "SELECT key, value FROM plugin_kv WHERE plugin = ?1 AND key > ?2 AND key >= ?3 ORDER BY key LIMIT ?4",
+        )
+        .and_then(|mut st| {
+            st.query_map(params![plugin, after, prefix, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<(String, String)>, _>>()
+        })
+        .map(|rows| crate::kv::with_prefix(rows, prefix))
+        .map_err(|e| format!("kv scan failed: {e}"))
+    }
 }

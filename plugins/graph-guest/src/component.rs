@@ -1,15 +1,17 @@
 //! The WASI 0.2 component: binds the library's host traits to the hookhost WIT imports and
-//! exports `handler.handle`. Field-by-field copies only; all behaviour lives in the library.
+//! exports `handler.handle` and `reconcile.managed-accounts` (world `reconciler` of
+//! `hookhost:plugin@0.2.0`). Field-by-field copies only; all behaviour lives in the library.
 
 use crate::host::{Clock, Config, Http, HttpError, Kv, Level, Log, Method, Request, Response, Secrets};
 use crate::{Event, Failure, Party};
 
 wit_bindgen::generate!({
-    world: "plugin",
+    world: "reconciler",
     path: "../../wit",
 });
 
 use exports::hookhost::plugin::handler::Guest;
+use exports::hookhost::plugin::reconcile::{Guest as ReconcileGuest, ManagedAccount};
 use hookhost::plugin::{config, http, kv, log, secrets, types};
 
 /// The imports, as a value the library can borrow. Zero-sized: the imports are free functions.
@@ -54,6 +56,9 @@ impl Kv for WitHost {
     }
     fn delete(&mut self, key: &str) -> Result<(), String> {
         kv::delete(key)
+    }
+    fn scan(&mut self, prefix: &str, after: Option<&str>) -> Result<Vec<(String, String)>, String> {
+        kv::scan(prefix, after)
     }
 }
 
@@ -105,6 +110,26 @@ impl Guest for Component {
         };
         match crate::handle(&mut WitHost, &event) {
             Ok(outcome) => Ok(types::Outcome { summary: outcome.summary }),
+            Err(Failure::Retryable { message, retry_after_ms }) => {
+                Err(types::Failure::Retryable(types::RetryableFailure { message, retry_after_ms }))
+            }
+            Err(Failure::Permanent(message)) => Err(types::Failure::Permanent(message)),
+        }
+    }
+}
+
+impl ReconcileGuest for Component {
+    fn managed_accounts() -> Result<Vec<ManagedAccount>, types::Failure> {
+        match crate::managed_accounts(&mut WitHost) {
+            Ok(accounts) => Ok(accounts
+                .into_iter()
+                .map(|a| ManagedAccount {
+                    okta_user_id: a.okta_user_id,
+                    login: a.login,
+                    target_id: a.target_id,
+                    present: a.present,
+                })
+                .collect()),
             Err(Failure::Retryable { message, retry_after_ms }) => {
                 Err(types::Failure::Retryable(types::RetryableFailure { message, retry_after_ms }))
             }

@@ -75,6 +75,15 @@ struct UserList {
     value: Vec<GraphUser>,
 }
 
+/// One page of a Graph collection.
+#[derive(Deserialize)]
+struct UserPage {
+    #[serde(default)]
+    value: Vec<GraphUser>,
+    #[serde(rename = "@odata.nextLink", default)]
+    next_link: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Invitation {
@@ -158,8 +167,19 @@ impl<H: Host> Run<'_, H> {
         body: Option<Vec<u8>>,
     ) -> Result<Response, Failure> {
         let url = format!("{}{}", self.settings.graph_url, path_and_query);
+        self.graph_url_call(what, method, &url, body)
+    }
+
+    /// As `graph`, for an absolute URL under `graph_url` (an `@odata.nextLink`).
+    fn graph_url_call(
+        &mut self,
+        what: &str,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, Failure> {
         let token = self.access_token()?;
-        let response = self.send(what, graph_request(method, &url, &token, body.clone()))?;
+        let response = self.send(what, graph_request(method, url, &token, body.clone()))?;
         if response.status != 401 {
             return Ok(response);
         }
@@ -168,7 +188,7 @@ impl<H: Host> Run<'_, H> {
         }
         self.log(Level::Info, "Graph refused the app token (401); getting a new one");
         let token = self.refresh_token()?;
-        let response = self.send(what, graph_request(method, &url, &token, body))?;
+        let response = self.send(what, graph_request(method, url, &token, body))?;
         if response.status == 401 {
             return Err(unauthorized(what, &response));
         }
@@ -209,6 +229,42 @@ impl<H: Host> Run<'_, H> {
             }
         }
         Ok(Vec::new())
+    }
+
+    /// The object ids (lower case) of every guest in the tenant: one paged listing,
+    /// `$top=999` (Graph's maximum for users), following `@odata.nextLink` to the end.
+    /// Accounts Graph lists that are not exactly `Guest` are left out (never trust the
+    /// filter alone).
+    pub(crate) fn list_guest_ids(&mut self) -> Result<std::collections::HashSet<String>, Failure> {
+        let filter = percent_encode("userType eq 'Guest'");
+        let mut url = format!(
+            "{}/v1.0/users?$filter={filter}&$select=id,userType,mail,userPrincipalName&$top=999",
+            self.settings.graph_url
+        );
+        let mut ids = std::collections::HashSet::new();
+        let action = "listing the tenant's guests";
+        for page in 1.. {
+            let response = self.graph_url_call("Graph guest listing", Method::Get, &url, None)?;
+            if response.status != 200 {
+                return Err(graph_failure(action, READ_PERMISSION, &response));
+            }
+            let list: UserPage = serde_json::from_slice(&response.body).map_err(|e| {
+                Failure::Permanent(format!("Graph answered {action} (page {page}) with an unreadable list: {e}"))
+            })?;
+            ids.extend(list.value.iter().filter(|u| u.is_guest()).map(|u| u.id.to_ascii_lowercase()));
+            match list.next_link {
+                None => return Ok(ids),
+                Some(next) if next.starts_with(&format!("{}/", self.settings.graph_url)) => url = next,
+                Some(next) => {
+                    return Err(Failure::Permanent(format!(
+                        "Graph's @odata.nextLink while {action} leaves graph_url ({}): {next}; check graph_url \
+                         under [plugins.graph-guest.config]",
+                        self.settings.graph_url
+                    )))
+                }
+            }
+        }
+        Ok(ids)
     }
 
     /// The account with object id `id`, or `None` when Graph says it does not exist.

@@ -10,6 +10,7 @@
 use crate::event::{Event, Failure, Outcome, Party};
 use crate::graph::{is_object_id, GraphUser};
 use crate::host::{Host, Level};
+use crate::reconcile::LOGIN_KEY_PREFIX;
 use crate::run::Run;
 use crate::settings::{OnRemove, Settings};
 
@@ -110,7 +111,7 @@ fn add<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Failure> 
             let kind = run.settings.invited_user_type.clone();
             if kind == "Guest" {
                 let invited_at = run.now_unix_ms();
-                run.kv_set(&key, &format!("{id}{INVITED_MARK}{invited_at}:0"))?;
+                record(run, user, &key, &format!("{id}{INVITED_MARK}{invited_at}:0"))?;
             } else {
                 // Removal only ever touches guests, so recording a member would only
                 // produce failed removals later.
@@ -128,7 +129,7 @@ fn add<H: Host>(run: &mut Run<'_, H>, event: &Event) -> Result<String, Failure> 
                     existing.describe()
                 )));
             }
-            run.kv_set(&key, &existing.id)?;
+            record(run, user, &key, &existing.id)?;
             let disabled = if existing.account_enabled == Some(false) {
                 "; its sign-in is blocked (accountEnabled=false) and was left so"
             } else {
@@ -209,7 +210,7 @@ fn remove_account<H: Host>(
     }
     let Some(account) = run.get_user(id)? else {
         replication_lag(run, user, key, id, invited)?;
-        run.kv_delete(key)?;
+        forget(run, key)?;
         return Ok(format!("guest {id} for Okta user {} already gone; nothing to do", user.id));
     };
     if !account.id.eq_ignore_ascii_case(id) {
@@ -234,7 +235,7 @@ fn remove_account<H: Host>(
     if !existed {
         replication_lag(run, user, key, &account.id, invited)?;
     }
-    run.kv_delete(key)?;
+    forget(run, key)?;
     Ok(if existed {
         let done = match run.settings.on_remove {
             OnRemove::Delete => "deleted",
@@ -276,14 +277,14 @@ fn group_label(event: &Event) -> String {
 
 /// When this plugin invited a mapped account, and how many lag retries it used since.
 #[derive(Debug, Clone, Copy)]
-struct Invited {
+pub(crate) struct Invited {
     at_ms: u64,
     lag_retries: u32,
 }
 
 /// A mapping's Entra id, and its [`INVITED_MARK`] part when it has one (a part that does not
 /// parse counts as none: the 404 is then taken as "gone", as before the mark existed).
-fn parse_mapping(value: &str) -> (&str, Option<Invited>) {
+pub(crate) fn parse_mapping(value: &str) -> (&str, Option<Invited>) {
     match value.split_once(INVITED_MARK) {
         None => (value, None),
         Some((id, mark)) => {
@@ -325,6 +326,25 @@ fn replication_lag<H: Host>(
         ),
         retry_after_ms: Some(REPLICATION_LAG_RETRY_MS),
     })
+}
+
+/// Records `mapping` (the guest's id, with its invitation mark when this plugin invited it)
+/// as this user's guest, with the user's Okta login beside it (for reconcile's report); the
+/// login first, so a mapping never exists without it once written by 0.2.0.
+fn record<H: Host>(run: &mut Run<'_, H>, user: &Party, key: &str, mapping: &str) -> Result<(), Failure> {
+    if let Some(login) = user.alternate_id.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        run.kv_set(&format!("{LOGIN_KEY_PREFIX}{}", user.id), login)?;
+    }
+    run.kv_set(key, mapping)
+}
+
+/// Drops the mapping `key` and the login recorded with it.
+fn forget<H: Host>(run: &mut Run<'_, H>, key: &str) -> Result<(), Failure> {
+    run.kv_delete(key)?;
+    match key.strip_prefix(USER_KEY_PREFIX) {
+        Some(okta_id) => run.kv_delete(&format!("{LOGIN_KEY_PREFIX}{okta_id}")),
+        None => Ok(()),
+    }
 }
 
 fn mapping_key(user: &Party) -> String {

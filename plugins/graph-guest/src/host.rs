@@ -146,6 +146,13 @@ pub trait Kv {
     ///
     /// The store failed; the message says how.
     fn delete(&mut self, key: &str) -> Result<(), String>;
+    /// Up to 1000 entries whose key starts with `prefix`, in ascending key order, after the
+    /// key `after` (WIT `kv.scan`).
+    ///
+    /// # Errors
+    ///
+    /// The store failed; the message says how.
+    fn scan(&mut self, prefix: &str, after: Option<&str>) -> Result<Vec<(String, String)>, String>;
 }
 
 /// Secrets the operator granted this plugin by name.

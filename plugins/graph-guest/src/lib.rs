@@ -24,6 +24,14 @@
 //!   plugin invited or adopted for that Okta user. Only ever a Guest; dropped once removed.
 //!   An invited guest's entry also says when it was invited (`<id>;<unix ms>:<lag retries>`,
 //!   see `handler::INVITED_MARK`): a 404 moments later is Entra's replication lag.
+//! - [`LOGIN_KEY_PREFIX`]`<okta user id>` (`login:00u…`): the Okta login recorded with that
+//!   mapping (since 0.2.0; older mappings have none), for reconcile's report.
+//!
+//! # Reconcile
+//!
+//! [`managed_accounts`] (WIT `reconcile.managed-accounts`, world `reconciler` of
+//! `hookhost:plugin@0.2.0`) lists the mapping and, from one paged listing of the tenant's
+//! guests, whether each account still exists.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -33,6 +41,7 @@ mod graph;
 mod handler;
 pub mod host;
 mod okta;
+mod reconcile;
 mod run;
 pub mod settings;
 mod token;
@@ -43,4 +52,5 @@ mod component;
 pub use event::{Event, Failure, Outcome, Party};
 pub use handler::{handle, MEMBERSHIP_ADD, MEMBERSHIP_REMOVE, USER_DEACTIVATE, USER_DELETE_INITIATED, USER_KEY_PREFIX};
 pub use host::{Clock, Config, Host, Http, HttpError, Kv, Level, Log, Method, Request, Response, Secrets};
+pub use reconcile::{managed_accounts, ManagedAccount, LOGIN_KEY_PREFIX};
 pub use token::TOKEN_KEY;

@@ -14,6 +14,9 @@ use crate::settings::Settings;
 /// smaller of this and the time left anyway.
 pub(crate) const REQUEST_TIMEOUT_MS: u32 = 10_000;
 
+/// Entries per `kv.scan` answer (the WIT's page size): fewer means the last page.
+const KV_SCAN_PAGE: usize = 1000;
+
 /// Shorter than this, a "secret" would match ordinary words; real credentials are far longer.
 const MIN_SCRUBBED_LEN: usize = 3;
 
@@ -81,6 +84,20 @@ impl<'h, H: Host> Run<'h, H> {
 
     pub(crate) fn kv_set(&mut self, key: &str, value: &str) -> Result<(), Failure> {
         Kv::set(self.host, key, value).map_err(|e| kv_failure("write", key, &e))
+    }
+
+    /// Every entry whose key starts with `prefix`, following `kv.scan` pages to the end.
+    pub(crate) fn kv_scan_all(&mut self, prefix: &str) -> Result<Vec<(String, String)>, Failure> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        loop {
+            let after = out.last().map(|(k, _)| k.clone());
+            let page = Kv::scan(self.host, prefix, after.as_deref()).map_err(|e| kv_failure("scan", prefix, &e))?;
+            let full = page.len() >= KV_SCAN_PAGE;
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
     }
 
     pub(crate) fn kv_delete(&mut self, key: &str) -> Result<(), Failure> {

@@ -120,6 +120,16 @@ impl Http for FakeHost {
 }
 
 impl Kv for FakeHost {
+    fn scan(&mut self, prefix: &str, after: Option<&str>) -> Result<Vec<(String, String)>, String> {
+        let after = after.unwrap_or("");
+        Ok(self
+            .kv
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.as_str() > after)
+            .take(1000)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
     fn get(&mut self, key: &str) -> Result<Option<String>, String> {
         if self.kv_broken {
             return Err("database is locked".into());

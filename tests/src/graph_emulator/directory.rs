@@ -323,7 +323,7 @@ pub(super) async fn list_users(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, GraphError> {
-    let options = query_options(query.as_deref(), &["filter", "select", "top", "count"])?;
+    let options = query_options(query.as_deref(), &["filter", "select", "top", "count", "skiptoken"])?;
     let eventual = headers
         .get("consistencylevel")
         .and_then(|v| v.to_str().ok())
@@ -356,6 +356,15 @@ pub(super) async fn list_users(
         },
     };
 
+    let start = match options.get("skiptoken") {
+        None => 0,
+        Some(token) => skip_offset(token).ok_or_else(|| {
+            GraphError::request_bad_request(format!(
+                "The specified page token value is invalid or has expired: '{token}'. Follow @odata.nextLink as given."
+            ))
+        })?,
+    };
+
     let now = Instant::now();
     let tenant = shared.lock();
     let matching: Vec<&User> = tenant
@@ -369,7 +378,18 @@ pub(super) async fn list_users(
     if count {
         body.insert("@odata.count".into(), json!(matching.len()));
     }
-    body.insert("value".into(), matching.iter().take(top).map(|u| u.project(&select)).collect());
+    body.insert("value".into(), matching.iter().skip(start).take(top).map(|u| u.project(&select)).collect());
+    // More left: Graph's `@odata.nextLink`, the same query with an opaque `$skiptoken`.
+    if start + top < matching.len() {
+        let mut next = url::form_urlencoded::Serializer::new(String::new());
+        for (key, value) in url::form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()) {
+            if !key.eq_ignore_ascii_case("$skiptoken") {
+                next.append_pair(&key, &value);
+            }
+        }
+        next.append_pair("$skiptoken", &skip_token(start + top));
+        body.insert("@odata.nextLink".into(), json!(format!("{}/v1.0/users?{}", shared.base_url, next.finish())));
+    }
     Ok(odata(StatusCode::OK, &Value::Object(body)))
 }
 
@@ -384,6 +404,19 @@ fn not_replicated_yet(tenant: &mut super::Tenant, index: usize, key: &str) -> Re
         }
         _ => Ok(()),
     }
+}
+
+/// An opaque-looking page token for the listing position `offset` (Graph's are base64 blobs).
+fn skip_token(offset: usize) -> String {
+    format!("RFNwdAoAAQAAA{offset:08x}")
+}
+
+fn skip_offset(token: &str) -> Option<usize> {
+    let hex = token.strip_prefix("RFNwdAoAAQAAA")?;
+    if hex.len() != 8 {
+        return None;
+    }
+    usize::from_str_radix(hex, 16).ok()
 }
 
 pub(super) async fn get_user(

@@ -177,13 +177,15 @@
     state.busy = true;
     state.again = false;
     try {
-      const [queue, plugins, events] = await Promise.all([
+      const [queue, plugins, events, drift] = await Promise.all([
         api("/api/queue"),
         api("/api/plugins"),
         api("/api/events?" + eventsQuery()),
+        api("/api/reconcile"),
       ]);
       drawQueue(queue);
       drawPlugins(plugins.plugins || []);
+      drawDrift(drift.reports || [], plugins.plugins || []);
       drawEvents(events);
       await drawDetail();
       $("problem").hidden = true;
@@ -343,6 +345,79 @@
     });
     if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 8, class: "muted" }, "No plugins loaded.")));
     replace($("plugin-rows"), rows);
+  }
+
+  // ---- Drift (reconcile) ----
+
+  function changeList(title, changes, cls) {
+    if (!changes.length) return null;
+    return el(
+      "div",
+      { class: "drift-list " + cls },
+      el("div", { class: "sub" }, title + " (" + changes.length + ")"),
+      el(
+        "ul",
+        {},
+        changes.map((c) =>
+          el("li", { title: c.reason }, el("span", { class: "name" }, c.login || "(login unknown)"), " ", el("span", { class: "muted" }, c.okta_user_id + " — " + c.reason))
+        )
+      )
+    );
+  }
+
+  function drawDrift(reports, plugins) {
+    if (unchanged("drift", [reports, plugins.map((p) => p.name)])) return;
+    const byName = new Map(reports.map((r) => [r.plugin, r]));
+    const cards = plugins
+      .filter((p) => p.state === "active")
+      .map((p) => {
+        const r = byName.get(p.name);
+        const check = el("button", { type: "button", class: "quiet" }, "Check now");
+        check.addEventListener("click", () => reconcile(p.name, false, false, check));
+        if (!r) {
+          return el("div", { class: "card drift", "data-plugin": p.name }, el("div", { class: "card-title" }, p.name), el("p", { class: "muted" }, "No report yet."), check);
+        }
+        const changes = r.add.length + r.remove.length;
+        const apply = el("button", { type: "button", class: "apply" }, "Apply " + changes + " change" + (changes === 1 ? "" : "s"));
+        apply.disabled = changes === 0 || r.applied;
+        apply.addEventListener("click", () => reconcile(p.name, true, false, apply));
+        return el(
+          "div",
+          { class: "card drift", "data-plugin": p.name },
+          el("div", { class: "card-title" }, p.name, " ", changes ? badge("retrying", "drift") : badge("done", "in sync")),
+          el(
+            "dl",
+            {},
+            el("dt", {}, "Okta members"), el("dd", {}, r.okta_members),
+            el("dt", {}, "managed"), el("dd", {}, r.managed_accounts),
+            el("dt", {}, "to add"), el("dd", { class: "n-add" + (r.add.length ? " warn" : "") }, r.add.length),
+            el("dt", {}, "to remove"), el("dd", { class: "n-remove" + (r.remove.length ? " warn" : "") }, r.remove.length),
+            el("dt", {}, "checked"), el("dd", {}, time(r.at)),
+            el("dt", {}, "schedule"), el("dd", {}, r.every_secs ? "every " + r.every_secs + " s, " + r.mode : "none")
+          ),
+          r.applied ? el("p", { class: "sub" }, "Applied: " + r.events.length + " events stored.") : null,
+          r.held_back ? el("p", { class: "error-text" }, r.held_back) : null,
+          changeList("Add", r.add, "add"),
+          changeList("Remove", r.remove, "remove"),
+          el("div", { class: "actions" }, check, " ", apply)
+        );
+      });
+    if (!cards.length) cards.push(el("p", { class: "muted" }, "No active plugins."));
+    replace($("drift-reports"), cards);
+  }
+
+  async function reconcile(name, apply, force, button) {
+    button.disabled = true;
+    const path = "/api/plugins/" + encodeURIComponent(name) + "/reconcile";
+    try {
+      await api(path, { method: "POST", body: JSON.stringify({ apply, force }) });
+    } catch (e) {
+      if (apply && !force && /max_changes/.test(e.message) && window.confirm(e.message + "\n\nApply anyway?")) {
+        return reconcile(name, true, true, button);
+      }
+      problem(e);
+    }
+    refresh();
   }
 
   // ---- Events ----
