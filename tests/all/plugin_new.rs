@@ -183,7 +183,7 @@ async fn the_js_scaffold_goes_from_plugin_new_to_an_event_done_in_serve() {
         &timestamp(0),
     );
     assert_eq!(serve.post(vec![event.clone()]).await, Some(200));
-    let views = settle_within(&serve.url, &[event.clone()], patient).await;
+    let views = settle_within(&serve.url, std::slice::from_ref(&event), patient).await;
     let delivery = &views[0]["deliveries"][0];
     assert_eq!(delivery["status"], "done", "{}\n{}", views[0], serve.run_log());
     let posts = hook.accepted();

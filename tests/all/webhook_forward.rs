@@ -73,7 +73,7 @@ webhook_secret = {{ value = {SECRET:?} }}
         user_lifecycle_event("user.lifecycle.deactivate", "00u2wf", "bo@example.com", "Bo", &timestamp(1));
     assert_eq!(serve.post(vec![added.clone(), deactivated.clone()]).await, Some(200));
 
-    let views = settle_within(&serve.url, &[added.clone()], patient).await;
+    let views = settle_within(&serve.url, std::slice::from_ref(&added), patient).await;
     let delivery = &views[0]["deliveries"][0];
     assert_eq!(delivery["status"], "done", "{}\n{}", views[0], serve.run_log());
     let attempts = serve.attempts(delivery["id"].as_str().unwrap()).await;
