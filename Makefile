@@ -9,11 +9,18 @@ PY_PLUGINS := siem-forward
 PY_VENV := target/py-venv
 COMPONENTIZE_PY_VERSION := 0.25.1
 COMPONENTIZE_PY := $(PY_VENV)/bin/componentize-py
+# JavaScript plugins (jco componentize), shipped the same way; built with one toolchain,
+# installed by `npm ci` from plugins/webhook-forward's lock into $(JS_TOOLCHAIN) (never
+# committed, reused by the JS scaffold's test). Their package.json pins what the JS
+# scaffold pins (a unit test in host/src/scaffold.rs holds them equal).
+JS_PLUGINS := webhook-forward
+JS_TOOLCHAIN := target/js-toolchain
+JCO := $(JS_TOOLCHAIN)/node_modules/.bin/jco
 # Components used only by the tests.
 TEST_PLUGINS := echo hostile wrong-world legacy-v1
 BENCH ?= runtime
 
-.PHONY: all build plugins wasm-target py-toolchain dist host test bench demo lint setup-demo setup-test clean
+.PHONY: all build plugins wasm-target py-toolchain js-toolchain dist host test bench demo lint setup-demo setup-test clean
 
 all: build
 
@@ -45,8 +52,30 @@ dist/plugins/$(1).toml: plugins/$(1)/$(1).toml
 endef
 $(foreach p,$(PY_PLUGINS),$(eval $(call py_plugin,$(p))))
 
+## jco in $(JS_TOOLCHAIN): `npm ci` runs only when the pinned lock changes (~30 s, ~340 MB).
+js-toolchain: $(JCO)
+$(JCO): plugins/webhook-forward/package.json plugins/webhook-forward/package-lock.json
+	mkdir -p $(JS_TOOLCHAIN)
+	cp $^ $(JS_TOOLCHAIN)/
+	cd $(JS_TOOLCHAIN) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## A JavaScript plugin's bundle: rebuilt when its sources or the WIT change (15-60 s).
+## `--disable http fetch-event`: the host grants no wasi:http (see docs/plugins.md).
+define js_plugin
+dist/plugins/$(1).wasm: $(filter-out %.test.js,$(wildcard plugins/$(1)/*.js)) wit/plugin.wit | $(JCO)
+	mkdir -p dist/plugins
+	cd plugins/$(1) && $(CURDIR)/$(JCO) componentize app.js --wit $(CURDIR)/wit --world-name plugin \
+	  --disable http fetch-event --bundle --out $(CURDIR)/dist/plugins/$(1).wasm.tmp
+	mv dist/plugins/$(1).wasm.tmp dist/plugins/$(1).wasm
+dist/plugins/$(1).toml: plugins/$(1)/$(1).toml
+	mkdir -p dist/plugins
+	cp plugins/$(1)/$(1).toml dist/plugins/$(1).toml
+endef
+$(foreach p,$(JS_PLUGINS),$(eval $(call js_plugin,$(p))))
+
 ## Drop-in bundles for the shipped plugins.
-dist: plugins $(foreach p,$(PY_PLUGINS),dist/plugins/$(p).wasm dist/plugins/$(p).toml)
+dist: plugins $(foreach p,$(PY_PLUGINS) $(JS_PLUGINS),dist/plugins/$(p).wasm dist/plugins/$(p).toml)
 	mkdir -p dist/plugins
 	for p in $(PLUGINS); do \
 	  cp target/$(WASM_TARGET)/release/$$(echo $$p | tr - _).wasm dist/plugins/$$p.wasm && \
@@ -73,6 +102,7 @@ setup-test:
 test: setup-test
 	$(MAKE) dist
 	cd plugins/siem-forward && python3 -B -m unittest -q
+	cd plugins/webhook-forward && node --test
 	HOOKHOST_TEST_PG_URL="$${HOOKHOST_TEST_PG_URL:-$$(scripts/test-postgres)}" && export HOOKHOST_TEST_PG_URL && \
 	  $(CARGO) test --workspace --release
 

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::HostConfig;
 use crate::okta::Delivery;
-use crate::registry::{self, PluginBundle, PluginSpec};
+use crate::registry::{self, ArtifactCache, PluginBundle, PluginSpec};
 use crate::runtime::{AttemptResult, EngineOptions, KvBackend, LoadedPlugin, MemoryKv, PluginIdentity, Runtime};
 use crate::store::{SqliteStore, StoreUrl};
 
@@ -237,36 +237,65 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Option<HostConfig>> {
     path.map(|p| HostConfig::load(p).map_err(anyhow::Error::from)).transpose()
 }
 
-/// Reads a bundle, applies overrides, compiles and links it.
+/// The compiled-artifact cache `plugin check|run` share with `serve`: the config's
+/// `plugins.cache_dir` (default `<plugins.dir>/.cache`) with `--config`, else `.cache` in the
+/// bundle's folder (which is the service's own cache when the bundle sits in its plugins.dir).
+fn cli_cache_dir(bundle_path: &Path, config: Option<&HostConfig>) -> PathBuf {
+    match config {
+        Some(c) => c.plugins.cache_dir.clone().unwrap_or_else(|| c.plugins.dir.join(".cache")),
+        None => bundle_path.parent().map_or_else(|| PathBuf::from(".cache"), |p| p.join(".cache")),
+    }
+}
+
+/// How the component was obtained, for `plugin check`'s report.
+struct Compiled {
+    ms: u128,
+    /// Whether it came from the artifact cache.
+    cached: bool,
+    /// The cache folder, or why there is none.
+    cache: Result<PathBuf, String>,
+}
+
+/// Reads a bundle, applies overrides, compiles (or loads from the artifact cache) and links it.
 fn load_plugin(
     runtime: &Runtime,
     bundle_path: &Path,
     config: Option<&HostConfig>,
-) -> anyhow::Result<(PluginBundle, PluginSpec, LoadedPlugin, u128)> {
+) -> anyhow::Result<(PluginBundle, PluginSpec, LoadedPlugin, Compiled)> {
     let bundle = PluginBundle::load(bundle_path).map_err(anyhow::Error::msg)?;
     let over = config.and_then(|c| c.plugins.overrides.get(&bundle.manifest.name));
     let spec = registry::effective(&bundle, over).map_err(anyhow::Error::msg)?;
+    let cache_dir = cli_cache_dir(bundle_path, config);
+    let cache = ArtifactCache::open(&cache_dir, runtime.engine());
     let started = Instant::now();
-    let component = runtime.compile(&bundle.wasm).with_context(|| format!("{}", bundle.wasm_path.display()))?;
-    let compile_ms = started.elapsed().as_millis();
+    let (component, cached) = match cache.as_ref().ok().and_then(|c| c.get(runtime, &bundle.sha256)) {
+        Some(component) => (component, true),
+        None => {
+            let component = runtime.compile(&bundle.wasm).with_context(|| format!("{}", bundle.wasm_path.display()))?;
+            if let Ok(c) = &cache {
+                if let Err(e) = c.put(runtime, &bundle.sha256, &component) {
+                    eprintln!("warning: {e}; the next check or run compiles it again");
+                }
+            }
+            (component, false)
+        }
+    };
+    let compiled = Compiled { ms: started.elapsed().as_millis(), cached, cache: cache.map(|_| cache_dir) };
     let loaded = runtime
         .load(
             &component,
-            PluginIdentity {
-                name: spec.name.clone(),
-                version: spec.version.clone(),
-                sha256: spec.sha256.clone(),
-            },
+            PluginIdentity { name: spec.name.clone(), version: spec.version.clone(), sha256: spec.sha256.clone() },
             spec.grant.clone(),
             spec.limits.clone(),
         )
-        .with_context(|| {
-            format!(
-                "{} is not a hookhost plugin; build it against wit/plugin.wit (world \"plugin\" or \"reconciler\", package hookhost:plugin@0.2.0)",
-                bundle.wasm_path.display()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a hookhost plugin: {e}; {}",
+                bundle.wasm_path.display(),
+                registry::link_fix(&e.to_string())
             )
         })?;
-    Ok((bundle, spec, loaded, compile_ms))
+    Ok((bundle, spec, loaded, compiled))
 }
 
 fn list(items: &[String]) -> String {
@@ -280,16 +309,22 @@ fn list(items: &[String]) -> String {
 fn plugin_check(bundle_path: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = load_config(config)?;
     let runtime = Runtime::new(&EngineOptions::default())?;
-    let (bundle, spec, loaded, compile_ms) = load_plugin(&runtime, bundle_path, config.as_ref())?;
+    let (bundle, spec, loaded, compiled) = load_plugin(&runtime, bundle_path, config.as_ref())?;
     let secrets: Vec<String> = bundle.manifest.secrets.clone();
     let world = if loaded.can_reconcile() { "reconciler" } else { "plugin" };
     println!("ok: {} {} implements hookhost:plugin/{world}@{}", spec.name, spec.version, loaded.wit_version());
     println!(
-        "  component:   {} ({} KiB, sha256 {}), compiled in {compile_ms} ms",
+        "  component:   {} ({} KiB, sha256 {}), {} in {} ms",
         bundle.wasm_path.display(),
         bundle.wasm.len().div_ceil(1024),
-        spec.sha256
+        spec.sha256,
+        if compiled.cached { "loaded from the artifact cache" } else { "compiled" },
+        compiled.ms
     );
+    match &compiled.cache {
+        Ok(dir) => println!("  cache:       {}", dir.display()),
+        Err(why) => println!("  cache:       off ({why})"),
+    }
     println!("  event_types: {}", list(&spec.event_types));
     println!("  groups:      {}", spec.groups.as_ref().map(|g| list(g)).unwrap_or_else(|| "(any group)".into()));
     print_routes(&spec, config.as_ref().and_then(|c| c.plugins.overrides.get(&spec.name)));
@@ -382,6 +417,8 @@ fn plugin_run(bundle_path: &Path, event_path: &Path, config: Option<&Path>) -> a
             attempt.http_requests
         );
         println!("  result: {}", attempt.result.describe());
+        // [Plugin]: the plugin's log.log; [Host]: what the host noted about the attempt (a
+        // refused request, a budget); [Stdout]/[Stderr]: what the guest printed (console.log).
         for line in &attempt.log {
             println!("  {:>6}ms {:<5} [{:?}] {}", line.at_ms, line.level.as_str(), line.source, line.message);
         }
@@ -452,15 +489,24 @@ fn events_show(config: &Path, uuid: &str) -> anyhow::Result<ExitCode> {
             d.last_error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
         );
         for a in store.attempts(&d.id)? {
+            // The error already starts with the result's kind ("retryable: …").
             println!(
-                "    attempt {} at {} ({} ms) version {}: {}{}",
+                "    attempt {} at {} ({} ms) version {}: {}",
                 a.number,
                 a.started_at,
                 a.duration_ms,
                 a.plugin_version,
-                a.result,
-                a.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
+                a.error.as_deref().unwrap_or(&a.result)
             );
+            for line in a.log.as_array().into_iter().flatten() {
+                println!(
+                    "      {:>6}ms {:<5} [{}] {}",
+                    line["at_ms"].as_u64().unwrap_or(0),
+                    line["level"].as_str().unwrap_or("?"),
+                    line["source"].as_str().unwrap_or("?"),
+                    line["message"].as_str().unwrap_or("")
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

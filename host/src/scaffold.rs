@@ -1,12 +1,14 @@
-//! `hookhost plugin new`: a new plugin crate (Rust) or project (Python) from templates
+//! `hookhost plugin new`: a new plugin crate (Rust) or project (Python, JavaScript) from templates
 //! embedded in the binary, so a plugin author needs nothing but `hookhost` to start.
 //!
 //! Each scaffold is complete on day one: a manifest, the logic in a plain function with a
-//! test that runs natively (`cargo test` / `python3 -m unittest`), the component binding, a
+//! test that runs natively (`cargo test` / `python3 -m unittest` / `npm test`), the component binding, a
 //! copy of `wit/plugin.wit` (the contract it is built against), a fixture delivery for
 //! `hookhost plugin run`, a Makefile (build, test, check, run, deploy) and a README. The
 //! Rust crate carries its own `[workspace]` table, so it builds anywhere — inside another
-//! Cargo workspace too. The templates live in `scaffold/` beside this file.
+//! Cargo workspace too. The JavaScript project pins jco and componentize-js exactly, with a
+//! `package-lock.json`, so `npm ci` installs the toolchain this host was tested with. The
+//! templates live in `scaffold/` beside this file.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +37,18 @@ const PYTHON: &[(&str, &str)] = &[
     (".gitignore", include_str!("scaffold/python/gitignore.tmpl")),
 ];
 
+const JS: &[(&str, &str)] = &[
+    ("app.js", include_str!("scaffold/js/app.js.tmpl")),
+    ("logic.js", include_str!("scaffold/js/logic.js.tmpl")),
+    ("logic.test.js", include_str!("scaffold/js/logic.test.js.tmpl")),
+    ("package.json", include_str!("scaffold/js/package.json.tmpl")),
+    ("package-lock.json", include_str!("scaffold/js/package-lock.json.tmpl")),
+    ("{{name}}.toml", include_str!("scaffold/js/manifest.toml.tmpl")),
+    ("Makefile", include_str!("scaffold/js/Makefile.tmpl")),
+    ("README.md", include_str!("scaffold/js/README.md.tmpl")),
+    (".gitignore", include_str!("scaffold/js/gitignore.tmpl")),
+];
+
 /// The language of a new plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
@@ -42,6 +56,8 @@ pub enum Lang {
     Rust,
     /// A Python project built with componentize-py.
     Python,
+    /// A JavaScript project built with jco componentize (componentize-js).
+    Js,
 }
 
 impl Lang {
@@ -49,6 +65,7 @@ impl Lang {
         match self {
             Lang::Rust => "rust",
             Lang::Python => "python",
+            Lang::Js => "js",
         }
     }
 }
@@ -81,6 +98,7 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, Scaffo
     let templates = match lang {
         Lang::Rust => RUST,
         Lang::Python => PYTHON,
+        Lang::Js => JS,
     };
     let files = templates.iter().map(|(path, text)| (fill(path, name), fill(text, name))).chain([
         ("wit/plugin.wit".to_string(), WIT.to_string()),
@@ -108,7 +126,7 @@ mod tests {
 
     #[test]
     fn every_scaffold_has_a_valid_manifest_and_the_contract() {
-        for lang in [Lang::Rust, Lang::Python] {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
             let dir = tempfile::tempdir().unwrap();
             let target = dir.path().join("my-plugin");
             let files = create("my-plugin", lang, &target).unwrap();
@@ -128,6 +146,30 @@ mod tests {
         })
         .unwrap();
         assert!(cargo.contains("name = \"my-plugin\"") && cargo.contains("[workspace]"), "{cargo}");
+    }
+
+    #[test]
+    fn the_js_scaffold_pins_its_toolchain_and_builds_without_wasi_http() {
+        let dir = tempfile::tempdir().unwrap();
+        create("my-plugin", Lang::Js, dir.path()).unwrap();
+        let package: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("package.json")).unwrap()).unwrap();
+        let lock: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("package-lock.json")).unwrap()).unwrap();
+        for (name, version) in package["devDependencies"].as_object().unwrap() {
+            let version = version.as_str().unwrap();
+            assert!(version.chars().all(|c| c.is_ascii_digit() || c == '.'), "{name} is not pinned exactly: {version}");
+            assert_eq!(lock["packages"][format!("node_modules/{name}")]["version"], version, "{name}: lock disagrees");
+        }
+        assert_eq!(lock["packages"]["node_modules/@bytecodealliance/preview2-shim"]["version"], "0.26.0");
+        assert_eq!(lock["name"], "my-plugin");
+        let build = package["scripts"]["build"].as_str().unwrap();
+        assert!(build.contains("--disable http fetch-event") && build.contains("my-plugin.wasm"), "{build}");
+        // The shipped JavaScript plugin is built with the same toolchain (one install for both).
+        let shipped: serde_json::Value =
+            serde_json::from_str(include_str!("../../plugins/webhook-forward/package.json")).unwrap();
+        assert_eq!(shipped["devDependencies"], package["devDependencies"]);
+        assert_eq!(shipped["overrides"], package["overrides"]);
     }
 
     #[test]

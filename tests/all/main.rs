@@ -24,3 +24,4 @@ mod scale_out;
 mod secrets_scan;
 mod serve_e2e;
 mod signed_bundles;
+mod webhook_forward;

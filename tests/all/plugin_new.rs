@@ -4,7 +4,8 @@
 //! `CARGO_TARGET_DIR=target/scaffold` so its dependencies compile once per machine, and with
 //! this workspace's `Cargo.lock` so it resolves the versions already downloaded. The Python
 //! project's unit test runs with the system python3; its component is built only when the
-//! componentize-py venv exists (`make dist` makes it), and not run here (see below).
+//! componentize-py venv exists (`make dist` makes it), and not run here (see below). The
+//! JavaScript project goes the whole way, from `plugin new` to an event done in `serve`.
 
 use std::path::Path;
 use std::process::Command;
@@ -92,4 +93,109 @@ fn plugin_new_refuses_a_bad_name_and_an_occupied_folder() {
     let out = Command::new(hookhost_bin()).args(["plugin", "new", "fine", "--dir"]).arg(tmp.path()).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"), "{out:?}");
+}
+
+/// The author's loop of docs/plugins.md, JavaScript section, step by step: `plugin new
+/// --lang js`, `npm test` (the logic under plain node), the pinned toolchain, `npm run
+/// build` (jco componentize), `plugin check` (compiles into the bundle folder's `.cache`),
+/// `plugin run` (from that cache), then the bundle dropped into a running `serve` that
+/// handles an Okta event with it, calling a real webhook through the `http.send` import.
+///
+/// The toolchain (~340 MB) comes from `make js-toolchain`'s `target/js-toolchain` when it
+/// is there (`make test` makes it), else from `npm ci` in the scaffold as the README says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_scaffold_goes_from_plugin_new_to_an_event_done_in_serve() {
+    use hookhost_tests::okta::{group_membership_event, timestamp, Membership};
+    use hookhost_tests::webhooks::{WebhookKind, WebhookReceiver};
+
+    use hookhost_tests::serve::settle_within;
+
+    use crate::support::{free_port, wait_until, ServeProcess, ServeSetup};
+
+    let patient = std::time::Duration::from_secs(900);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hello-js");
+    let out = scaffold("hello-js", "js", &dir);
+    assert!(out.contains("app.js") && out.contains("package-lock.json") && out.contains("logic.test.js"), "{out}");
+
+    let test = ok(Command::new("npm").arg("test").current_dir(&dir));
+    assert!(test.contains("# pass 4") && test.contains("# fail 0"), "{test}");
+
+    let shared = workspace().join("target/js-toolchain/node_modules");
+    if shared.join(".bin/jco").exists() {
+        std::os::unix::fs::symlink(&shared, dir.join("node_modules")).unwrap();
+    } else {
+        ok(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir));
+    }
+    ok(Command::new("npm").args(["run", "build"]).current_dir(&dir));
+    let wasm = std::fs::read(dir.join("hello-js.wasm")).unwrap();
+    assert_eq!(&wasm[..8], b"\0asm\x0d\0\x01\0", "not a WebAssembly component");
+
+    // check compiles and fills the cache; run and a second check load from it.
+    let manifest = dir.join("hello-js.toml");
+    let check = ok(Command::new(hookhost_bin()).args(["plugin", "check"]).arg(&manifest));
+    assert!(check.contains("implements hookhost:plugin/plugin@0.1.0") && check.contains(", compiled in"), "{check}");
+    assert!(check.contains(&format!("cache:       {}", dir.join(".cache").display())), "{check}");
+    let fixture = dir.join("fixtures/event.json");
+    let run = ok(Command::new(hookhost_bin()).args(["plugin", "run"]).arg(&manifest).arg("--event").arg(&fixture));
+    assert!(run.contains("plugin hello-js 0.1.0: done"), "{run}");
+    assert!(run.contains("result: hello, jane@example.com: you joined O365Guest"), "{run}");
+    assert!(run.contains("[Plugin] handling"), "{run}");
+    let again = ok(Command::new(hookhost_bin()).args(["plugin", "check"]).arg(&manifest));
+    assert!(again.contains("loaded from the artifact cache"), "{again}");
+
+    // A serving host: the operator grants the webhook and sets notify_url; the artifact
+    // cache is the one check filled (the same engine settings, so the same entries).
+    let hook = WebhookReceiver::start(WebhookKind::Generic { secret: None }).await.unwrap();
+    let host = tmp.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let port = free_port();
+    let setup = ServeSetup {
+        graph_guest: false,
+        plugins_extra: format!("cache_dir = {:?}\n", dir.join(".cache")),
+        extra: format!(
+            "[plugins.hello-js]\nallowed_hosts = [{:?}]\n[plugins.hello-js.config]\nnotify_url = {:?}\n",
+            hook.base_url(),
+            hook.url()
+        ),
+        ..ServeSetup::default()
+    };
+    let setup = hookhost_tests::serve::write_config(&host, port, None, setup);
+    let serve = ServeProcess::spawn(&host, port, setup, patient).await.unwrap_or_else(|e| panic!("{e:#}"));
+
+    // make deploy: write beside, then rename.
+    let plugins = host.join("plugins.d");
+    for ext in ["wasm", "toml"] {
+        std::fs::copy(dir.join(format!("hello-js.{ext}")), plugins.join(format!("hello-js.{ext}.tmp"))).unwrap();
+    }
+    for ext in ["wasm", "toml"] {
+        std::fs::rename(plugins.join(format!("hello-js.{ext}.tmp")), plugins.join(format!("hello-js.{ext}"))).unwrap();
+    }
+    wait_until("hello-js in service", patient, async || serve.plugin("hello-js").await["state"] == "active").await;
+
+    let event = group_membership_event(
+        Membership::Add,
+        "00u1js",
+        "jane@example.com",
+        "Jane Doe",
+        "00g1js",
+        "O365Guest",
+        &timestamp(0),
+    );
+    assert_eq!(serve.post(vec![event.clone()]).await, Some(200));
+    let views = settle_within(&serve.url, std::slice::from_ref(&event), patient).await;
+    let delivery = &views[0]["deliveries"][0];
+    assert_eq!(delivery["status"], "done", "{}\n{}", views[0], serve.run_log());
+    let posts = hook.accepted();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let body = posts[0].json();
+    assert_eq!(body["summary"], "hello, jane@example.com: you joined O365Guest", "{body}");
+    assert_eq!(body["id"], event["uuid"], "{body}");
+
+    // The history, from the command line: the attempt and its log lines.
+    let uuid = event["uuid"].as_str().unwrap();
+    let show = ok(Command::new(hookhost_bin()).args(["events", "show", uuid, "--config"]).arg(host.join("host.toml")));
+    assert!(show.contains("plugin hello-js 0.1.0: done"), "{show}");
+    assert!(show.contains("[plugin] handling") && show.contains("[plugin] posted to http://127.0.0.1"), "{show}");
+    hook.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! `make bench BENCH=languages`: what a plugin written in Python (siem-forward, built with
-//! componentize-py) costs next to one written in Rust (chat-notify), per event and at start.
+//! componentize-py) or JavaScript (webhook-forward, built with jco componentize) costs next
+//! to one written in Rust (chat-notify), per event and at start.
 //!
 //! - per event, through hookhost's real runtime (pooling allocator, limits, grants): one
 //!   whole attempt (fresh instance, `handle`, drop) that makes one HTTP POST to an
@@ -8,8 +9,8 @@
 //!   before any request), which isolates the sandbox and language-runtime cost.
 //! - compile: `Component` from the `.wasm` (what a cold start pays per plugin) against a
 //!   load from the compiled-artifact cache (what a warm start pays).
-//! - start-up of the real `hookhost serve` with all three shipped bundles (graph-guest,
-//!   chat-notify, siem-forward): spawn to `/healthz` 200 with an empty artifact cache
+//! - start-up of the real `hookhost serve` with the four shipped bundles (graph-guest,
+//!   chat-notify, siem-forward, webhook-forward): spawn to `/healthz` 200 with an empty artifact cache
 //!   (cold) and with the cache the previous start left (warm).
 //!
 //! Needs `make build` (the host and `dist/plugins`). Last line: one JSON object.
@@ -27,6 +28,7 @@ use hookhost_tests::{WebhookKind, WebhookReceiver};
 
 const RUST_EVENTS: usize = 2_000;
 const PYTHON_EVENTS: usize = 300;
+const JS_EVENTS: usize = 300;
 const WARMUP: usize = 20;
 const COLD_STARTS: usize = 2;
 const WARM_STARTS: usize = 3;
@@ -134,7 +136,7 @@ async fn startup() -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tmp");
     let plugins = dir.path().join("plugins.d");
     std::fs::create_dir_all(&plugins).expect("plugins.d");
-    for name in ["graph-guest", "chat-notify", "siem-forward"] {
+    for name in ["graph-guest", "chat-notify", "siem-forward", "webhook-forward"] {
         for ext in ["wasm", "toml"] {
             std::fs::copy(dist(&format!("{name}.{ext}")), plugins.join(format!("{name}.{ext}"))).expect("copy");
         }
@@ -171,16 +173,20 @@ fn main() {
         "allowed_hosts = [\"{0}\"]\n[config]\nhec_url = \"{0}\"\n[secrets]\nhec_token = {{ value = \"bench\" }}\n",
         hec.base_url()
     );
+    let hook = rt.block_on(WebhookReceiver::start(WebhookKind::Generic { secret: None })).expect("webhook");
+    let js_over = format!("allowed_hosts = [\"{}\"]\n[config]\nurl = \"{}\"\n", hook.base_url(), hook.url());
     let rust = load(&runtime, "chat-notify", &over(&chat_over), cache_root.path());
     let python = load(&runtime, "siem-forward", &over(&siem_over), cache_root.path());
+    let js = load(&runtime, "webhook-forward", &over(&js_over), cache_root.path());
     println!(
-        "compile: chat-notify (Rust) {:.1} ms, siem-forward (Python) {:.0} ms; from the artifact cache: {:.2} ms / {:.2} ms",
-        rust.compile_ms, python.compile_ms, rust.cache_load_ms, python.cache_load_ms
+        "compile: chat-notify (Rust) {:.1} ms, siem-forward (Python) {:.0} ms, webhook-forward (JS) {:.0} ms; from the artifact cache: {:.2} ms / {:.2} ms / {:.2} ms",
+        rust.compile_ms, python.compile_ms, js.compile_ms, rust.cache_load_ms, python.cache_load_ms, js.cache_load_ms
     );
 
     let (rust_http_p50, rust_http_p99) = rt.block_on(per_event(&runtime, &rust.loaded, RUST_EVENTS, true));
     let (py_http_p50, py_http_p99) = rt.block_on(per_event(&runtime, &python.loaded, PYTHON_EVENTS, true));
-    println!("per event, one POST to a loopback receiver: Rust p50 {rust_http_p50:.0} µs p99 {rust_http_p99:.0} µs; Python p50 {py_http_p50:.0} µs p99 {py_http_p99:.0} µs");
+    let (js_http_p50, js_http_p99) = rt.block_on(per_event(&runtime, &js.loaded, JS_EVENTS, true));
+    println!("per event, one POST to a loopback receiver: Rust p50 {rust_http_p50:.0} µs p99 {rust_http_p99:.0} µs; Python p50 {py_http_p50:.0} µs p99 {py_http_p99:.0} µs; JS p50 {js_http_p50:.0} µs p99 {js_http_p99:.0} µs");
 
     // No secret granted: each answers a permanent failure before any request.
     let rust_bare = load(&runtime, "chat-notify", &over(""), cache_root.path());
@@ -193,9 +199,13 @@ fn main() {
     let (rust_p50, rust_p99) = rt.block_on(per_event(&runtime, &rust_bare.loaded, RUST_EVENTS, false));
     let (py_p50, py_p99) = rt.block_on(per_event(&runtime, &python_bare.loaded, PYTHON_EVENTS, false));
     println!("per event, no I/O: Rust p50 {rust_p50:.1} µs p99 {rust_p99:.1} µs; Python p50 {py_p50:.0} µs p99 {py_p99:.0} µs ({:.0}x)", py_p50 / rust_p50);
+    // No url configured: a permanent failure before any request.
+    let js_bare = load(&runtime, "webhook-forward", &over(""), cache_root.path());
+    let (js_p50, js_p99) = rt.block_on(per_event(&runtime, &js_bare.loaded, JS_EVENTS, false));
+    println!("per event, no I/O: JS p50 {js_p50:.0} µs p99 {js_p99:.0} µs ({:.0}x Rust)", js_p50 / rust_p50);
 
     let (cold_ms, warm_ms) = rt.block_on(startup());
-    println!("hookhost serve start with graph-guest, chat-notify, siem-forward: cold cache {cold_ms:.0} ms, warm cache {warm_ms:.0} ms");
+    println!("hookhost serve start with graph-guest, chat-notify, siem-forward, webhook-forward: cold cache {cold_ms:.0} ms, warm cache {warm_ms:.0} ms");
 
     let round = |x: f64| (x * 10.0).round() / 10.0;
     println!(
@@ -209,6 +219,13 @@ fn main() {
             "rust_noio_p50_us": round(rust_p50),
             "python_noio_p50_us": round(py_p50),
             "python_over_rust_noio": round(py_p50 / rust_p50),
+            "js_io_p50_us": round(js_http_p50),
+            "js_io_p99_us": round(js_http_p99),
+            "js_noio_p50_us": round(js_p50),
+            "js_noio_p99_us": round(js_p99),
+            "js_compile_ms": round(js.compile_ms),
+            "js_cache_load_ms": round(js.cache_load_ms),
+            "js_wasm_bytes": std::fs::metadata(dist("webhook-forward.wasm")).map(|m| m.len()).unwrap_or(0),
             "rust_compile_ms": round(rust.compile_ms),
             "python_compile_ms": round(python.compile_ms),
             "rust_cache_load_ms": round(rust.cache_load_ms),

@@ -20,6 +20,10 @@
 //!   data format","code":6` / `"Event field is required","code":12` / `"Event field cannot be
 //!   blank","code":13`); success is `200 {"text":"Success","code":0}`. Throttled: `503
 //!   {"text":"Server is busy","code":9}` with `Retry-After`, as an overloaded indexer answers.
+//! - **Generic** (`POST /hooks/<random>`): the plain JSON webhook most services offer, guarded
+//!   by a shared secret in one header when told so: `401` without it or with another value, `400` for a
+//!   body that is not JSON, `404` for another path, `200 {"ok":true}`. Throttled: `429`
+//!   with `Retry-After`.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -49,6 +53,9 @@ pub enum WebhookKind {
         /// The HEC token (`Authorization: Splunk <token>`).
         token: String,
     },
+    /// A generic JSON webhook; with `secret`, it wants that header (lower-case name) and
+    /// value on every POST.
+    Generic { secret: Option<(String, String)> },
 }
 
 /// One POST the receiver got.
@@ -120,6 +127,7 @@ impl WebhookReceiver {
                 format!("/workflows/{}/triggers/manual/paths/invoke", ids::uuid_v4().replace('-', ""))
             }
             WebhookKind::SplunkHec { .. } => "/services/collector/event".into(),
+            WebhookKind::Generic { .. } => format!("/hooks/{}", ids::alphanumeric(16)),
         };
         let shared = Arc::new(Shared { kind, path, inner: Mutex::new(Inner { posts: Vec::new(), throttle: None }) });
         let app = Router::new().fallback(receive).with_state(shared.clone());
@@ -182,6 +190,7 @@ impl WebhookReceiver {
                         out.push(event.to_string());
                     }
                 }
+                WebhookKind::Generic { .. } => out.push(body.to_string()),
             }
         }
         out
@@ -264,7 +273,31 @@ fn judge(shared: &Shared, path: &str, headers: &HeaderMap, body: &[u8]) -> Respo
             };
             (status, axum::Json(answer)).into_response()
         }
+        WebhookKind::Generic { secret } => generic(shared, secret.as_ref(), path, headers, body),
     }
+}
+
+/// The generic webhook's checks: path, secret header, JSON body.
+fn generic(
+    shared: &Shared,
+    secret: Option<&(String, String)>,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    if path != shared.path {
+        return (StatusCode::NOT_FOUND, axum::Json(json!({ "error": "no such hook" }))).into_response();
+    }
+    if let Some((header, value)) = secret {
+        if headers.get(header).and_then(|v| v.to_str().ok()) != Some(value) {
+            return (StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": format!("missing or wrong {header}") })))
+                .into_response();
+        }
+    }
+    if serde_json::from_slice::<Value>(body).is_err() {
+        return (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "body is not JSON" }))).into_response();
+    }
+    (StatusCode::OK, axum::Json(json!({ "ok": true }))).into_response()
 }
 
 /// HEC's checks of an event body: one or more concatenated JSON objects, each with an `event`.

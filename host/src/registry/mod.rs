@@ -478,6 +478,25 @@ pub fn activate(
     link(runtime, bundle, spec, &component)
 }
 
+/// What to do about a component that does not link, from wasmtime's message: a component
+/// importing WASI interfaces the host does not provide (JavaScript built with `jco
+/// componentize`'s default features imports wasi:http) is told which flag drops them;
+/// anything else is told to build against the plugin world.
+pub fn link_fix(error: &str) -> String {
+    let world = "build it against wit/plugin.wit (world \"plugin\" or \"reconciler\", package hookhost:plugin@0.2.0)";
+    if error.contains("wasi:http") {
+        format!(
+            "the host provides no wasi:http (plugins call out through the hookhost:plugin/http import): the component imports it because it was built with jco's default features; build it with `jco componentize … --disable http fetch-event`; {world}"
+        )
+    } else if error.contains("wasi:") {
+        format!(
+            "the component imports a WASI interface or version the host does not link (hookhost links WASI 0.2's cli, clocks, random, filesystem and sockets, granting no files or sockets, and no wasi:http); build it without that feature, and {world}"
+        )
+    } else {
+        world.to_string()
+    }
+}
+
 /// Links a compiled component with its effective spec as a plugin version.
 ///
 /// # Errors
@@ -499,12 +518,7 @@ pub fn link(
             spec.grant.clone(),
             spec.limits.clone(),
         )
-        .map_err(|e| {
-            format!(
-                "{}: {e}; build it against wit/plugin.wit (world \"plugin\" or \"reconciler\", package hookhost:plugin@0.2.0)",
-                bundle.wasm_path.display()
-            )
-        })?;
+        .map_err(|e| format!("{}: {e}; {}", bundle.wasm_path.display(), link_fix(&e.to_string())))?;
     for missing in &spec.missing_secrets {
         tracing::warn!(
             plugin = %spec.name,
@@ -517,4 +531,22 @@ pub fn link(
         loaded,
         loaded_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_fix;
+
+    #[test]
+    fn a_component_importing_wasi_http_is_told_the_jco_flag() {
+        // wasmtime's message for a `jco componentize` build without `--disable http fetch-event`.
+        let fix = link_fix(
+            "does not implement the hookhost:plugin/plugin world: component imports instance `wasi:http/types@0.2.10`, but a matching implementation was not found in the linker",
+        );
+        assert!(fix.contains("no wasi:http") && fix.contains("--disable http fetch-event"), "{fix}");
+        let fix = link_fix("component imports instance `wasi:keyvalue/store@0.2.0-draft`, but a matching implementation was not found in the linker");
+        assert!(fix.contains("WASI interface or version the host does not link"), "{fix}");
+        let fix = link_fix("component imports instance `hookhost:plugin/http@9.0.0`");
+        assert!(fix.starts_with("build it against wit/plugin.wit"), "{fix}");
+    }
 }
