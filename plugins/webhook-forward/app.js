@@ -1,10 +1,10 @@
 // webhook-forward as a component: forward.js over the hookhost WIT imports. Built with
 // `jco componentize … --disable http fetch-event --bundle` (see the Makefile's js_plugin).
 
-import { send } from 'hookhost:plugin/http@0.1.0';
-import { get as configGet } from 'hookhost:plugin/config@0.1.0';
-import { get as secretGet } from 'hookhost:plugin/secrets@0.1.0';
-import { log } from 'hookhost:plugin/log@0.1.0';
+import { send } from 'hookhost:plugin/http@0.2.0';
+import { get as configGet } from 'hookhost:plugin/config@0.2.0';
+import { get as secretGet } from 'hookhost:plugin/secrets@0.2.0';
+import { log } from 'hookhost:plugin/log@0.2.0';
 
 import { forward, Permanent, Retryable } from './forward.js';
 

@@ -134,7 +134,7 @@ async fn the_js_scaffold_goes_from_plugin_new_to_an_event_done_in_serve() {
     // check compiles and fills the cache; run and a second check load from it.
     let manifest = dir.join("hello-js.toml");
     let check = ok(Command::new(hookhost_bin()).args(["plugin", "check"]).arg(&manifest));
-    assert!(check.contains("implements hookhost:plugin/plugin@0.1.0") && check.contains(", compiled in"), "{check}");
+    assert!(check.contains("implements hookhost:plugin/plugin@0.2.0") && check.contains(", compiled in"), "{check}");
     assert!(check.contains(&format!("cache:       {}", dir.join(".cache").display())), "{check}");
     let fixture = dir.join("fixtures/event.json");
     let run = ok(Command::new(hookhost_bin()).args(["plugin", "run"]).arg(&manifest).arg("--event").arg(&fixture));
