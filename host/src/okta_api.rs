@@ -238,22 +238,7 @@ impl OktaApi {
     /// Okta refuses or cannot be reached, throttles (after which the next call waits), or
     /// the answer is not an array of LogEvents.
     pub async fn log_page(&self, url: &str) -> Result<LogPage, OktaApiError> {
-        let what = "GET /api/v1/logs";
-        let (_, headers, body) = self.send(Method::GET, url, None, what).await?;
-        let events = match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(items)) => items,
-            Ok(_) => return Err(OktaApiError::BadAnswer { what: what.into(), message: "not a JSON array".into() }),
-            Err(e) => return Err(OktaApiError::BadAnswer { what: what.into(), message: e.to_string() }),
-        };
-        let next = next_link(headers.get_all(reqwest::header::LINK).iter().filter_map(|v| v.to_str().ok()));
-        if let Some(n) = &next {
-            if !self.own(n) {
-                return Err(OktaApiError::BadAnswer {
-                    what: what.into(),
-                    message: format!("the next link {n} leaves {}", self.origin),
-                });
-            }
-        }
+        let (events, next) = self.list_page(url, "GET /api/v1/logs").await?;
         Ok(LogPage { events, next })
     }
 
@@ -261,7 +246,8 @@ impl OktaApi {
     /// JSON array and the `Link rel="next"` target, which must stay on the org.
     ///
     /// # Errors
-    /// As [`log_page`](Self::log_page).
+    /// Okta refuses or cannot be reached, throttles (after which the next call waits), or
+    /// the answer is not a JSON array.
     pub async fn list_page(&self, url: &str, what: &str) -> Result<(Vec<Value>, Option<String>), OktaApiError> {
         let (_, headers, body) = self.send(Method::GET, url, None, what).await?;
         let items = match serde_json::from_slice::<Value>(&body) {
