@@ -112,18 +112,61 @@ pub struct EventHook {
     pub last_updated: String,
 }
 
+/// One endpoint family's per-minute rate limit, as Okta keeps it: a window and the 429s a
+/// test has asked for.
+#[derive(Default)]
+struct RateLimit {
+    /// The current window: its end (epoch seconds) and requests counted in it.
+    window: (u64, u64),
+    /// Pending 429s: how many, and how far ahead their reset lies.
+    throttle: Option<(usize, Duration)>,
+}
+
+impl RateLimit {
+    /// Counts one request against `limit` (requests a minute): the window's `(reset, used)`,
+    /// or a pending 429 — Okta's `E0000047` with its headers — and that 429's reset.
+    #[allow(clippy::result_large_err, reason = "the error is the HTTP answer itself, built once per refused request")]
+    fn count(&mut self, limit: u64) -> Result<(u64, u64), (Response, u64)> {
+        let now = epoch_now();
+        if self.window.0 <= now {
+            self.window = (now + 60, 0);
+        }
+        self.window.1 += 1;
+        if let Some((times, reset_in)) = self.throttle.filter(|(times, _)| *times > 0) {
+            self.throttle = if times > 1 { Some((times - 1, reset_in)) } else { None };
+            let reset = (SystemTime::now() + reset_in)
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+                .unwrap_or(0);
+            let response = okta_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "E0000047",
+                "API call exceeded rate limit due to too many requests.",
+            );
+            return Err((with_rate_limit(response, limit, (reset, limit)), reset));
+        }
+        Ok(self.window)
+    }
+}
+
+/// Adds Okta's `X-Rate-Limit-*` headers for a window `(reset, used)` of `limit` a minute.
+fn with_rate_limit(mut response: Response, limit: u64, (reset, used): (u64, u64)) -> Response {
+    set_header(&mut response, "x-rate-limit-limit", &limit.to_string());
+    set_header(&mut response, "x-rate-limit-remaining", &limit.saturating_sub(used).to_string());
+    set_header(&mut response, "x-rate-limit-reset", &reset.to_string());
+    response
+}
+
 #[derive(Default)]
 struct Org {
     /// The System Log in the order events became visible.
     log: Vec<Value>,
     hooks: Vec<EventHook>,
     requests: Vec<RecordedRequest>,
-    /// Pending 429s for the log endpoint: how many, and how far ahead their reset lies.
-    throttle: Option<(usize, Duration)>,
+    /// The log endpoint's rate limit.
+    log_limit: RateLimit,
     /// The reset of the last 429 given (epoch seconds).
     last_reset: Option<u64>,
-    /// The current rate-limit window: its end (epoch seconds) and requests counted in it.
-    window: (u64, u64),
     /// Groups and users (the Groups API, `okta_emulator/groups.rs`).
     directory: groups::Directory,
 }
@@ -220,7 +263,7 @@ impl OktaEmulator {
     /// `X-Rate-Limit-Reset` `reset_in` from the moment each is answered (rounded up to a
     /// whole second, as the header is).
     pub fn throttle_logs(&self, times: usize, reset_in: Duration) {
-        self.shared.lock().throttle = Some((times, reset_in));
+        self.shared.lock().log_limit.throttle = Some((times, reset_in));
     }
 
     /// From now on, requests to `/api/v1/logs` wait unanswered until [`Self::release_logs`].
@@ -425,31 +468,13 @@ async fn logs(
     }
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let mut org = shared.lock();
-    let now = epoch_now();
-    if org.window.0 <= now {
-        org.window = (now + 60, 0);
-    }
-    org.window.1 += 1;
-    let (reset, used) = org.window;
-    if let Some((times, reset_in)) = org.throttle {
-        if times > 0 {
-            org.throttle = if times > 1 { Some((times - 1, reset_in)) } else { None };
-            let reset = (SystemTime::now() + reset_in)
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
-                .unwrap_or(0);
+    let window = match org.log_limit.count(LOG_RATE_LIMIT) {
+        Ok(window) => window,
+        Err((throttled, reset)) => {
             org.last_reset = Some(reset);
-            let mut response = okta_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "E0000047",
-                "API call exceeded rate limit due to too many requests.",
-            );
-            set_header(&mut response, "x-rate-limit-limit", &LOG_RATE_LIMIT.to_string());
-            set_header(&mut response, "x-rate-limit-remaining", "0");
-            set_header(&mut response, "x-rate-limit-reset", &reset.to_string());
-            return response;
+            return throttled;
         }
-    }
+    };
     let since = match param("since").map(|v| parse_time("since", v)).transpose() {
         Ok(v) => v,
         Err(why) => return okta_error(StatusCode::BAD_REQUEST, "E0000030", &why),
@@ -515,10 +540,7 @@ async fn logs(
     if until.is_none() || more {
         set_header(&mut response, "link", &format!("<{next}>; rel=\"next\""));
     }
-    set_header(&mut response, "x-rate-limit-limit", &LOG_RATE_LIMIT.to_string());
-    set_header(&mut response, "x-rate-limit-remaining", &LOG_RATE_LIMIT.saturating_sub(used).to_string());
-    set_header(&mut response, "x-rate-limit-reset", &reset.to_string());
-    response
+    with_rate_limit(response, LOG_RATE_LIMIT, window)
 }
 
 fn hook_json(shared: &Shared, h: &EventHook) -> Value {

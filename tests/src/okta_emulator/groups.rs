@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{authorized, epoch_now, okta_error, set_header, unauthorized, OktaEmulator, Shared};
+use super::{authorized, okta_error, set_header, unauthorized, with_rate_limit, OktaEmulator, RateLimit, Shared};
 
 /// Requests per minute the emulated groups endpoints allow.
 pub const GROUPS_RATE_LIMIT: u64 = 500;
@@ -59,10 +59,8 @@ pub(super) struct Directory {
     users: BTreeMap<String, OktaUser>,
     /// Group id → (name, member user ids).
     groups: BTreeMap<String, (String, BTreeSet<String>)>,
-    /// Pending 429s: how many, and how far ahead their reset lies.
-    throttle: Option<(usize, Duration)>,
-    /// The current rate-limit window: its end (epoch seconds) and requests counted in it.
-    window: (u64, u64),
+    /// The Groups API's rate limit.
+    limit: RateLimit,
     next_id: u64,
 }
 
@@ -130,7 +128,7 @@ impl OktaEmulator {
     /// The next `times` requests to the groups endpoints answer 429 `E0000047` with an
     /// `X-Rate-Limit-Reset` `reset_in` ahead (rounded up to a whole second).
     pub fn throttle_groups(&self, times: usize, reset_in: Duration) {
-        self.shared.lock().directory.throttle = Some((times, reset_in));
+        self.shared.lock().directory.limit.throttle = Some((times, reset_in));
     }
 
     /// Requests answered by the groups endpoints (each one a page), by status 200 only.
@@ -139,43 +137,19 @@ impl OktaEmulator {
     }
 }
 
-/// Counts the request in the window and answers a pending 429, else the headers to add.
+/// Counts the request in the Groups API's window and answers a pending 429, else the
+/// window for the answer's headers.
 #[allow(clippy::result_large_err, reason = "the error is the HTTP answer itself, built once per refused request")]
 fn rate_limit(shared: &Shared) -> Result<(u64, u64), Response> {
     let mut org = shared.lock();
-    let dir = &mut org.directory;
-    let now = epoch_now();
-    if dir.window.0 <= now {
-        dir.window = (now + 60, 0);
-    }
-    dir.window.1 += 1;
-    if let Some((times, reset_in)) = dir.throttle {
-        if times > 0 {
-            dir.throttle = if times > 1 { Some((times - 1, reset_in)) } else { None };
-            let reset = (SystemTime::now() + reset_in)
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
-                .unwrap_or(0);
-            org.last_reset = Some(reset);
-            let mut response = okta_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "E0000047",
-                "API call exceeded rate limit due to too many requests.",
-            );
-            set_header(&mut response, "x-rate-limit-limit", &GROUPS_RATE_LIMIT.to_string());
-            set_header(&mut response, "x-rate-limit-remaining", "0");
-            set_header(&mut response, "x-rate-limit-reset", &reset.to_string());
-            return Err(response);
-        }
-    }
-    Ok(dir.window)
+    org.directory.limit.count(GROUPS_RATE_LIMIT).map_err(|(throttled, reset)| {
+        org.last_reset = Some(reset);
+        throttled
+    })
 }
 
-fn with_limits(mut response: Response, (reset, used): (u64, u64)) -> Response {
-    set_header(&mut response, "x-rate-limit-limit", &GROUPS_RATE_LIMIT.to_string());
-    set_header(&mut response, "x-rate-limit-remaining", &GROUPS_RATE_LIMIT.saturating_sub(used).to_string());
-    set_header(&mut response, "x-rate-limit-reset", &reset.to_string());
-    response
+fn with_limits(response: Response, window: (u64, u64)) -> Response {
+    with_rate_limit(response, GROUPS_RATE_LIMIT, window)
 }
 
 #[allow(clippy::result_large_err, reason = "the error is the HTTP answer itself, built once per bad request")]
