@@ -8,11 +8,11 @@
 //! shared by these tests (`target/test-artifact-cache`), so the Python component (18 MB,
 //! seconds to compile) is compiled once per host build, not once per test.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hookhost_tests::okta::{group_membership_event, timestamp, Membership};
-use hookhost_tests::serve::graph_guest_tables;
+use hookhost_tests::serve::{graph_guest_tables, install_dist};
 use hookhost_tests::{GraphEmulator, TenantConfig, WebhookKind, WebhookReceiver};
 use serde_json::Value;
 
@@ -57,12 +57,6 @@ async fn wait_for(
     }
 }
 
-fn dist(file: &str) -> PathBuf {
-    let p = workspace().join("dist/plugins").join(file);
-    assert!(p.exists(), "{} is missing: run `make dist` (make test does)", p.display());
-    p
-}
-
 struct World {
     graph: GraphEmulator,
     slack: WebhookReceiver,
@@ -81,11 +75,8 @@ async fn world() -> World {
 /// lines to the operator's `[plugins.chat-notify]` table.
 async fn start(dir: &Path, w: &World, chat: &str) -> ServeProcess {
     let plugins = dir.join("plugins.d");
-    std::fs::create_dir_all(&plugins).unwrap();
     for name in ["graph-guest", "chat-notify", "siem-forward"] {
-        for ext in ["wasm", "toml"] {
-            std::fs::copy(dist(&format!("{name}.{ext}")), plugins.join(format!("{name}.{ext}"))).unwrap();
-        }
+        install_dist(&plugins, name).unwrap_or_else(|e| panic!("{e:#}"));
     }
     let port = free_port();
     let cache = workspace().join("target/test-artifact-cache");

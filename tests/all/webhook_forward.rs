@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use hookhost_tests::okta::{group_membership_event, timestamp, user_lifecycle_event, Membership};
-use hookhost_tests::serve::{settle_within, write_config};
+use hookhost_tests::serve::{install_dist, settle_within, write_config};
 use hookhost_tests::webhooks::{WebhookKind, WebhookReceiver};
 
 use crate::support::{free_port, workspace, ServeProcess, ServeSetup};
@@ -20,7 +20,6 @@ const SECRET: &str = "whsec-4f9a1c7e-never-logged";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_forward_posts_each_event_retries_429_after_retry_after_and_keeps_its_secret() {
     let patient = Duration::from_secs(900);
-    let dist = workspace().join("dist/plugins");
     let hook = WebhookReceiver::start(WebhookKind::Generic { secret: Some(("x-hook-secret".into(), SECRET.into())) })
         .await
         .unwrap();
@@ -49,13 +48,7 @@ webhook_secret = {{ value = {SECRET:?} }}
         ..ServeSetup::default()
     };
     let setup = write_config(dir, port, None, setup);
-    for ext in ["wasm", "toml"] {
-        std::fs::copy(
-            dist.join(format!("webhook-forward.{ext}")),
-            dir.join(format!("plugins.d/webhook-forward.{ext}")),
-        )
-        .unwrap_or_else(|e| panic!("dist/plugins/webhook-forward.{ext} (make dist builds it): {e}"));
-    }
+    install_dist(&dir.join("plugins.d"), "webhook-forward").unwrap_or_else(|e| panic!("{e:#}"));
     let serve = ServeProcess::spawn(dir, port, setup, patient).await.unwrap_or_else(|e| panic!("{e:#}"));
     let plugin = serve.plugin("webhook-forward").await;
     assert_eq!(plugin["state"], "active", "{plugin}\n{}", serve.run_log());

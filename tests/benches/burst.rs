@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hookhost_tests::okta::{delivery, group_membership_event, timestamp, Membership};
-use hookhost_tests::serve::{free_port, graph_guest_tables, workspace, ServeProcess, ServeSetup};
+use hookhost_tests::serve::{free_port, graph_guest_tables, install_dist, ServeProcess, ServeSetup};
 use hookhost_tests::{GraphEmulator, TenantConfig};
 
 const SECRET: &str = "Basic YmVuY2g6YmVuY2g=";
@@ -40,13 +40,7 @@ fn env_number(name: &str, default: f64) -> f64 {
 
 async fn start_host(dir: &Path, graph: &GraphEmulator, pace: Option<f64>) -> ServeProcess {
     let port = free_port();
-    std::fs::create_dir_all(dir.join("plugins.d")).expect("plugins.d");
-    for ext in ["wasm", "toml"] {
-        let file = format!("graph-guest.{ext}");
-        let from = workspace().join("dist/plugins").join(&file);
-        assert!(from.exists(), "{} is missing: run `make build` first (make bench does)", from.display());
-        std::fs::copy(from, dir.join("plugins.d").join(&file)).expect("install graph-guest");
-    }
+    install_dist(&dir.join("plugins.d"), "graph-guest").unwrap_or_else(|e| panic!("{e:#}"));
     let pace = match pace {
         Some(rate) => format!(
             "[[plugins.graph-guest.pace]]\norigin = \"{}\"\nper_second = {rate}\nburst = {}\nmethods = [\"POST\", \"PATCH\", \"DELETE\"]\n",

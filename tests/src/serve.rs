@@ -39,6 +39,24 @@ pub fn wasm(crate_name: &str) -> PathBuf {
     p
 }
 
+/// Installs the shipped bundle `name` (`dist/plugins/<name>.wasm` and `.toml`, built by
+/// `make dist`) into the plugin folder `plugins_dir`, creating it.
+///
+/// # Errors
+/// The bundle has not been built (naming the command that builds it), or the copy fails.
+pub fn install_dist(plugins_dir: &Path, name: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(plugins_dir).with_context(|| format!("creating {}", plugins_dir.display()))?;
+    for ext in ["wasm", "toml"] {
+        let file = format!("{name}.{ext}");
+        let from = workspace().join("dist/plugins").join(&file);
+        if !from.exists() {
+            bail!("{} is missing: run `make dist` (make build, make test and make bench do)", from.display());
+        }
+        std::fs::copy(&from, plugins_dir.join(&file)).with_context(|| format!("installing {}", from.display()))?;
+    }
+    Ok(())
+}
+
 /// The release `hookhost` binary.
 ///
 /// # Errors
