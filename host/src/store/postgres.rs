@@ -130,8 +130,6 @@ pub struct PostgresStore {
     config: Config,
     /// The TLS connector, unless `sslmode=disable`.
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
-    /// The host connected to, for messages.
-    host: String,
     pool: Mutex<Pool>,
     /// Signalled when a connection is returned or closed.
     returned: Condvar,
@@ -190,10 +188,6 @@ impl PostgresStore {
         })?;
         config.ssl_mode(mode.client_mode());
         let tls = tls::client_config(mode, ca_file)?.map(tokio_postgres_rustls::MakeRustlsConnect::new);
-        let host = match config.get_hosts().first() {
-            Some(postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => String::from("localhost"),
-        };
         if let Some(p) = password {
             config.password(p);
         }
@@ -203,7 +197,7 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("hookhost");
         }
-        let store = PostgresStore { config, tls, host, pool: Mutex::new(Pool::default()), returned: Condvar::new() };
+        let store = PostgresStore { config, tls, pool: Mutex::new(Pool::default()), returned: Condvar::new() };
         store.with(schema_migrate)?;
         Ok(store)
     }
@@ -236,7 +230,11 @@ impl PostgresStore {
                     Ok(client) => Ok(Conn { client, statements: HashMap::new() }),
                     Err(e) => {
                         self.closed();
-                        let why = tls::explain(&e, &self.host).unwrap_or_else(|| describe(&e));
+                        let host = match self.config.get_hosts().first() {
+                            Some(postgres::config::Host::Tcp(h)) => h.as_str(),
+                            _ => "localhost",
+                        };
+                        let why = tls::explain(&e, host).unwrap_or_else(|| describe(&e));
                         Err(StoreError::Unavailable(format!("cannot connect to PostgreSQL (store.url): {why}")))
                     }
                 };

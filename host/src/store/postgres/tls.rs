@@ -90,13 +90,15 @@ pub fn split_sslmode(url: &str) -> Result<(String, SslMode), String> {
 /// # Errors
 /// `ca_file` cannot be read or holds no certificate, or no system root could be loaded.
 pub fn client_config(mode: SslMode, ca_file: Option<&Path>) -> Result<Option<ClientConfig>, StoreError> {
+    if mode == SslMode::Disable {
+        return Ok(None);
+    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| StoreError::Unavailable(format!("TLS set-up failed: {e}")))?;
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        SslMode::Disable => return Ok(None),
-        SslMode::Prefer | SslMode::Require => Arc::new(EncryptOnly(provider)),
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(EncryptOnly(provider)),
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca_file)?), provider)
                 .build()
