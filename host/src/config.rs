@@ -94,8 +94,26 @@ pub struct OktaConfig {
     pub org_url: Option<String>,
     /// An Okta API token, sent as `Authorization: SSWS <token>` (any secret source).
     pub api_token: Option<SecretSource>,
+    /// `[okta.oauth]`: an Okta API service app instead of `api_token` (exactly one of the two).
+    pub oauth: Option<OktaOAuthConfig>,
     /// `[okta.backfill]`: recovering events Okta's best-effort hooks dropped.
     pub backfill: BackfillConfig,
+}
+
+/// `[okta.oauth]`: scoped access tokens by client credentials with `private_key_jwt`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OktaOAuthConfig {
+    /// The service app's client id (`0oa…`).
+    pub client_id: String,
+    /// The app's private key, RSA or EC P-256, PEM (any secret source; a file is usual).
+    pub private_key: SecretSource,
+    /// The Okta API scopes to ask for; each must be granted to the app.
+    pub scopes: Vec<String>,
+    /// The `kid` of the app's public key, sent in the assertion's header (optional; Okta
+    /// tries the app's keys when absent).
+    #[serde(default)]
+    pub key_id: Option<String>,
 }
 
 /// `[okta.backfill]` (`docs/contract.md`, "Backfill").
@@ -129,8 +147,16 @@ impl Default for OktaConfig {
             read_timeout_secs: 10,
             org_url: None,
             api_token: None,
+            oauth: None,
             backfill: BackfillConfig::default(),
         }
+    }
+}
+
+impl OktaConfig {
+    /// Whether hookhost can call the Okta API: an org and one kind of credential.
+    pub fn can_call_api(&self) -> bool {
+        self.org_url.is_some() && (self.api_token.is_some() || self.oauth.is_some())
     }
 }
 
@@ -453,22 +479,38 @@ impl HostConfig {
         if let Some(url) = &okta.org_url {
             okta.org_url = Some(org_origin(url).map_err(|m| err(format!("okta.org_url: {m}")))?);
         }
+        if let Some(oauth) = okta.oauth.as_mut() {
+            if okta.api_token.is_some() {
+                return Err(err("okta.api_token and [okta.oauth] are both set; keep exactly one (the service app \
+                     of [okta.oauth] is the one Okta recommends)"
+                    .into()));
+            }
+            if oauth.client_id.trim().is_empty() {
+                return Err(err("okta.oauth.client_id is empty; set it to the service app's client id (0oa…)".into()));
+            }
+            if oauth.scopes.is_empty() || oauth.scopes.iter().any(|s| s.trim().is_empty() || s.contains(' ')) {
+                return Err(err("okta.oauth.scopes must list the scopes granted to the app, one per string, e.g. \
+                     [\"okta.logs.read\", \"okta.groups.read\", \"okta.eventHooks.manage\"]"
+                    .into()));
+            }
+            oauth.private_key.resolve_paths(base);
+        }
         let scheduled: Vec<String> = raw
             .plugins
             .iter()
             .filter(|(_, v)| v.get("reconcile").and_then(|r| r.get("every_secs")).is_some())
             .map(|(k, _)| k.clone())
             .collect();
-        if let (Some(name), true) = (scheduled.first(), okta.org_url.is_none() || okta.api_token.is_none()) {
+        if let (Some(name), true) = (scheduled.first(), !okta.can_call_api()) {
             return Err(err(format!(
                 "plugins.{name}.reconcile.every_secs needs okta.org_url (e.g. \"https://example.okta.com\") and \
-                 okta.api_token (e.g. {{ env = \"OKTA_API_TOKEN\" }}, a token that may read groups)"
+                 okta.api_token (e.g. {{ env = \"OKTA_API_TOKEN\" }}, a token that may read groups) or [okta.oauth]"
             )));
         }
         let b = &okta.backfill;
-        if b.enabled && (okta.org_url.is_none() || okta.api_token.is_none()) {
+        if b.enabled && !okta.can_call_api() {
             return Err(err("okta.backfill.enabled needs okta.org_url (e.g. \"https://example.okta.com\") and \
-                 okta.api_token (e.g. { env = \"OKTA_API_TOKEN\" }, a token that may read the System Log)"
+                 okta.api_token (e.g. { env = \"OKTA_API_TOKEN\" }, a token that may read the System Log) or [okta.oauth]"
                 .into()));
         }
         if !(1..=86_400).contains(&b.every_secs) {
@@ -882,6 +924,36 @@ client_secret = { file = "secrets/azure_client_secret" }
         );
         let e = parse("[okta.backfill]\nevery_sec = 5\n").unwrap_err().to_string();
         assert!(e.contains("every_sec"), "{e}");
+    }
+
+    #[test]
+    fn okta_oauth_replaces_the_api_token_and_is_checked() {
+        let oauth = "[okta.oauth]\nclient_id = \"0oa1\"\nprivate_key = { file = \"okta-app.pem\" }\n\
+                     scopes = [\"okta.logs.read\"]\n";
+        let cfg =
+            parse(&format!("[okta]\norg_url = \"https://example.okta.com\"\n[okta.backfill]\nenabled = true\n{oauth}"))
+                .unwrap();
+        let o = cfg.okta.oauth.as_ref().unwrap();
+        assert_eq!(o.private_key, SecretSource::File(PathBuf::from("/etc/hookhost/okta-app.pem")));
+        assert_eq!(
+            (o.client_id.as_str(), o.scopes.as_slice(), o.key_id.as_deref()),
+            ("0oa1", &["okta.logs.read".to_owned()][..], None)
+        );
+        assert!(cfg.okta.can_call_api());
+
+        let both = format!("[okta]\norg_url = \"https://example.okta.com\"\napi_token = {{ value = \"t\" }}\n{oauth}");
+        let e = parse(&both).unwrap_err().to_string();
+        assert!(e.contains("okta.api_token and [okta.oauth] are both set"), "{e}");
+        let e = parse(&oauth.replace("[\"okta.logs.read\"]", "[]")).unwrap_err().to_string();
+        assert!(e.contains("okta.oauth.scopes"), "{e}");
+        let e = parse(&oauth.replace("[\"okta.logs.read\"]", "[\"okta.logs.read okta.groups.read\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one per string"), "{e}");
+        let e = parse(&oauth.replace("\"0oa1\"", "\" \"")).unwrap_err().to_string();
+        assert!(e.contains("okta.oauth.client_id"), "{e}");
+        let e = parse(&format!("{oauth}client_secret = \"x\"\n")).unwrap_err().to_string();
+        assert!(e.contains("client_secret") && !e.contains("\"x\""), "{e}");
     }
 
     mod properties {

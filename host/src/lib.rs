@@ -24,9 +24,10 @@
 //!   runtime, renews leases, applies supersede and the retry policy.
 //! - [`api`]: `/healthz`, `/metrics`, the `/api/*` admin endpoints and the operator console
 //!   (`GET /`, a static page embedded in the binary); [`metrics`]: counters.
-//! - [`okta_api`]: the calls hookhost makes to Okta itself (SSWS token, `Link` paging, rate
-//!   limits); [`backfill`]: recovering dropped events from the System Log, which stores them
-//!   the way [`ingest`] does; [`reconcile`]: compares a plugin's target with the members of
+//! - [`okta_api`]: the calls hookhost makes to Okta itself (SSWS token or [`okta_oauth`]'s
+//!   service-app tokens, `Link` paging, rate limits); [`signing`]: private keys that sign in
+//!   the host and are never handed out; [`backfill`]: recovering dropped events from the
+//!   System Log, which stores them the way [`ingest`] does; [`reconcile`]: compares a plugin's target with the members of
 //!   its Okta groups and stores the repairs as ordinary events.
 //! - [`server`]: `hookhost serve` wiring and graceful shutdown; [`cli`]: the `hookhost` command;
 //!   [`scaffold`]: the templates of `hookhost plugin new`.
@@ -43,10 +44,12 @@ pub mod logsafe;
 pub mod metrics;
 pub mod okta;
 pub mod okta_api;
+pub mod okta_oauth;
 pub mod reconcile;
 pub mod registry;
 pub mod runtime;
 pub mod scaffold;
 pub mod secret;
 pub mod server;
+pub mod signing;
 pub mod store;

@@ -4,8 +4,10 @@
 //! It exists apart from the plugin runtime's HTTP (which serves plugins under grants) because
 //! these calls carry the operator's API token and must obey Okta's rules for API clients:
 //!
-//! - **Auth**: `Authorization: SSWS <okta.api_token>`; the token is sent only to the
-//!   configured org's origin, so a `Link` header pointing elsewhere is refused, not followed.
+//! - **Auth**: `Authorization: SSWS <okta.api_token>`, or `Bearer <access token>` of the
+//!   `[okta.oauth]` service app ([`crate::okta_oauth`]; a 401 on a cached token gets one new
+//!   token and one retry). Credentials go only to the configured org's origin, so a `Link`
+//!   header pointing elsewhere is refused, not followed.
 //! - **Paging**: the next page is the `Link: <…>; rel="next"` URL Okta gives, never one built
 //!   here ([`next_link`]).
 //! - **Rate limits**: after an answer with `X-Rate-Limit-Remaining: 0`, or a 429, no request
@@ -20,6 +22,7 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::okta_oauth::OktaOAuth;
 use crate::secret::Secret;
 
 /// Largest page the System Log API returns.
@@ -49,10 +52,18 @@ pub struct LogPage {
     pub next: Option<String>,
 }
 
+/// How hookhost proves who it is to Okta.
+enum Auth {
+    /// `okta.api_token`.
+    Ssws(Secret),
+    /// `[okta.oauth]`.
+    OAuth(OktaOAuth),
+}
+
 /// A client of one Okta org.
 pub struct OktaApi {
     origin: String,
-    token: Secret,
+    auth: Auth,
     http: reqwest::Client,
     /// No request before this moment (a rate limit's reset).
     not_before: Mutex<Option<tokio::time::Instant>>,
@@ -129,12 +140,36 @@ fn summary(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
 }
 
+/// The scope a 403 names in `WWW-Authenticate: Bearer ... error="insufficient_scope",
+/// scope="okta.logs.read"` (RFC 6750 §3), when it names one.
+fn missing_scope(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(reqwest::header::WWW_AUTHENTICATE)?.to_str().ok()?;
+    if !value.contains("insufficient_scope") {
+        return None;
+    }
+    let start = value.find("scope=\"")? + "scope=\"".len();
+    let len = value[start..].find('"')?;
+    Some(value[start..start + len].to_owned())
+}
+
 impl OktaApi {
     /// A client of the org at `origin` (`okta.org_url`, already checked by config).
     ///
     /// # Errors
     /// The HTTP client cannot be built.
     pub fn new(origin: &str, token: Secret) -> Result<OktaApi, OktaApiError> {
+        Self::with_auth(origin, Auth::Ssws(token))
+    }
+
+    /// A client of the org at `origin` that signs in as the `[okta.oauth]` service app.
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub fn with_oauth(origin: &str, oauth: OktaOAuth) -> Result<OktaApi, OktaApiError> {
+        Self::with_auth(origin, Auth::OAuth(oauth))
+    }
+
+    fn with_auth(origin: &str, auth: Auth) -> Result<OktaApi, OktaApiError> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             // A redirect would carry the token to wherever it points.
@@ -142,7 +177,7 @@ impl OktaApi {
             .user_agent(concat!("hookhost/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| OktaApiError::Transport { what: "the HTTP client".into(), message: e.to_string() })?;
-        Ok(OktaApi { origin: origin.trim_end_matches('/').to_owned(), token, http, not_before: Mutex::new(None) })
+        Ok(OktaApi { origin: origin.trim_end_matches('/').to_owned(), auth, http, not_before: Mutex::new(None) })
     }
 
     /// The org's origin.
@@ -194,7 +229,9 @@ impl OktaApi {
         tracing::info!(wait_secs = wait.as_secs_f64(), status, "Okta rate limit: pausing until its reset");
     }
 
-    /// One call; the status, headers and body. Waits for a rate limit's reset first.
+    /// One call; the status, headers and body. Waits for a rate limit's reset first. With
+    /// `[okta.oauth]`, a 401 to a cached access token (revoked, or expired early) gets one
+    /// new token and one retry.
     async fn send(
         &self,
         method: Method,
@@ -205,31 +242,55 @@ impl OktaApi {
         if !self.own(url) {
             return Err(OktaApiError::BadAnswer {
                 what: what.into(),
-                message: format!("refusing to send the API token outside {} (to {url})", self.origin),
+                message: format!("refusing to send Okta credentials outside {} (to {url})", self.origin),
             });
         }
-        self.wait_turn().await;
-        let mut request = self
-            .http
-            .request(method, url)
-            .header(reqwest::header::AUTHORIZATION, format!("SSWS {}", self.token.expose()))
-            .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(b) = body {
-            request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.to_string());
+        let mut retried = false;
+        loop {
+            self.wait_turn().await;
+            let (authorization, bearer) = match &self.auth {
+                Auth::Ssws(token) => (format!("SSWS {}", token.expose()), None),
+                Auth::OAuth(oauth) => {
+                    let token = oauth.token(&self.http).await?;
+                    (format!("Bearer {}", token.expose()), Some((oauth, token)))
+                }
+            };
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .header(reqwest::header::AUTHORIZATION, authorization)
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(b) = body {
+                request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.to_string());
+            }
+            let transport = |e: reqwest::Error| OktaApiError::Transport { what: what.into(), message: e.to_string() };
+            let response = request.send().await.map_err(transport)?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            self.note_limits(status, &headers);
+            let bytes = response.bytes().await.map_err(transport)?;
+            if let (401, Some((oauth, token)), false) = (status, &bearer, retried) {
+                oauth.forget(token).await;
+                retried = true;
+                continue;
+            }
+            if status == 429 {
+                return Err(OktaApiError::RateLimited);
+            }
+            if !(200..300).contains(&status) {
+                let mut summary = summary(&bytes);
+                if status == 403 && bearer.is_some() {
+                    if let Some(scope) = missing_scope(&headers) {
+                        summary.push_str(&format!(
+                            " (the access token lacks the scope {scope}: grant it to the service app under \
+                             Okta API Scopes and add it to okta.oauth.scopes)"
+                        ));
+                    }
+                }
+                return Err(OktaApiError::Status { status, what: what.into(), summary });
+            }
+            return Ok((status, headers, bytes));
         }
-        let transport = |e: reqwest::Error| OktaApiError::Transport { what: what.into(), message: e.to_string() };
-        let response = request.send().await.map_err(transport)?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        self.note_limits(status, &headers);
-        let bytes = response.bytes().await.map_err(transport)?;
-        if status == 429 {
-            return Err(OktaApiError::RateLimited);
-        }
-        if !(200..300).contains(&status) {
-            return Err(OktaApiError::Status { status, what: what.into(), summary: summary(&bytes) });
-        }
-        Ok((status, headers, bytes))
     }
 
     /// One page of the System Log at `url` (a [`logs_url`](Self::logs_url) or a next link).

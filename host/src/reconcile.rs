@@ -459,7 +459,7 @@ fn encode_path(s: &str) -> String {
 }
 
 /// A random (version 4) UUID, as Okta's LogEvent uuids are.
-fn uuid_v4() -> String {
+pub(crate) fn uuid_v4() -> String {
     let mut b = [0u8; 16];
     b.iter_mut().for_each(|x| *x = fastrand::u8(..));
     b[6] = (b[6] & 0x0f) | 0x40;

@@ -201,18 +201,15 @@ fn backfill_poller(
     })))
 }
 
-/// The reconciler of this service: with an Okta client when `okta.org_url` and
-/// `okta.api_token` are set (runs say what is missing otherwise).
+/// The reconciler of this service: with an Okta client when `okta.org_url` and a credential
+/// (`okta.api_token` or `[okta.oauth]`) are set (runs say what is missing otherwise).
 fn reconciler(
     config: &HostConfig,
     runtime: &Arc<Runtime>,
     store: &Arc<dyn Store>,
     wake: &Arc<dyn Fn() + Send + Sync>,
 ) -> anyhow::Result<Arc<Reconciler>> {
-    let okta = match (&config.okta.org_url, &config.okta.api_token) {
-        (Some(_), Some(_)) => Some(Arc::new(okta_api(config)?)),
-        _ => None,
-    };
+    let okta = if config.okta.can_call_api() { Some(Arc::new(okta_api(config)?)) } else { None };
     let settings =
         config.plugins.overrides.iter().filter_map(|(n, o)| o.reconcile.clone().map(|r| (n.clone(), r))).collect();
     Ok(Arc::new(Reconciler::new(okta, runtime.clone(), store.clone(), settings, wake.clone())))
@@ -253,21 +250,27 @@ fn schedule_reconcile(reconciler: &Arc<Reconciler>, plugins: &Arc<PluginSet>) ->
         .collect()
 }
 
-/// A client of the configured Okta org (`okta.org_url`, `okta.api_token`).
+/// A client of the configured Okta org (`okta.org_url`, and `okta.api_token` or `[okta.oauth]`).
 ///
 /// # Errors
-/// Either setting is missing, or the token cannot be read.
+/// A setting is missing, or the token or key cannot be read.
 pub fn okta_api(config: &HostConfig) -> anyhow::Result<OktaApi> {
     let org = config
         .okta
         .org_url
         .as_deref()
         .context("okta.org_url is required to call Okta: set it to your org, e.g. \"https://example.okta.com\"")?;
+    if let Some(oauth) = &config.okta.oauth {
+        return Ok(OktaApi::with_oauth(org, crate::okta_oauth::OktaOAuth::new(org, oauth)?)?);
+    }
     let token = config
         .okta
         .api_token
         .as_ref()
-        .context("okta.api_token is required to call Okta: set it to { env = \"OKTA_API_TOKEN\" } (or file/value)")?
+        .context(
+            "okta.api_token or [okta.oauth] is required to call Okta: set okta.api_token = { env = \"OKTA_API_TOKEN\" } \
+             (or file/value), or an API service app under [okta.oauth]",
+        )?
         .read()
         .context("okta.api_token")?;
     Ok(OktaApi::new(org, token)?)

@@ -15,6 +15,7 @@ mod hardening;
 mod hostile_serve;
 mod hot_reload;
 mod ingest_okta;
+mod okta_oauth;
 mod pacing;
 mod plugin_cli;
 mod plugin_new;

@@ -10,12 +10,15 @@
 //!
 //! - [`graph_emulator`]: Microsoft Graph (`/v1.0/invitations`, `/v1.0/users`) and the Entra ID
 //!   token endpoint, with a tenant directory, request journal, fault injection and replication lag.
-//! - [`okta_emulator`]: an Okta org's System Log (paging, filter, rate limits, 429s) and Event
-//!   Hooks management API (create, replace, activate, verify), recording every request.
+//! - [`okta_emulator`]: an Okta org's System Log (paging, filter, rate limits, 429s), Groups
+//!   API, Event Hooks management API (create, replace, activate, verify) and the OAuth token
+//!   endpoint of API service apps (private_key_jwt, scopes per endpoint), recording every request.
 //! - [`okta_users`]: the Okta Users API (`GET /api/v1/users/{id}`), for reading `profile.email`.
 //! - [`okta`]: builders for Event Hook deliveries and their System Log events.
 //! - [`webhooks`]: Slack and Teams incoming webhooks and a Splunk HTTP Event Collector, each
 //!   recording what it received and able to throttle (for the chat-notify and siem-forward plugins).
+//! - [`keys`]: throwaway private keys (PEM) made at test time, with the public halves the
+//!   emulators register.
 //! - [`fixtures`]: finding and loading the verbatim payloads in `tests/fixtures`.
 //! - [`serve`]: the one harness that writes a `host.toml` and runs the real `hookhost serve`
 //!   (used by the end-to-end tests, the benches and the demo).
@@ -25,6 +28,7 @@
 
 pub mod fixtures;
 pub mod graph_emulator;
+pub mod keys;
 pub mod okta;
 pub mod okta_emulator;
 pub mod okta_users;

@@ -47,8 +47,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -59,7 +58,9 @@ use crate::ids;
 use crate::server::ServerHandle;
 
 mod groups;
+mod oauth;
 pub use groups::{OktaUser, GROUPS_RATE_LIMIT, MAX_MEMBERS_PAGE};
+pub use oauth::{PublicKey, ServiceApp, TokenRequest};
 
 /// Requests per minute the emulated log endpoint allows (Okta's default for `/api/v1/logs`
 /// in many orgs is 120).
@@ -169,6 +170,8 @@ struct Org {
     last_reset: Option<u64>,
     /// Groups and users (the Groups API, `okta_emulator/groups.rs`).
     directory: groups::Directory,
+    /// Service apps and their access tokens (`okta_emulator/oauth.rs`).
+    oauth: oauth::OAuthState,
 }
 
 struct Shared {
@@ -221,13 +224,17 @@ impl OktaEmulator {
             logs_open: tokio::sync::watch::Sender::new(true),
             stalled: std::sync::atomic::AtomicUsize::new(0),
         });
-        let app = Router::new()
+        let api = Router::new()
             .route("/api/v1/logs", get(logs))
             .route("/api/v1/eventHooks", get(list_hooks).post(create_hook))
             .route("/api/v1/eventHooks/{id}", get(get_hook).put(replace_hook))
             .route("/api/v1/eventHooks/{id}/lifecycle/{action}", post(hook_lifecycle))
             .route("/api/v1/groups", get(groups::list_groups))
             .route("/api/v1/groups/{id}/users", get(groups::group_users))
+            .route_layer(axum::middleware::from_fn_with_state(shared.clone(), authenticate));
+        let app = Router::new()
+            .merge(api)
+            .route("/oauth2/v1/token", post(oauth::token))
             .fallback(|| async {
                 okta_error(StatusCode::NOT_FOUND, "E0000022", "The endpoint does not support the provided HTTP method")
             })
@@ -241,6 +248,23 @@ impl OktaEmulator {
                 .into_future()
         });
         Ok(OktaEmulator { shared, server })
+    }
+
+    /// Registers an API service app that signs in with `private_key_jwt` at
+    /// `/oauth2/v1/token` and may get tokens for its `scopes`.
+    pub fn register_service_app(&self, app: ServiceApp) {
+        self.shared.lock().oauth.register(app);
+    }
+
+    /// Makes every access token issued so far expire now (as a revoked or early-expired
+    /// token looks to a client: the next call with it gets 401).
+    pub fn expire_oauth_tokens(&self) {
+        self.shared.lock().oauth.expire_tokens();
+    }
+
+    /// Every token request so far, in order.
+    pub fn token_requests(&self) -> Vec<TokenRequest> {
+        self.shared.lock().oauth.requests()
     }
 
     /// `http://127.0.0.1:PORT`: the value for `okta.org_url`.
@@ -363,13 +387,18 @@ async fn record(
     response
 }
 
-fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
-    headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("SSWS "))
-        == Some(shared.api_token.as_str())
-}
-
-fn unauthorized() -> Response {
-    okta_error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided")
+/// Every `/api/v1` call needs the API token or an access token with the endpoint's scope
+/// ([`oauth::authorize`]), checked before the endpoint does anything else.
+async fn authenticate(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let checked = oauth::authorize(&shared, request.headers(), request.method().as_str(), request.uri().path());
+    match checked {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal,
+    }
 }
 
 fn set_header(response: &mut Response, name: &'static str, value: &str) {
@@ -452,15 +481,7 @@ fn cursor_index(value: &str) -> Option<usize> {
     value.rsplit_once('_').and_then(|(_, i)| i.parse().ok())
 }
 
-async fn logs(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    uri: Uri,
-    Query(query): Query<Vec<(String, String)>>,
-) -> Response {
-    if !authorized(&shared, &headers) {
-        return unauthorized();
-    }
+async fn logs(State(shared): State<Arc<Shared>>, uri: Uri, Query(query): Query<Vec<(String, String)>>) -> Response {
     let mut open = shared.logs_open.subscribe();
     if !*open.borrow_and_update() {
         shared.stalled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -622,18 +643,12 @@ fn apply_body(hook: &mut EventHook, body: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-async fn list_hooks(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if !authorized(&shared, &headers) {
-        return unauthorized();
-    }
+async fn list_hooks(State(shared): State<Arc<Shared>>) -> Response {
     let hooks: Vec<Value> = shared.lock().hooks.iter().map(|h| hook_json(&shared, h)).collect();
     Json(Value::Array(hooks)).into_response()
 }
 
-async fn create_hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&shared, &headers) {
-        return unauthorized();
-    }
+async fn create_hook(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let mut hook = EventHook {
         id: format!("who{}", ids::alphanumeric(17)),
         name: String::new(),
@@ -658,10 +673,7 @@ fn not_found(id: &str) -> Response {
     okta_error(StatusCode::NOT_FOUND, "E0000007", &format!("Not found: Resource not found: {id} (EventHook)"))
 }
 
-async fn get_hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if !authorized(&shared, &headers) {
-        return unauthorized();
-    }
+async fn get_hook(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let org = shared.lock();
     match org.hooks.iter().find(|h| h.id == id) {
         Some(h) => Json(hook_json(&shared, h)).into_response(),
@@ -669,15 +681,7 @@ async fn get_hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id
     }
 }
 
-async fn replace_hook(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    if !authorized(&shared, &headers) {
-        return unauthorized();
-    }
+async fn replace_hook(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
     let mut org = shared.lock();
     let Some(hook) = org.hooks.iter_mut().find(|h| h.id == id) else {
         return not_found(&id);
@@ -694,14 +698,7 @@ async fn replace_hook(
     Json(hook_json(&shared, hook)).into_response()
 }
 
-async fn hook_lifecycle(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Path((id, action)): Path<(String, String)>,
-) -> Response {
-    if !authorized(&shared, &headers) {
-        return unauthorized();
-    }
+async fn hook_lifecycle(State(shared): State<Arc<Shared>>, Path((id, action)): Path<(String, String)>) -> Response {
     let hook = {
         let mut org = shared.lock();
         let Some(hook) = org.hooks.iter_mut().find(|h| h.id == id) else {
@@ -901,7 +898,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let app = Router::new().route(
             "/hooks/okta",
-            axum::routing::get(|h: HeaderMap| async move {
+            axum::routing::get(|h: axum::http::HeaderMap| async move {
                 Json(json!({"verification": h["x-okta-verification-challenge"].to_str().unwrap()}))
             }),
         );
