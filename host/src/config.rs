@@ -262,6 +262,10 @@ pub struct PluginOverride {
     /// The plugin's secrets, by the names its manifest declares.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretSource>,
+    /// `[plugins.<name>.keys]`: private keys (PEM, optionally followed by the certificate)
+    /// the plugin may sign with through the `keys` import, by the names its manifest declares.
+    #[serde(default)]
+    pub keys: BTreeMap<String, SecretSource>,
     /// Overlays the manifest's `[limits]`.
     pub limits: Option<LimitsSpec>,
     /// Replaces `[dispatch.retry]` for this plugin.
@@ -716,8 +720,7 @@ fn parse_plugins(mut table: toml::Table, base: &Path) -> Result<PluginsConfig, S
         let mut o: PluginOverride = toml::Value::Table(t)
             .try_into()
             .map_err(|e: toml::de::Error| format!("[plugins.{name}]: {}", redact_toml_message(e.message())))?;
-        for (key, src) in o.secrets.iter_mut() {
-            let _ = key;
+        for src in o.secrets.values_mut().chain(o.keys.values_mut()) {
             src.resolve_paths(base);
         }
         for (key, v) in &o.config {
@@ -808,6 +811,8 @@ on_remove = "delete"
 [plugins.graph-guest.secrets]
 tenant_id = { env = "AZURE_TENANT_ID" }
 client_secret = { file = "secrets/azure_client_secret" }
+[plugins.graph-guest.keys]
+client_certificate = { file = "secrets/graph-app.pem" }
 "#,
         )
         .unwrap();
@@ -817,6 +822,10 @@ client_secret = { file = "secrets/azure_client_secret" }
         assert_eq!(
             gg.secrets["client_secret"],
             SecretSource::File(PathBuf::from("/etc/hookhost/secrets/azure_client_secret"))
+        );
+        assert_eq!(
+            gg.keys["client_certificate"],
+            SecretSource::File(PathBuf::from("/etc/hookhost/secrets/graph-app.pem"))
         );
         assert_eq!(config_scalar(&gg.config["send_invitation_message"]).unwrap(), "false");
     }
@@ -1014,6 +1023,7 @@ client_secret = { file = "secrets/azure_client_secret" }
                 ("plugins.p", "max_concurrency"),
                 ("plugins.p.config", "k"),
                 ("plugins.p.secrets", "s"),
+                ("plugins.p.keys", "k"),
                 ("plugins.p.limits", "memory_mb"),
                 ("plugins.p.retry", "max_attempts"),
                 ("plugins", "dir2"),

@@ -23,6 +23,8 @@ pub struct Manifest {
     pub allowed_hosts: Vec<String>,
     /// Secret names it reads.
     pub secrets: Vec<String>,
+    /// Names of private keys it signs with (`keys` import); never the same as a secret's.
+    pub keys: Vec<String>,
     /// Default config, each value already as the string the plugin sees.
     pub config: BTreeMap<String, String>,
     pub limits: LimitsSpec,
@@ -42,6 +44,8 @@ struct RawManifest {
     allowed_hosts: Vec<String>,
     #[serde(default)]
     secrets: Vec<String>,
+    #[serde(default)]
+    keys: Vec<String>,
     #[serde(default)]
     config: toml::Table,
     #[serde(default)]
@@ -124,6 +128,12 @@ impl Manifest {
                 format!("allowed_hosts[{i}] is not an origin like \"https://graph.microsoft.com\" (scheme://host[:port], no path)")
             })?;
         }
+        if let Some(i) = raw.keys.iter().position(|k| raw.secrets.contains(k)) {
+            return Err(format!(
+                "keys[{i}] is also listed in secrets; a name is either a secret the plugin reads or a key it \
+                 signs with, never both"
+            ));
+        }
         let mut config = BTreeMap::new();
         for (k, v) in &raw.config {
             config.insert(k.clone(), config_scalar(v).map_err(|e| format!("config.{k}: {e}"))?);
@@ -137,6 +147,7 @@ impl Manifest {
             groups: raw.groups,
             allowed_hosts: raw.allowed_hosts,
             secrets: raw.secrets,
+            keys: raw.keys,
             config,
             limits: raw.limits,
             supersede: raw.supersede,
@@ -183,6 +194,18 @@ memory_mb = 32
         let e = Manifest::parse(&GOOD.replace("https://graph.microsoft.com\"", "https://graph.microsoft.com/v1.0\""))
             .unwrap_err();
         assert!(e.contains("allowed_hosts"), "{e}");
+    }
+
+    #[test]
+    fn keys_are_declared_by_name_and_never_share_a_secret_name() {
+        let with_keys = GOOD
+            .replace("secrets = [\"client_secret\"]", "secrets = [\"client_secret\"]\nkeys = [\"client_certificate\"]");
+        assert_eq!(Manifest::parse(&with_keys).unwrap().keys, ["client_certificate"]);
+        assert!(Manifest::parse(GOOD).unwrap().keys.is_empty());
+        let both =
+            GOOD.replace("secrets = [\"client_secret\"]", "secrets = [\"client_secret\"]\nkeys = [\"client_secret\"]");
+        let e = Manifest::parse(&both).unwrap_err();
+        assert!(e.contains("keys[0]") && e.contains("secrets"), "{e}");
     }
 
     /// A manifest's errors name the key or the line and column, never a value from it.

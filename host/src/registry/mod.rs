@@ -2,8 +2,8 @@
 //! effective plugin they make together with the operator's `[plugins.<name>]` overrides.
 //!
 //! The operator's `allowed_hosts`, `groups` and `event_types` *replace* the manifest's
-//! lists when given; `[config]` and `[limits]` overlay key by key; secrets are granted only
-//! under the names the manifest declares.
+//! lists when given; `[config]` and `[limits]` overlay key by key; secrets and keys are
+//! granted only under the names the manifest declares.
 //!
 //! Hot reload lives here too: [`Registry`] keeps the plugin directory and the [`PluginSet`]
 //! in service in agreement (one bundle at a time, compile off the async runtime, atomic
@@ -228,7 +228,15 @@ pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result
                 "[plugins.{name}.secrets] sets {extra:?}, which the plugin's manifest does not declare; it is not granted"
             );
         }
+        for extra in o.keys.keys().filter(|k| !m.keys.contains(k)) {
+            tracing::warn!(
+                plugin = %name,
+                key = %extra,
+                "[plugins.{name}.keys] sets {extra:?}, which the plugin's manifest does not declare; it is not granted"
+            );
+        }
     }
+    let keys = read_keys(name, &m.keys, over)?;
 
     Ok(PluginSpec {
         name: name.clone(),
@@ -237,7 +245,7 @@ pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result
         event_types: over.and_then(|o| o.event_types.clone()).unwrap_or_else(|| m.event_types.clone()),
         groups: over.and_then(|o| o.groups.clone()).or_else(|| m.groups.clone()),
         allowed_hosts,
-        grant: Grant { allowed_origins, secrets, config, pace },
+        grant: Grant { allowed_origins, secrets, keys, config, pace },
         limits: overlay_limits(&m.limits, over.and_then(|o| o.limits.as_ref())),
         retry: over.and_then(|o| o.retry.clone()),
         max_concurrency: over.and_then(|o| o.max_concurrency),
@@ -245,6 +253,34 @@ pub fn effective(bundle: &PluginBundle, over: Option<&PluginOverride>) -> Result
         supersede: m.supersede,
         missing_secrets,
     })
+}
+
+/// Reads and parses each key the manifest declares and the operator configured, once: a
+/// key that is configured but unusable refuses the plugin, naming the key and its source,
+/// never its text. A declared key the operator did not configure is simply not granted (a
+/// plugin may accept one of several credentials, as graph-guest does).
+fn read_keys(
+    plugin: &str,
+    declared: &[String],
+    over: Option<&PluginOverride>,
+) -> Result<BTreeMap<String, std::sync::Arc<crate::signing::SigningKey>>, String> {
+    use crate::secret::SecretSource;
+    let mut keys = BTreeMap::new();
+    for key_name in declared {
+        let Some(src) = over.and_then(|o| o.keys.get(key_name)) else { continue };
+        let at = format!("plugins.{plugin}.keys.{key_name}");
+        let pem = src.read().map_err(|e| format!("{at}: {e}"))?;
+        let from = match src {
+            SecretSource::File(path) => format!("key file {}", path.display()),
+            SecretSource::Env(var) => format!("environment variable {var}"),
+            SecretSource::Value(_) => "the inline value".to_string(),
+        };
+        let key = crate::signing::SigningKey::from_pem(pem.expose().as_bytes()).map_err(|e| {
+            format!("{at}: {from} is not a usable private key: {e} (a PEM file holds the key, then optionally its certificate)")
+        })?;
+        keys.insert(key_name.clone(), std::sync::Arc::new(key));
+    }
+    Ok(keys)
 }
 
 /// A plugin version in service: its effective spec and its linked component.
@@ -371,6 +407,8 @@ pub struct PluginStatus {
     pub groups: Option<Vec<String>>,
     pub allowed_hosts: Vec<String>,
     pub secrets: Vec<String>,
+    /// Names of the keys granted (never anything about the keys themselves).
+    pub keys: Vec<String>,
     pub limits: serde_json::Value,
     pub supersede: bool,
     pub last_error: Option<String>,
@@ -434,6 +472,7 @@ fn active_status(p: &ActivePlugin, state: &'static str, last_error: Option<Strin
         groups: s.groups.clone(),
         allowed_hosts: s.allowed_hosts.clone(),
         secrets: s.grant.secrets.keys().cloned().collect(),
+        keys: s.grant.keys.keys().cloned().collect(),
         limits: serde_json::json!({
             "memory_mb": s.limits.memory_bytes >> 20,
             "timeout_ms": s.limits.timeout.as_millis() as u64,
@@ -457,6 +496,7 @@ fn failed_status(f: &LoadFailure) -> PluginStatus {
         groups: None,
         allowed_hosts: vec![],
         secrets: vec![],
+        keys: vec![],
         limits: serde_json::Value::Null,
         supersede: true,
         last_error: Some(f.error.clone()),

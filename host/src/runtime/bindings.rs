@@ -1,7 +1,7 @@
 //! Host-side bindings generated from the WIT contract, one module per version served.
 //!
 //! - [`v0_2`]: `wit/plugin.wit` (`hookhost:plugin@0.2.0`), world `reconciler`: the imports
-//!   the host implements (`http`, `secrets`, `kv`, `config`, `log`) and the two exports.
+//!   the host implements (`http`, `secrets`, `kv`, `config`, `log`, `keys`) and the two exports.
 //!   A 0.2.0 component may export only `handler` (world `plugin`); which exports it has is
 //!   found at load time from its export indices, not from the world's `Pre`.
 //! - [`v0_1`]: the frozen `wit/0.1.0/plugin.wit`, world `plugin`. Its imports are served by
@@ -31,4 +31,4 @@ pub mod v0_1 {
 }
 
 pub use v0_2::exports::hookhost::plugin::{handler, reconcile};
-pub use v0_2::hookhost::plugin::{config, http, kv, log, secrets, types};
+pub use v0_2::hookhost::plugin::{config, http, keys, kv, log, secrets, types};

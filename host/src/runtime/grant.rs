@@ -1,11 +1,13 @@
-//! What the operator grants one plugin: origins it may call, secrets it may read, its
-//! effective configuration. Built by the registry from the manifest and the operator's
+//! What the operator grants one plugin: origins it may call, secrets it may read, keys it
+//! may sign with, its effective configuration. Built by the registry from the manifest and the operator's
 //! `[plugins.<name>]` overrides; read-only for the runtime.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::secret::Secret;
+use crate::signing::SigningKey;
 
 /// Everything a plugin may reach besides its own KV namespace.
 #[derive(Debug, Clone, Default)]
@@ -14,6 +16,9 @@ pub struct Grant {
     pub allowed_origins: Vec<Origin>,
     /// Secrets by name; only these names are readable.
     pub secrets: BTreeMap<String, Secret>,
+    /// Private keys by name, read once at load; the `keys` import signs with them and never
+    /// hands them out.
+    pub keys: BTreeMap<String, Arc<SigningKey>>,
     /// The effective config (manifest defaults overlaid by operator values), as strings.
     pub config: BTreeMap<String, String>,
     /// `[[plugins.<name>.pace]]`: outbound rate limits per origin.

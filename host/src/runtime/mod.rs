@@ -9,7 +9,8 @@
 //! - memory: one budget over all the instance's memories and tables ([`limits`]);
 //! - time: a wall-clock deadline enforced by epoch interruption (a guest spinning in a loop
 //!   is stopped, not just abandoned), with host calls clipped to the time left;
-//! - host calls: a budget of HTTP requests, capped responses, capped logs;
+//! - host calls: a budget of HTTP requests, capped responses, capped logs; private keys
+//!   that sign for the plugin but never enter it (`keys.rs`);
 //! - WASI: clocks and randomness only; no files (no preopens), no environment, no sockets,
 //!   stdin closed, stdout/stderr captured into the attempt's log.
 //!
@@ -20,6 +21,7 @@ mod config;
 pub mod engine;
 pub mod grant;
 pub mod http;
+mod keys;
 pub mod kv;
 pub mod limits;
 pub mod log;
