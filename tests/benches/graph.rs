@@ -316,6 +316,9 @@ impl graph_guest::Log for NativeHost {
 
 impl graph_guest::Clock for NativeHost {}
 
+/// No keys granted: the benchmark signs in with the client secret.
+impl graph_guest::Keys for NativeHost {}
+
 /// The manifest's `[config]` with the operator's graph_url/login_url on top, as strings
 /// (`false` → `"false"`), which is what the runtime's config import hands the component.
 fn native_config(graph: &GraphEmulator) -> HashMap<String, String> {

@@ -2,7 +2,10 @@
 //! exports `handler.handle` and `reconcile.managed-accounts` (world `reconciler` of
 //! `hookhost:plugin@0.2.0`). Field-by-field copies only; all behaviour lives in the library.
 
-use crate::host::{Clock, Config, Http, HttpError, Kv, Level, Log, Method, Request, Response, Secrets};
+use crate::host::{
+    Algorithm, Clock, Config, Http, HttpError, KeyInfo, Keys, Kv, Level, Log, Method, Request, Response, Secrets,
+    SignError,
+};
 use crate::{Event, Failure, Party};
 
 wit_bindgen::generate!({
@@ -12,7 +15,7 @@ wit_bindgen::generate!({
 
 use exports::hookhost::plugin::handler::Guest;
 use exports::hookhost::plugin::reconcile::{Guest as ReconcileGuest, ManagedAccount};
-use hookhost::plugin::{config, http, kv, log, secrets, types};
+use hookhost::plugin::{config, http, keys, kv, log, secrets, types};
 
 /// The imports, as a value the library can borrow. Zero-sized: the imports are free functions.
 struct WitHost;
@@ -65,6 +68,36 @@ impl Kv for WitHost {
 impl Secrets for WitHost {
     fn get(&self, name: &str) -> Option<String> {
         secrets::get(name)
+    }
+}
+
+impl Keys for WitHost {
+    fn key_info(&self, name: &str) -> Option<KeyInfo> {
+        keys::info(name).map(|info| KeyInfo {
+            algorithms: info
+                .algorithms
+                .into_iter()
+                .map(|a| match a {
+                    keys::Algorithm::Rs256 => Algorithm::Rs256,
+                    keys::Algorithm::Ps256 => Algorithm::Ps256,
+                    keys::Algorithm::Es256 => Algorithm::Es256,
+                })
+                .collect(),
+            certificate_thumbprint: info.certificate_thumbprint,
+        })
+    }
+
+    fn sign(&mut self, name: &str, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        let algorithm = match algorithm {
+            Algorithm::Rs256 => keys::Algorithm::Rs256,
+            Algorithm::Ps256 => keys::Algorithm::Ps256,
+            Algorithm::Es256 => keys::Algorithm::Es256,
+        };
+        keys::sign(name, algorithm, message).map_err(|e| match e {
+            keys::SignError::Denied(m) => SignError::Denied(m),
+            keys::SignError::InvalidRequest(m) => SignError::InvalidRequest(m),
+            keys::SignError::Failed(m) => SignError::Failed(m),
+        })
     }
 }
 

@@ -26,6 +26,19 @@ pub(crate) fn form_encode(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect::<Vec<_>>().join("&")
 }
 
+/// Base64url without padding (RFC 4648 §5), as JWS uses for each part of a JWT.
+pub(crate) fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 0x3f) as usize]));
+        }
+    }
+    out
+}
+
 /// An OData string literal: `'…'` with each single quote doubled (OData ABNF `SQUOTE-in-string`).
 pub(crate) fn odata_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -91,6 +104,24 @@ mod tests {
              &client_secret=sampleCredentials&grant_type=client_credentials"
         );
         assert_eq!(form_encode(&[("s", "a+b &c=d")]), "s=a%2Bb%20%26c%3Dd");
+    }
+
+    #[test]
+    fn base64url_is_rfc_4648_section_5_without_padding() {
+        // RFC 4648 §10's vectors, padding dropped; then the two characters §5 changes.
+        for (input, encoded) in [
+            ("", ""),
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64url(input.as_bytes()), encoded);
+        }
+        assert_eq!(base64url(&[0xfb, 0xff, 0xbf]), "-_-_");
+        assert_eq!(base64url(br#"{"alg":"PS256","typ":"JWT"}"#), "eyJhbGciOiJQUzI1NiIsInR5cCI6IkpXVCJ9");
     }
 
     #[test]

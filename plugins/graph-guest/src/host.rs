@@ -173,6 +173,86 @@ pub trait Log {
     fn log(&mut self, level: Level, message: &str);
 }
 
+/// A JWS signature algorithm (WIT `keys.algorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256; RSA keys.
+    Rs256,
+    /// RSASSA-PSS with SHA-256; RSA keys. What Entra ID documents for client assertions.
+    Ps256,
+    /// ECDSA P-256 with SHA-256; EC keys (which Entra ID does not accept).
+    Es256,
+}
+
+impl Algorithm {
+    /// The JWS `alg` name, e.g. `"PS256"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Rs256 => "RS256",
+            Algorithm::Ps256 => "PS256",
+            Algorithm::Es256 => "ES256",
+        }
+    }
+}
+
+/// What a granted key can do (WIT `keys.key-info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The algorithms the key signs with.
+    pub algorithms: Vec<Algorithm>,
+    /// `x5t#S256` of the certificate that came with the key, if one did.
+    pub certificate_thumbprint: Option<String>,
+}
+
+/// Why no signature came back (WIT `keys.sign-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignError {
+    /// The key is not granted.
+    Denied(String),
+    /// The algorithm does not fit the key, or the message is too large.
+    InvalidRequest(String),
+    /// The signature could not be made.
+    Failed(String),
+}
+
+/// Private keys the operator granted, which the host signs with; the plugin never holds them.
+///
+/// The provided methods are those of a host that granted no key, so a runner without keys
+/// (a test, a benchmark) implements it with an empty `impl`.
+pub trait Keys {
+    /// What the key called `name` can do, or `None` when it is not granted.
+    fn key_info(&self, _name: &str) -> Option<KeyInfo> {
+        None
+    }
+
+    /// The signature of `message` with the key called `name`.
+    ///
+    /// # Errors
+    ///
+    /// The key is not granted, does not sign with `algorithm`, or signing failed.
+    fn sign(&mut self, name: &str, _algorithm: Algorithm, _message: &[u8]) -> Result<Vec<u8>, SignError> {
+        Err(SignError::Denied(format!("key {name:?} is not granted")))
+    }
+
+    /// A fresh, unique id for a JWT's `jti`: a random UUID v4.
+    ///
+    /// The provided method draws on std's hasher seeds, which come from WASI 0.2's random
+    /// source (granted to every component) in the component and from the OS natively.
+    fn jwt_id(&self) -> String {
+        use std::hash::{BuildHasher, Hasher};
+        let mut bytes = [0u8; 16];
+        for (i, half) in bytes.chunks_mut(8).enumerate() {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_usize(i);
+            half.copy_from_slice(&hasher.finish().to_le_bytes());
+        }
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    }
+}
+
 /// Wall-clock time, for the token cache's expiry.
 ///
 /// The provided method reads the system clock, which WASI 0.2 grants every component; a
@@ -188,7 +268,24 @@ pub trait Clock {
 }
 
 /// Everything [`crate::handle`] needs, in one bound. Implemented for every type that
-/// implements the six capability traits.
-pub trait Host: Http + Kv + Secrets + Config + Log + Clock {}
+/// implements the seven capability traits.
+pub trait Host: Http + Kv + Secrets + Keys + Config + Log + Clock {}
 
-impl<T: Http + Kv + Secrets + Config + Log + Clock> Host for T {}
+impl<T: Http + Kv + Secrets + Keys + Config + Log + Clock> Host for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoKeys;
+    impl Keys for NoKeys {}
+
+    #[test]
+    fn jwt_ids_are_fresh_uuid_v4s() {
+        let (a, b) = (NoKeys.jwt_id(), NoKeys.jwt_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+    }
+}

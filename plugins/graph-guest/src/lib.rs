@@ -8,12 +8,13 @@
 //!
 //! # Layout
 //!
-//! - [`host`]: the traits the plugin needs from its runner (`Http`, `Kv`, `Secrets`,
+//! - [`host`]: the traits the plugin needs from its runner (`Http`, `Kv`, `Secrets`, `Keys`,
 //!   `Config`, `Log`, `Clock`, bundled as [`Host`]) and the plain HTTP types.
 //! - [`event`]: the event in ([`Event`]) and the result out ([`Outcome`], [`Failure`]).
 //! - [`settings`]: secrets and config, checked once per run.
 //! - `handler`: event type → flow ([`handle`]); the add, remove and offboard flows.
-//! - `graph`: the Graph calls and what their statuses mean; `token`: the cached app token;
+//! - `graph`: the Graph calls and what their statuses mean; `token`: the cached app token,
+//!   got with the client secret or a client assertion the host signs;
 //!   `okta`: the optional `profile.email` lookup; `run`: per-run state, secret scrubbing;
 //!   `encoding`: percent/form encoding, OData literals, `Retry-After`.
 //!
@@ -51,6 +52,9 @@ mod component;
 
 pub use event::{Event, Failure, Outcome, Party};
 pub use handler::{handle, MEMBERSHIP_ADD, MEMBERSHIP_REMOVE, USER_DEACTIVATE, USER_DELETE_INITIATED, USER_KEY_PREFIX};
-pub use host::{Clock, Config, Host, Http, HttpError, Kv, Level, Log, Method, Request, Response, Secrets};
+pub use host::{
+    Algorithm, Clock, Config, Host, Http, HttpError, KeyInfo, Keys, Kv, Level, Log, Method, Request, Response, Secrets,
+    SignError,
+};
 pub use reconcile::{managed_accounts, ManagedAccount, LOGIN_KEY_PREFIX};
 pub use token::TOKEN_KEY;

@@ -6,7 +6,7 @@
 //! failure message (even when an upstream error body echoes one back).
 
 use crate::event::Failure;
-use crate::host::{Host, HttpError, Kv, Level, Request, Response};
+use crate::host::{Algorithm, Host, HttpError, Keys, Kv, Level, Request, Response, SignError};
 use crate::settings::Settings;
 
 /// How long one outbound request may take. Well under the manifest's 30 s attempt deadline,
@@ -76,6 +76,11 @@ impl<'h, H: Host> Run<'h, H> {
 
     pub(crate) fn now_unix_ms(&self) -> u64 {
         self.host.now_unix_ms()
+    }
+
+    /// Asks the host to sign `message` with the granted key `name`.
+    pub(crate) fn sign(&mut self, name: &str, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        Keys::sign(self.host, name, algorithm, message)
     }
 
     pub(crate) fn kv_get(&mut self, key: &str) -> Result<Option<String>, Failure> {

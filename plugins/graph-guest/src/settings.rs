@@ -6,7 +6,25 @@
 //! not secret and quoting them is the quickest way to spot the typo.
 
 use crate::event::Failure;
-use crate::host::{Config, Secrets};
+use crate::host::{Algorithm, Config, Keys, Secrets};
+
+/// The key name of the app registration's certificate credential (`[plugins.graph-guest.keys]`).
+pub const CERTIFICATE_KEY: &str = "client_certificate";
+
+/// How the plugin proves it is the app registration to Entra ID's token endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A client secret (secret `client_secret`), sent in the token request.
+    Secret(String),
+    /// A certificate credential (key `client_certificate`): a client assertion the host signs
+    /// with the key, which never enters the plugin.
+    Certificate {
+        /// `x5t#S256` of the certificate uploaded to the app registration.
+        thumbprint: String,
+        /// PS256, the algorithm Microsoft documents for client assertions.
+        algorithm: Algorithm,
+    },
+}
 
 /// What to do with a guest when its user leaves the group or is offboarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +44,9 @@ pub struct Settings {
     pub tenant_id: String,
     /// App registration client id (secret `client_id`).
     pub client_id: String,
-    /// App registration client secret (secret `client_secret`).
-    pub client_secret: String,
+    /// The app registration's credential: key `client_certificate` when granted, else
+    /// secret `client_secret`.
+    pub credential: Credential,
     /// Graph base URL (config `graph_url`), e.g. `https://graph.microsoft.com`.
     pub graph_url: String,
     /// Entra login base URL (config `login_url`).
@@ -68,7 +87,7 @@ impl Settings {
     /// # Errors
     ///
     /// [`Failure::Permanent`] naming the first missing or malformed key and where to set it.
-    pub fn load(host: &(impl Secrets + Config)) -> Result<Self, Failure> {
+    pub fn load(host: &(impl Secrets + Keys + Config)) -> Result<Self, Failure> {
         let tenant_id = secret(host, "tenant_id")?.trim().to_string();
         // The tenant goes into the token URL's path: refuse anything that could change the path.
         if !tenant_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
@@ -79,7 +98,7 @@ impl Settings {
             ));
         }
         let client_id = secret(host, "client_id")?.trim().to_string();
-        let client_secret = secret(host, "client_secret")?;
+        let credential = credential(host)?;
 
         let send_invitation_message = match required(host, "send_invitation_message")?.as_str() {
             "true" => true,
@@ -110,7 +129,7 @@ impl Settings {
         Ok(Settings {
             tenant_id,
             client_id,
-            client_secret,
+            credential,
             graph_url: base_url("graph_url", &required(host, "graph_url")?)?,
             login_url: base_url("login_url", &required(host, "login_url")?)?,
             graph_scope,
@@ -123,8 +142,53 @@ impl Settings {
     }
 
     /// Every secret value, for scrubbing them out of anything the plugin writes.
-    pub(crate) fn secret_values(&self) -> [&str; 3] {
-        [&self.tenant_id, &self.client_id, &self.client_secret]
+    pub(crate) fn secret_values(&self) -> Vec<&str> {
+        let mut values = vec![self.tenant_id.as_str(), self.client_id.as_str()];
+        if let Credential::Secret(secret) = &self.credential {
+            values.push(secret);
+        }
+        values
+    }
+}
+
+/// The certificate when the operator granted key `client_certificate` (checked to be one
+/// Entra ID can use), else the client secret; neither is a permanent failure naming both.
+/// The key is looked at first, so a certificate-only configuration never asks for a
+/// secret it does not have (the host would log that as a refused request).
+fn credential(host: &(impl Secrets + Keys)) -> Result<Credential, Failure> {
+    if let Some(info) = host.key_info(CERTIFICATE_KEY) {
+        if !info.algorithms.contains(&Algorithm::Ps256) {
+            return Err(Failure::Permanent(format!(
+                "key {CERTIFICATE_KEY} is not an RSA key, and Entra ID accepts only RSA certificates \
+                 for client assertions (PS256/RS256); create an RSA key and certificate (README, \
+                 \"Certificate credentials for Graph\"), upload the certificate to the app \
+                 registration and grant it under [plugins.graph-guest.keys]"
+            )));
+        }
+        let Some(thumbprint) = info.certificate_thumbprint else {
+            return Err(Failure::Permanent(format!(
+                "key {CERTIFICATE_KEY} has no certificate: Entra ID finds the key by its \
+                 certificate's thumbprint, so put the certificate uploaded to the app registration \
+                 after the private key in the PEM file granted under [plugins.graph-guest.keys]"
+            )));
+        };
+        return Ok(Credential::Certificate { thumbprint, algorithm: Algorithm::Ps256 });
+    }
+    match host.get("client_secret") {
+        Some(v) if !v.trim().is_empty() => Ok(Credential::Secret(v)),
+        Some(_) => Err(Failure::Permanent(
+            "secret client_secret is empty; give it a value under [plugins.graph-guest.secrets], \
+             or sign in with a certificate instead: [plugins.graph-guest.keys] \
+             client_certificate = { file = \"/run/secrets/graph-app.pem\" }"
+                .into(),
+        )),
+        None => Err(Failure::Permanent(
+            "no credential for the app registration: grant a certificate under \
+             [plugins.graph-guest.keys] (client_certificate = { file = \"/run/secrets/graph-app.pem\" }, \
+             the key and its certificate in one PEM; recommended) or a client secret under \
+             [plugins.graph-guest.secrets] (client_secret = { env = \"...\" })"
+                .into(),
+        )),
     }
 }
 

@@ -1,16 +1,29 @@
 //! The Graph app token: OAuth 2.0 client credentials against Entra's v2.0 token endpoint,
 //! cached in KV so that a burst of events costs one token request, not one each.
 //!
+//! The app proves itself with its client secret, or, when the operator granted the key
+//! `client_certificate`, with a client assertion (Microsoft's "certificate credentials"): a
+//! JWT with the certificate's `x5t#S256` in its header, `aud` = the token endpoint, `iss` =
+//! `sub` = the client id, a fresh `jti` and a five-minute life, which this plugin writes
+//! and the host signs (PS256) with the key the plugin never sees.
+//!
 //! The cache entry remembers which login URL, tenant, client and scope it was issued for
 //! (as a hash, so no credential is copied into the store): after the operator changes any
 //! of them, the old token is simply not used.
 
 use serde::{Deserialize, Serialize};
 
-use crate::encoding::{form_encode, percent_encode, retry_after_ms};
+use crate::encoding::{base64url, form_encode, percent_encode, retry_after_ms};
 use crate::event::Failure;
-use crate::host::{Host, Level, Method, Request};
+use crate::host::{Host, Level, Method, Request, SignError};
 use crate::run::{Run, REQUEST_TIMEOUT_MS};
+use crate::settings::{Credential, CERTIFICATE_KEY};
+
+/// `client_assertion_type` of a JWT client assertion (RFC 7523).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How long a client assertion is valid: Microsoft asks for 5 to 10 minutes at most.
+const ASSERTION_LIFETIME_S: u64 = 5 * 60;
 
 /// KV key of the cached token: JSON `{access_token, expires_at_unix_ms, issued_for}`.
 pub const TOKEN_KEY: &str = "token";
@@ -73,12 +86,25 @@ impl<H: Host> Run<'_, H> {
     fn request_token(&mut self) -> Result<String, Failure> {
         let s = &self.settings;
         let url = format!("{}/{}/oauth2/v2.0/token", s.login_url, percent_encode(&s.tenant_id));
-        let body = form_encode(&[
-            ("client_id", &s.client_id),
-            ("client_secret", &s.client_secret),
-            ("scope", &s.graph_scope),
-            ("grant_type", "client_credentials"),
-        ]);
+        let body = match s.credential.clone() {
+            Credential::Secret(secret) => form_encode(&[
+                ("client_id", &s.client_id),
+                ("client_secret", &secret),
+                ("scope", &s.graph_scope),
+                ("grant_type", "client_credentials"),
+            ]),
+            Credential::Certificate { thumbprint, algorithm } => {
+                let (client_id, scope) = (s.client_id.clone(), s.graph_scope.clone());
+                let assertion = self.client_assertion(&url, &thumbprint, algorithm)?;
+                form_encode(&[
+                    ("client_id", &client_id),
+                    ("client_assertion_type", JWT_BEARER),
+                    ("client_assertion", &assertion),
+                    ("scope", &scope),
+                    ("grant_type", "client_credentials"),
+                ])
+            }
+        };
         let request = Request {
             method: Method::Post,
             url,
@@ -140,6 +166,37 @@ impl<H: Host> Run<'_, H> {
         Ok(access_token)
     }
 
+    /// A client assertion for `token_url`, signed by the host with key `client_certificate`.
+    fn client_assertion(
+        &mut self,
+        token_url: &str,
+        thumbprint: &str,
+        algorithm: crate::host::Algorithm,
+    ) -> Result<String, Failure> {
+        let now_s = self.now_unix_ms() / 1000;
+        let client_id = &self.settings.client_id;
+        let header = serde_json::json!({"alg": algorithm.name(), "typ": "JWT", "x5t#S256": thumbprint});
+        let claims = serde_json::json!({
+            "aud": token_url,
+            "iss": client_id,
+            "sub": client_id,
+            "jti": self.host().jwt_id(),
+            "nbf": now_s,
+            "iat": now_s,
+            "exp": now_s + ASSERTION_LIFETIME_S,
+        });
+        let signing_input =
+            format!("{}.{}", base64url(header.to_string().as_bytes()), base64url(claims.to_string().as_bytes()));
+        let signature = self.sign(CERTIFICATE_KEY, algorithm, signing_input.as_bytes()).map_err(|e| match e {
+            SignError::Failed(m) => Failure::retryable(format!("hookhost could not sign the client assertion: {m}")),
+            SignError::Denied(m) | SignError::InvalidRequest(m) => {
+                Failure::Permanent(format!("hookhost refused to sign the client assertion: {m}"))
+            }
+        })?;
+        self.log(Level::Debug, &format!("signed a client assertion ({}) for {token_url}", algorithm.name()));
+        Ok(format!("{signing_input}.{}", base64url(&signature)))
+    }
+
     /// FNV-1a of what a token is bound to. Not a security measure: only a change detector
     /// that keeps the credentials themselves out of the store.
     fn credentials_fingerprint(&self) -> String {
@@ -177,15 +234,31 @@ fn token_refusal(status: u16, body: &[u8]) -> String {
             "check [plugins.graph-guest.secrets] client_secret (the secret's value, not its id, \
              and not expired)"
         }
-        Some(700_016 | 700_023 | 7_000_112) => {
+        Some(700_016 | 7_000_112) => {
             "check [plugins.graph-guest.secrets] client_id, and that the app is registered and \
              enabled in tenant_id"
         }
+        Some(700_027) => {
+            "check that the certificate granted under [plugins.graph-guest.keys] client_certificate \
+             is the one uploaded to the app registration (Certificates & secrets → Certificates) \
+             and that the key in the PEM is its private key"
+        }
+        Some(700_024) => {
+            "the client assertion was not within its valid time range: check the host's clock \
+             (NTP)"
+        }
+        Some(700_021) => "check [plugins.graph-guest.secrets] client_id: the assertion is issued for it",
+        Some(700_023) => {
+            "the client assertion's audience is the token endpoint: check login_url under \
+             [plugins.graph-guest.config] and [plugins.graph-guest.secrets] tenant_id"
+        }
+        Some(5_002_738) => "Entra ID accepts only RSA certificates for client assertions",
         Some(90_002 | 900_023 | 90_013) => "check [plugins.graph-guest.secrets] tenant_id",
         Some(70_011 | 1_002_012) => "check graph_scope under [plugins.graph-guest.config]",
         _ => {
             "check tenant_id, client_id and client_secret under [plugins.graph-guest.secrets] \
-             and graph_scope under [plugins.graph-guest.config]"
+             (or client_certificate under [plugins.graph-guest.keys]) and graph_scope under \
+             [plugins.graph-guest.config]"
         }
     };
     let error_name = if error.error.is_empty() { String::new() } else { format!(" {}", error.error) };

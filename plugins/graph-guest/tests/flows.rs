@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use graph_guest::{
-    handle, Clock, Config, Event, Failure, Http, HttpError, Kv, Level, Log, Method, Outcome, Party, Request, Response,
-    Secrets,
+    handle, Algorithm, Clock, Config, Event, Failure, Http, HttpError, KeyInfo, Keys, Kv, Level, Log, Method, Outcome,
+    Party, Request, Response, Secrets, SignError,
 };
 
 macro_rules! fixture {
@@ -47,6 +47,9 @@ struct FakeHost {
     config: HashMap<String, String>,
     logs: Vec<(Level, String)>,
     now_ms: u64,
+    /// Granted keys by name; signing answers `signed-by-host` after recording the request.
+    keys: HashMap<String, KeyInfo>,
+    signed: Vec<(String, Algorithm, Vec<u8>)>,
 }
 
 impl FakeHost {
@@ -71,6 +74,8 @@ impl FakeHost {
             config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             logs: Vec::new(),
             now_ms: NOW,
+            keys: HashMap::new(),
+            signed: Vec::new(),
         }
     }
 
@@ -155,6 +160,23 @@ impl Kv for FakeHost {
 impl Secrets for FakeHost {
     fn get(&self, name: &str) -> Option<String> {
         self.secrets.get(name).cloned()
+    }
+}
+
+impl Keys for FakeHost {
+    fn key_info(&self, name: &str) -> Option<KeyInfo> {
+        self.keys.get(name).cloned()
+    }
+    fn sign(&mut self, name: &str, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        let info = self.keys.get(name).ok_or_else(|| SignError::Denied(format!("key {name:?} is not granted")))?;
+        if !info.algorithms.contains(&algorithm) {
+            return Err(SignError::InvalidRequest("wrong algorithm".into()));
+        }
+        self.signed.push((name.to_string(), algorithm, message.to_vec()));
+        Ok(b"signed-by-host".to_vec())
+    }
+    fn jwt_id(&self) -> String {
+        "6f1c6c3e-8f4b-4d5e-9a1b-2c3d4e5f6a7b".into()
     }
 }
 
@@ -937,6 +959,116 @@ fn a_missing_secret_is_permanent_and_says_where_to_set_it() {
     let m = permanent(run(&mut host, &add_event()));
     assert!(m.contains("client_secret") && m.contains("[plugins.graph-guest.secrets]"), "{m}");
     assert!(host.sent.is_empty());
+}
+
+/// An RSA certificate credential granted as key `client_certificate`, and no client secret.
+fn with_certificate(host: &mut FakeHost) {
+    host.secrets.remove("client_secret");
+    host.keys.insert(
+        "client_certificate".into(),
+        KeyInfo {
+            algorithms: vec![Algorithm::Rs256, Algorithm::Ps256],
+            certificate_thumbprint: Some("x5t-S256".into()),
+        },
+    );
+}
+
+fn b64url_json(part: &str) -> serde_json::Value {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in part.bytes() {
+        bits = bits << 6 | ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn a_granted_certificate_signs_in_with_a_client_assertion_the_host_signs() {
+    let mut host = FakeHost::new();
+    with_certificate(&mut host);
+    host.expect_token().expect(
+        Method::Get,
+        mail_url("jane.doe@example.com"),
+        Ok(json(200, &users(&[(GUEST_ID, "Guest", "jane.doe@example.com")]))),
+    );
+    summary(run(&mut host, &add_event()));
+
+    let form = String::from_utf8(host.sent[0].body.clone().unwrap()).unwrap();
+    let fields: HashMap<&str, &str> = form.split('&').filter_map(|p| p.split_once('=')).collect();
+    assert_eq!(fields["client_assertion_type"], "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer");
+    assert_eq!(fields["client_id"], CLIENT_ID);
+    assert_eq!(fields["grant_type"], "client_credentials");
+    assert!(!fields.contains_key("client_secret"), "{form}");
+    let parts: Vec<&str> = fields["client_assertion"].split('.').collect();
+    assert_eq!(parts.len(), 3);
+    assert_eq!(b64url_json(parts[0]), serde_json::json!({"alg": "PS256", "typ": "JWT", "x5t#S256": "x5t-S256"}));
+    let now_s = NOW / 1000;
+    assert_eq!(
+        b64url_json(parts[1]),
+        serde_json::json!({
+            "aud": token_url(), "iss": CLIENT_ID, "sub": CLIENT_ID, "jti": "6f1c6c3e-8f4b-4d5e-9a1b-2c3d4e5f6a7b",
+            "nbf": now_s, "iat": now_s, "exp": now_s + 300,
+        })
+    );
+    // The host signed exactly the header and claims, with PS256, and the signature follows them.
+    assert_eq!(host.signed.len(), 1);
+    let (name, alg, message) = &host.signed[0];
+    assert_eq!((name.as_str(), *alg), ("client_certificate", Algorithm::Ps256));
+    assert_eq!(message, format!("{}.{}", parts[0], parts[1]).as_bytes());
+    assert_eq!(parts[2], "c2lnbmVkLWJ5LWhvc3Q");
+}
+
+#[test]
+fn a_certificate_entra_cannot_use_is_permanent_before_any_request() {
+    let mut host = FakeHost::new();
+    with_certificate(&mut host);
+    host.keys.get_mut("client_certificate").unwrap().algorithms = vec![Algorithm::Es256];
+    let m = permanent(run(&mut host, &add_event()));
+    assert!(m.contains("not an RSA key") && m.contains("[plugins.graph-guest.keys]"), "{m}");
+
+    let mut host = FakeHost::new();
+    with_certificate(&mut host);
+    host.keys.get_mut("client_certificate").unwrap().certificate_thumbprint = None;
+    let m = permanent(run(&mut host, &add_event()));
+    assert!(m.contains("has no certificate") && m.contains("PEM"), "{m}");
+    assert!(host.sent.is_empty() && host.signed.is_empty());
+}
+
+#[test]
+fn neither_certificate_nor_secret_names_both_options() {
+    let mut host = FakeHost::new();
+    host.secrets.remove("client_secret");
+    let m = permanent(run(&mut host, &add_event()));
+    assert!(m.contains("[plugins.graph-guest.keys]") && m.contains("client_certificate"), "{m}");
+    assert!(m.contains("[plugins.graph-guest.secrets]") && m.contains("client_secret"), "{m}");
+    assert!(host.sent.is_empty());
+}
+
+#[test]
+fn a_rejected_assertion_names_the_aadsts_code_and_what_to_check() {
+    for (code, text, hint) in [
+        (700027, "Client assertion failed signature validation.", "uploaded to the app registration"),
+        (700024, "Client assertion is not within its valid time range.", "clock"),
+        (700023, "Client assertion audience claim does not match Realm issuer.", "login_url"),
+    ] {
+        let mut host = FakeHost::new();
+        with_certificate(&mut host);
+        let body = serde_json::json!({
+            "error": "invalid_client",
+            "error_description": format!("AADSTS{code}: {text}\r\nTrace ID: t\r\nCorrelation ID: c"),
+            "error_codes": [code],
+        });
+        host.expect(Method::Post, token_url(), Ok(json(401, &body.to_string())));
+        let m = permanent(run(&mut host, &add_event()));
+        assert!(m.contains(&format!("AADSTS{code}")) && m.contains(hint), "{m}");
+    }
 }
 
 #[test]
