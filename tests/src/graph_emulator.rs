@@ -4,7 +4,9 @@
 //! It serves, on one `http://127.0.0.1:PORT` origin (use it as both `graph_url` and `login_url`):
 //!
 //! - `POST /{tenant}/oauth2/v2.0/token`: the client-credentials grant, with Entra's OAuth error
-//!   shape and AADSTS codes for each thing Entra rejects (see `token.rs`).
+//!   shape and AADSTS codes for each thing Entra rejects (see `token.rs`), by client secret or by
+//!   a client assertion signed with a certificate's key ([`GraphEmulator::register_certificate`],
+//!   checked as Entra checks it in `assertion.rs`).
 //! - `POST /v1.0/invitations`, `GET /v1.0/users` (`$filter`, `$select`, `$top` 1–999, default
 //!   100, `$count`; more results than a page give `@odata.nextLink` with a `$skiptoken`),
 //!   `GET|PATCH|DELETE /v1.0/users/{id | userPrincipalName}` (see `directory.rs`, `filter.rs`).
@@ -31,6 +33,7 @@
 //! bearer check: each request takes the first queued rule whose method and path prefix match,
 //! which then has one use fewer. The token endpoint is never faulted.
 
+mod assertion;
 pub mod cli;
 mod conn;
 mod directory;
@@ -62,6 +65,7 @@ use tokio::time::Instant;
 use crate::ids;
 use crate::server::ServerHandle;
 
+pub use assertion::Certificate;
 pub use directory::{Invitation, NewUser, User};
 
 /// The app registration and directory the emulator plays.
@@ -373,6 +377,32 @@ impl GraphEmulator {
         self.shared.lock().tokens.keys().cloned().collect()
     }
 
+    /// Uploads a certificate (DER) to the app registration, as in the Entra admin center
+    /// (Certificates & secrets → Certificates): client assertions signed with its key and
+    /// naming it by `x5t#S256` (or `x5t`) are accepted from now on.
+    ///
+    /// # Errors
+    /// The bytes are not an X.509 certificate.
+    pub fn register_certificate(&self, der: &[u8]) -> Result<(), String> {
+        let certificate = Certificate::from_der(der)?;
+        self.shared.lock().certificates.push(certificate);
+        Ok(())
+    }
+
+    /// Runs the token endpoint's clock for client assertions `secs` seconds ahead (negative:
+    /// behind) of this machine's, as when the host's clock is off against Entra's: a fresh
+    /// assertion is then expired, or not yet valid (AADSTS700024).
+    pub fn skew_assertion_clock(&self, secs: i64) {
+        self.shared.lock().assertion_clock_offset_secs = secs;
+    }
+
+    /// The login URL the token endpoint knows itself by, when clients reach it through another
+    /// (a proxy, say): client assertions must then name `{url}/{tenant}/oauth2/v2.0/token` as
+    /// their audience, and one naming the URL the client called is refused (AADSTS700023).
+    pub fn set_audience_login_url(&self, url: &str) {
+        self.shared.lock().assertion_login_url = Some(url.trim_end_matches('/').to_owned());
+    }
+
     /// Number of requests to the token endpoint, successful or not.
     pub fn token_requests(&self) -> usize {
         self.shared.lock().token_requests
@@ -413,6 +443,12 @@ struct Tenant {
     by_id_lag_reads: usize,
     /// Per invited user id: how many of those 404s are still to come.
     lagging: HashMap<String, usize>,
+    /// Certificates uploaded to the app registration.
+    certificates: Vec<Certificate>,
+    /// Seconds the assertion clock runs ahead of the system clock.
+    assertion_clock_offset_secs: i64,
+    /// The login URL in assertion audiences, when not the emulator's base URL.
+    assertion_login_url: Option<String>,
 }
 
 /// A token bucket: `per_second` refill, at most `burst` tokens.

@@ -615,3 +615,96 @@ async fn listing_pages_through_next_links_with_top_at_most_999() {
     let small = api.list(&[("$filter", "userType eq 'Member'")]).await;
     assert!(small.body.get("@odata.nextLink").is_none());
 }
+
+/// A PS256 client assertion for `aud`, signed with `key`, naming `cert_der` by `x5t#S256`.
+fn client_assertion(key: &aws_lc_rs::rsa::KeyPair, cert_der: &[u8], aud: &str, client_id: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let x5t = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert_der));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let header = json!({"alg": "PS256", "typ": "JWT", "x5t#S256": x5t});
+    let claims = json!({"aud": aud, "iss": client_id, "sub": client_id, "jti": crate::ids::uuid_v4(), "nbf": now, "iat": now, "exp": now + 300});
+    let input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let mut signature = vec![0; key.public_modulus_len()];
+    key.sign(
+        &aws_lc_rs::signature::RSA_PSS_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut signature,
+    )
+    .unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+#[tokio::test]
+async fn a_client_assertion_with_a_registered_certificate_gets_a_token_and_each_flaw_its_aadsts_code() {
+    let (emulator, api) = start().await;
+    let cfg = TenantConfig::default();
+    let rcgen_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["graph-app".into()]).unwrap().self_signed(&rcgen_key).unwrap();
+    let key = aws_lc_rs::rsa::KeyPair::from_pkcs8(&rcgen_key.serialize_der()).unwrap();
+    emulator.register_certificate(cert.der()).unwrap();
+    let token_url = format!("{}/{}/oauth2/v2.0/token", api.base, cfg.tenant_id);
+    let request = |assertion: String, assertion_type: &'static str| {
+        vec![
+            ("client_id".to_string(), cfg.client_id.clone()),
+            ("scope".into(), "https://graph.microsoft.com/.default".into()),
+            ("client_assertion_type".into(), assertion_type.to_string()),
+            ("client_assertion".into(), assertion),
+            ("grant_type".into(), "client_credentials".into()),
+        ]
+    };
+    let send = |pairs: Vec<(String, String)>| {
+        let api = &api;
+        let tenant = cfg.tenant_id.clone();
+        async move {
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            api.token_request(&tenant, &pairs).await
+        }
+    };
+    let bearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+    let ok = send(request(client_assertion(&key, cert.der(), &token_url, &cfg.client_id), bearer)).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let token = ok.body["access_token"].as_str().unwrap().to_owned();
+    let users = api.http.get(format!("{}/v1.0/users", api.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(users.status().as_u16(), 200, "the token from an assertion works on Graph");
+
+    let error_keys = keys(&fixtures::load("graph/token.error.400.json"));
+    let wrong_aud =
+        client_assertion(&key, cert.der(), "https://login.microsoftonline.com/x/oauth2/v2.0/token", &cfg.client_id);
+    let wrong_client = client_assertion(&key, cert.der(), &token_url, "22222222-2222-2222-2222-222222222222");
+    let mut with_secret = request(client_assertion(&key, cert.der(), &token_url, &cfg.client_id), bearer);
+    with_secret.push(("client_secret".into(), cfg.client_secret.clone()));
+    let cases: Vec<(Reply, u16, &str, u64)> = vec![
+        (send(request(wrong_aud, bearer)).await, 401, "invalid_client", 700023),
+        (send(request(wrong_client, bearer)).await, 401, "invalid_client", 700021),
+        (send(request("a.b.c".into(), bearer)).await, 401, "invalid_client", 50027),
+        (
+            send(request(client_assertion(&key, cert.der(), &token_url, &cfg.client_id), "jwt")).await,
+            400,
+            "invalid_request",
+            900144,
+        ),
+        (send(with_secret).await, 400, "invalid_request", 900144),
+    ];
+    for (r, status, error, code) in &cases {
+        assert_eq!((r.status, r.body["error"].as_str()), (*status, Some(*error)), "{}", r.body);
+        assert_eq!(keys(&r.body), error_keys);
+        assert_eq!(r.body["error_codes"], json!([code]), "{}", r.body);
+    }
+    // The test knobs: Entra's clock ahead (expired), Entra known by another login URL.
+    emulator.skew_assertion_clock(3600);
+    let r = send(request(client_assertion(&key, cert.der(), &token_url, &cfg.client_id), bearer)).await;
+    assert_eq!((r.status, r.body["error_codes"].clone()), (401, json!([700024])), "{}", r.body);
+    emulator.skew_assertion_clock(0);
+    emulator.set_audience_login_url("https://login.microsoftonline.com/");
+    let r = send(request(client_assertion(&key, cert.der(), &token_url, &cfg.client_id), bearer)).await;
+    assert_eq!(r.body["error_codes"], json!([700023]), "{}", r.body);
+    let proxied = format!("https://login.microsoftonline.com/{}/oauth2/v2.0/token", cfg.tenant_id);
+    let r = send(request(client_assertion(&key, cert.der(), &proxied, &cfg.client_id), bearer)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(emulator.register_certificate(b"not a certificate").is_err());
+    emulator.shutdown().await;
+}

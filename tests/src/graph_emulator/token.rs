@@ -5,8 +5,10 @@
 //! correlation ids, `error_codes`, `timestamp`, `trace_id`, `correlation_id`), with the status
 //! Entra uses: 400 for request problems, 401 `invalid_client` for client authentication.
 //!
-//! Only a client secret in the form body is emulated; HTTP Basic client authentication and
-//! certificate assertions (both valid against Entra) get a 400 that says so.
+//! The app authenticates with its client secret in the form body, or with a client assertion
+//! signed by the key of a certificate registered with [`super::GraphEmulator::register_certificate`]
+//! (checked in `assertion.rs`). HTTP Basic client authentication (valid against Entra) gets a
+//! 400 that says it is not emulated.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use axum::Json;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::assertion::{self, Expected, JWT_BEARER};
 use super::Shared;
 use crate::ids;
 
@@ -64,8 +67,8 @@ pub(super) async fn issue(
             format!("The app requested an unsupported grant type '{grant_type}'."),
         );
     }
-    if headers.get(AUTHORIZATION).is_some() || field("client_assertion").is_some() {
-        return refuse(StatusCode::BAD_REQUEST, "invalid_request", 900144, "graph-emulator only emulates a client_secret sent in the form body; HTTP Basic client authentication and client_assertion are not emulated.".into());
+    if headers.get(AUTHORIZATION).is_some() {
+        return refuse(StatusCode::BAD_REQUEST, "invalid_request", 900144, "graph-emulator emulates a client_secret or a client_assertion in the form body; HTTP Basic client authentication is not emulated.".into());
     }
     let Some(client_id) = field("client_id") else {
         return refuse(StatusCode::BAD_REQUEST, "invalid_request", 900144, missing("client_id"));
@@ -92,6 +95,45 @@ pub(super) async fn issue(
             format!("The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."),
         );
     }
+    if let Some(jwt) = field("client_assertion") {
+        if field("client_secret").is_some() {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "graph-emulator expects one client credential: client_secret or client_assertion, not both.".into(),
+            );
+        }
+        if field("client_assertion_type") != Some(JWT_BEARER) {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                format!(
+                    "The request body must contain the following parameter: 'client_assertion_type' ({JWT_BEARER})."
+                ),
+            );
+        }
+        let (certificates, audiences, now_s) = {
+            let t = shared.lock();
+            let audiences: Vec<String> = [&cfg.tenant_id, &cfg.domain]
+                .iter()
+                .map(|tenant| {
+                    format!(
+                        "{}/{tenant}/oauth2/v2.0/token",
+                        t.assertion_login_url.as_deref().unwrap_or(&shared.base_url)
+                    )
+                })
+                .collect();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            (t.certificates.clone(), audiences, now.as_secs() as i64 + t.assertion_clock_offset_secs)
+        };
+        let expected = Expected { client_id, audiences: &audiences, now_s };
+        if let Err(r) = assertion::verify(jwt, &certificates, &expected) {
+            return refuse(StatusCode::UNAUTHORIZED, "invalid_client", r.code, r.description);
+        }
+        return issue_token(&shared);
+    }
     let Some(secret) = field("client_secret") else {
         return refuse(
             StatusCode::UNAUTHORIZED,
@@ -107,6 +149,12 @@ pub(super) async fn issue(
         ));
     }
 
+    issue_token(&shared)
+}
+
+/// A new access token for the app, remembered with its expiry.
+fn issue_token(shared: &Shared) -> Response {
+    let cfg = &shared.cfg;
     let token = ids::alphanumeric(96);
     let expiry = Instant::now() + Duration::from_secs(cfg.token_ttl_secs);
     shared.lock().tokens.insert(token.clone(), expiry);

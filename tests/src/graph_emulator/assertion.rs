@@ -1,0 +1,319 @@
+//! Client assertions at the token endpoint: an app's certificate credentials (Microsoft identity
+//! platform, "certificate credentials"; RFC 7523 `private_key_jwt`), checked the way Entra ID
+//! checks them.
+//!
+//! An app registration holds the certificates uploaded to it ([`Certificate`], from the DER an
+//! operator uploads). A token request with `client_assertion_type =
+//! urn:ietf:params:oauth:client-assertion-type:jwt-bearer` carries a JWT whose header names one
+//! of them by `x5t#S256` (or the older SHA-1 `x5t`) and whose signature must verify with that
+//! certificate's public key, RS256 or PS256 (Entra ID refuses EC keys and ES256). Its claims:
+//! `iss` = `sub` = the client id, `aud` = the token endpoint, `nbf` ≤ now < `exp`, a `jti`.
+//! Each refusal is the AADSTS code Entra answers (Microsoft's troubleshooting tables for
+//! certificate and assertion credentials): 700027 for a key not registered or a signature that
+//! does not verify, 700021 for `iss`/`sub` other than the client id, 700023 for a wrong audience,
+//! 700024 for an assertion outside its time range, 5002738 for an unsupported algorithm, 50027
+//! for a JWT that cannot be read.
+
+use aws_lc_rs::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY, SHA256};
+use aws_lc_rs::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::Value;
+
+/// `client_assertion_type` of a JWT assertion.
+pub(super) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+const DOCS: &str = "Review the documentation at https://docs.microsoft.com/azure/active-directory/develop/active-directory-certificate-credentials .";
+
+/// A certificate uploaded to the app registration (a key credential).
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    /// `x5t#S256`: base64url SHA-256 of the DER.
+    x5t_s256: String,
+    /// `x5t`: base64url SHA-1 of the DER.
+    x5t: String,
+    /// Upper-case hex SHA-1, the thumbprint Entra shows.
+    thumbprint: String,
+    /// The certificate's SubjectPublicKeyInfo.
+    spki: Vec<u8>,
+}
+
+impl Certificate {
+    /// Reads an uploaded certificate's DER, as the Entra admin center does.
+    ///
+    /// # Errors
+    /// The DER is not an X.509 certificate.
+    pub fn from_der(der: &[u8]) -> Result<Certificate, String> {
+        let spki = subject_public_key_info(der).ok_or("not an X.509 certificate (DER)")?.to_vec();
+        let sha1 = digest(&SHA1_FOR_LEGACY_USE_ONLY, der);
+        Ok(Certificate {
+            x5t_s256: URL_SAFE_NO_PAD.encode(digest(&SHA256, der)),
+            x5t: URL_SAFE_NO_PAD.encode(sha1),
+            thumbprint: hex_upper(sha1.as_ref()),
+            spki,
+        })
+    }
+}
+
+/// What a valid assertion must say.
+pub(super) struct Expected<'a> {
+    /// The `client_id` of the request (already known to be the registered app).
+    pub client_id: &'a str,
+    /// The audiences Entra takes as itself: its token endpoint URL.
+    pub audiences: &'a [String],
+    /// Now, in Unix seconds, on the emulator's assertion clock.
+    pub now_s: i64,
+}
+
+/// An assertion Entra refuses: the AADSTS code and the description after it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Refusal {
+    pub code: u32,
+    pub description: String,
+}
+
+fn refusal(code: u32, description: String) -> Refusal {
+    Refusal { code, description }
+}
+
+/// Checks `assertion` against the registered `certificates` and `expected`.
+pub(super) fn verify(assertion: &str, certificates: &[Certificate], expected: &Expected<'_>) -> Result<(), Refusal> {
+    let malformed = || refusal(50027, "JWT token is invalid or is malformed.".into());
+    let mut parts = assertion.split('.');
+    let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    let json = |part: &str| -> Option<serde_json::Map<String, Value>> {
+        serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()?.as_object().cloned()
+    };
+    let (Some(header), Some(claims), Ok(signature)) =
+        (json(header_b64), json(claims_b64), URL_SAFE_NO_PAD.decode(signature_b64))
+    else {
+        return Err(malformed());
+    };
+
+    let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+    let verification = match alg {
+        "RS256" => &RSA_PKCS1_2048_8192_SHA256,
+        "PS256" => &RSA_PSS_2048_8192_SHA256,
+        other => {
+            return Err(refusal(
+                5002738,
+                format!("Invalid JWT token. '{other}' is not a supported signature algorithm."),
+            ))
+        }
+    };
+    let s256 = header.get("x5t#S256").and_then(Value::as_str);
+    let sha1 = header.get("x5t").and_then(Value::as_str);
+    let Some(certificate) =
+        certificates.iter().find(|c| Some(c.x5t_s256.as_str()) == s256 || Some(c.x5t.as_str()) == sha1)
+    else {
+        let used =
+            s256.or(sha1).and_then(|t| URL_SAFE_NO_PAD.decode(t).ok()).map(|t| hex_upper(&t)).unwrap_or_default();
+        return Err(refusal(700027, format!(
+            "The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '{used}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{}'. {DOCS}]",
+            expected.client_id
+        )));
+    };
+    let signed = format!("{header_b64}.{claims_b64}");
+    if UnparsedPublicKey::new(verification, &certificate.spki).verify(signed.as_bytes(), &signature).is_err() {
+        return Err(refusal(700027, format!(
+            "Client assertion failed signature validation. [Reason - The provided signature value did not match the expected signature value., Thumbprint of key used by client: '{}', Found key 'Start=…, End=…'] {DOCS}",
+            certificate.thumbprint
+        )));
+    }
+
+    let claim = |name: &str| claims.get(name).and_then(Value::as_str);
+    if claim("iss") != Some(expected.client_id) || claim("sub") != Some(expected.client_id) {
+        return Err(refusal(
+            700021,
+            format!("Client assertion application identifier doesn't match 'client_id' parameter. {DOCS}"),
+        ));
+    }
+    if !claim("aud").is_some_and(|aud| expected.audiences.iter().any(|a| a == aud)) {
+        return Err(refusal(700023, format!("Client assertion audience claim does not match Realm issuer. {DOCS}")));
+    }
+    let time = |name: &str| claims.get(name).and_then(Value::as_i64);
+    let (nbf, exp) = (time("nbf").unwrap_or(i64::MIN), time("exp"));
+    if exp.is_none_or(|exp| expected.now_s >= exp) || expected.now_s < nbf {
+        return Err(refusal(700024, format!(
+            "Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}. {DOCS}",
+            rfc3339(expected.now_s),
+            time("nbf").map_or_else(|| "-".to_string(), rfc3339),
+            exp.map_or_else(|| "-".to_string(), rfc3339)
+        )));
+    }
+    if claim("jti").is_none_or(str::is_empty) {
+        return Err(refusal(
+            50027,
+            "JWT token is invalid or is malformed: the client assertion has no 'jti' claim.".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn rfc3339(unix_s: i64) -> String {
+    chrono::DateTime::from_timestamp(unix_s, 0)
+        .map_or_else(|| unix_s.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
+fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// One DER element at the start of `input`: (tag, whole element, contents, rest).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let header_len = input.len() - rest.len();
+    Some((tag, &input[..header_len + len], &rest[..len], &rest[len..]))
+}
+
+/// The SubjectPublicKeyInfo of an X.509 certificate (RFC 5280 §4.1): the seventh element of
+/// `tbsCertificate` counting the optional `[0]` version, the sixth without it.
+fn subject_public_key_info(der: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    let (tag, _, certificate, _) = der_element(der)?;
+    let (tbs_tag, _, tbs, _) = der_element(certificate)?;
+    if tag != SEQUENCE || tbs_tag != SEQUENCE {
+        return None;
+    }
+    let mut rest = tbs;
+    let (first, ..) = der_element(rest)?;
+    if first == 0xa0 {
+        rest = der_element(rest)?.3;
+    }
+    // serialNumber, signature, issuer, validity, subject.
+    for _ in 0..5 {
+        rest = der_element(rest)?.3;
+    }
+    let (spki_tag, spki, ..) = der_element(rest)?;
+    (spki_tag == SEQUENCE).then_some(spki)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::rsa::KeyPair as RsaKeyPair;
+    use aws_lc_rs::signature::RSA_PSS_SHA256;
+    use serde_json::json;
+
+    const CLIENT: &str = "11111111-1111-1111-1111-111111111111";
+    const AUD: &str = "http://127.0.0.1:1/tenant/oauth2/v2.0/token";
+    const NOW: i64 = 1_750_000_000;
+
+    /// An RSA key and a self-signed certificate of it (made now, never stored).
+    fn rsa_certificate() -> (RsaKeyPair, Vec<u8>) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["graph-app".into()]).unwrap().self_signed(&key).unwrap();
+        let pair = RsaKeyPair::from_pkcs8(&key.serialize_der()).unwrap();
+        (pair, cert.der().to_vec())
+    }
+
+    fn assertion(key: &RsaKeyPair, header: &Value, claims: &Value) -> String {
+        let input =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let mut signature = vec![0; key.public_modulus_len()];
+        let padding = if header["alg"] == "RS256" { &aws_lc_rs::signature::RSA_PKCS1_SHA256 } else { &RSA_PSS_SHA256 };
+        key.sign(padding, &SystemRandom::new(), input.as_bytes(), &mut signature).unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    fn claims() -> Value {
+        json!({"aud": AUD, "iss": CLIENT, "sub": CLIENT, "jti": "j-1", "nbf": NOW - 1, "iat": NOW - 1, "exp": NOW + 299})
+    }
+
+    fn check(assertion: &str, registered: &[Certificate]) -> Result<(), Refusal> {
+        let audiences = [AUD.to_string()];
+        verify(assertion, registered, &Expected { client_id: CLIENT, audiences: &audiences, now_s: NOW })
+    }
+
+    fn code(result: Result<(), Refusal>) -> u32 {
+        result.unwrap_err().code
+    }
+
+    #[test]
+    fn a_well_formed_assertion_verifies_with_either_thumbprint_and_rsa_algorithm() {
+        let (key, der) = rsa_certificate();
+        let cert = Certificate::from_der(&der).unwrap();
+        for header in [
+            json!({"alg": "PS256", "typ": "JWT", "x5t#S256": cert.x5t_s256}),
+            json!({"alg": "RS256", "typ": "JWT", "x5t": cert.x5t}),
+        ] {
+            check(&assertion(&key, &header, &claims()), std::slice::from_ref(&cert)).unwrap();
+        }
+    }
+
+    #[test]
+    fn each_thing_entra_checks_has_its_code() {
+        let (key, der) = rsa_certificate();
+        let cert = Certificate::from_der(&der).unwrap();
+        let registered = std::slice::from_ref(&cert);
+        let header = json!({"alg": "PS256", "typ": "JWT", "x5t#S256": cert.x5t_s256});
+        let with = |name: &str, value: Value| {
+            let mut c = claims();
+            c[name] = value;
+            assertion(&key, &header, &c)
+        };
+
+        // Tampered: the claims changed after signing.
+        let good = assertion(&key, &header, &claims());
+        let parts: Vec<&str> = good.split('.').collect();
+        let mut forged = claims();
+        forged["exp"] = json!(NOW + 86_400);
+        let tampered = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(forged.to_string()), parts[2]);
+        let refusal = check(&tampered, registered).unwrap_err();
+        assert_eq!(refusal.code, 700027);
+        assert!(refusal.description.contains("failed signature validation"), "{}", refusal.description);
+
+        // Signed by another key than the certificate's.
+        let (other, _) = rsa_certificate();
+        assert_eq!(code(check(&assertion(&other, &header, &claims()), registered)), 700027);
+        // A certificate the app does not have.
+        let refusal = check(&good, &[]).unwrap_err();
+        assert_eq!(refusal.code, 700027);
+        assert!(refusal.description.contains("not registered on application"), "{}", refusal.description);
+
+        assert_eq!(code(check(&with("iss", json!("someone-else")), registered)), 700021);
+        assert_eq!(code(check(&with("sub", json!("someone-else")), registered)), 700021);
+        assert_eq!(
+            code(check(&with("aud", json!("https://login.microsoftonline.com/x/oauth2/v2.0/token")), registered)),
+            700023
+        );
+        assert_eq!(code(check(&with("exp", json!(NOW)), registered)), 700024);
+        assert_eq!(code(check(&with("exp", json!(NOW - 600)), registered)), 700024);
+        assert_eq!(code(check(&with("nbf", json!(NOW + 60)), registered)), 700024);
+        assert_eq!(code(check(&with("jti", json!("")), registered)), 50027);
+        let mut es = header.clone();
+        es["alg"] = json!("ES256");
+        assert_eq!(code(check(&assertion(&key, &es, &claims()), registered)), 5002738);
+        assert_eq!(code(check("not.a.jwt", registered)), 50027);
+        assert_eq!(code(check("only-one-part", registered)), 50027);
+    }
+
+    #[test]
+    fn the_public_key_comes_out_of_the_certificate() {
+        let (_, der) = rsa_certificate();
+        let spki = subject_public_key_info(&der).unwrap();
+        assert_eq!(spki[0], 0x30);
+        assert!(Certificate::from_der(b"not a certificate").is_err());
+        assert!(Certificate::from_der(&der[..der.len() / 2]).is_err());
+    }
+}
