@@ -4,6 +4,7 @@ mod support;
 
 mod backfill;
 mod bad_input;
+mod certificate_credentials;
 mod console;
 mod crash_recovery;
 mod egress;
@@ -25,4 +26,5 @@ mod scale_out;
 mod secrets_scan;
 mod serve_e2e;
 mod signed_bundles;
+mod signing_keys;
 mod webhook_forward;

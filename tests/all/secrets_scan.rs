@@ -5,7 +5,9 @@
 //! issued — in the service log, any `/api/*` answer, `/metrics`, the console, the Okta
 //! endpoint's answers, the attempt records or the SQLite files. (graph-guest caches its
 //! access token in its own KV namespace by design; that is the one place a token may be.)
-//! And a secret file other users can read gets a warning at start.
+//! And a secret file other users can read gets a warning at start. With graph-guest signing in
+//! by certificate, the private key is nowhere either, in any encoding, not even in the
+//! plugins' own KV.
 //!
 //! Figures for RELIABILITY.md are printed on a line starting `RELIABILITY secrets_scan`.
 
@@ -17,7 +19,8 @@ use hookhost_tests::{Fault, GraphEmulator, TenantConfig};
 use serde_json::Value;
 
 use crate::support::{
-    free_port, http_client, membership, post_as, serve_logs, start_with, write_config_with, ServeSetup,
+    app_certificate, free_port, http_client, key_material, membership, post_as, serve_logs, start_with,
+    write_config_with, write_private, ServeSetup,
 };
 
 const OKTA: &str = "Basic b2t0YS1zZWNyZXQtUTdmOXgyTHdaaw==";
@@ -263,4 +266,83 @@ async fn a_secret_file_others_can_read_gets_a_warning() {
     assert_eq!(warnings.len(), 1, "{logs}");
     assert!(warnings[0].contains("okta.secret") && warnings[0].contains("chmod 600"), "{}", warnings[0]);
     assert!(!logs.contains("b2t0YS1zZWNyZXQ") && !logs.contains(ADMIN), "a secret value reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_private_key_material_appears_anywhere_when_graph_guest_signs_in_by_certificate() {
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cert = app_certificate(&rcgen::PKCS_RSA_SHA256);
+    graph.register_certificate(&cert.cert_der).unwrap();
+    let pem_file = write_private(dir.path(), "graph-app.pem", &cert.pem);
+    let setup = ServeSetup {
+        admin_token: ADMIN.into(),
+        log_filter: Some("debug".into()),
+        graph_guest_certificate: Some(pem_file),
+        ..ServeSetup::default()
+    };
+    write_config_with(dir.path(), port, &graph, setup.clone());
+    let serve = start_with(dir.path(), port, setup.clone()).await;
+
+    // Invitations signed in by certificate, an expired token refreshed, and a refused
+    // (expired) assertion that ends a delivery dead.
+    let mut events = Vec::new();
+    for n in 0..2 {
+        events.push(membership(Membership::Add, 6000 + n, -60_000 + i64::from(n)));
+    }
+    assert_eq!(serve.post(events.clone()).await, Some(200));
+    serve.settle_all(Duration::from_secs(30)).await;
+    graph.expire_tokens();
+    graph.skew_assertion_clock(3600);
+    let refused = membership(Membership::Add, 6002, -50_000);
+    assert_eq!(serve.post(vec![refused.clone()]).await, Some(200));
+    serve.settle_all(Duration::from_secs(30)).await;
+    graph.skew_assertion_clock(0);
+    let after = membership(Membership::Add, 6003, -40_000);
+    assert_eq!(serve.post(vec![after.clone()]).await, Some(200));
+    serve.settle_all(Duration::from_secs(30)).await;
+    events.extend([refused, after]);
+    assert_eq!(serve.deliveries("dead").await.len(), 1);
+    assert_eq!(serve.deliveries("done").await.len(), 3);
+
+    let mut seen: Vec<(String, Vec<u8>)> = Vec::new();
+    let all: Value = serve.get_json("/api/deliveries?limit=1000").await;
+    let attempt_paths = all["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("/api/deliveries/{}/attempts", d["id"].as_str().unwrap()));
+    for path in ["/api/plugins", "/metrics", "/", "/healthz", "/api/queue", "/api/deliveries?limit=1000"]
+        .into_iter()
+        .map(String::from)
+        .chain(events.iter().map(|e| format!("/api/events/{}", e["uuid"].as_str().unwrap())))
+        .chain(attempt_paths)
+    {
+        let (_, body) = serve.get_text(&path).await;
+        seen.push((format!("GET {path}"), body.into_bytes()));
+    }
+    seen.push(("serve log (stderr, debug)".into(), serve_logs(dir.path()).into_bytes()));
+    let db = dir.path().join("state/hookhost.db");
+    seen.extend(store_rows(&db));
+    for suffix in ["", "-wal", "-shm"] {
+        if let Ok(bytes) = std::fs::read(dir.path().join(format!("state/hookhost.db{suffix}"))) {
+            seen.push((format!("store file hookhost.db{suffix} (raw bytes)"), bytes));
+        }
+    }
+
+    // Real content was scanned: the refusal's code, the granted key's name, the cached token.
+    let text = seen.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect::<String>();
+    assert!(text.contains("AADSTS700024") && text.contains("client_certificate"), "the scan saw no credential at work");
+    assert!(graph.issued_tokens().iter().any(|t| find(&seen, t).is_some_and(|w| w.starts_with("store file"))));
+    // The key itself: nowhere, in no encoding, not even in raw store bytes.
+    let needles = key_material(&cert.key_der, &cert.pem);
+    for needle in &needles {
+        assert_eq!(find(&seen, needle), None, "private key material leaked");
+    }
+    println!(
+        "RELIABILITY secrets_scan: certificate credential: key_encodings={} places_scanned={} found=0",
+        needles.len(),
+        seen.len()
+    );
 }

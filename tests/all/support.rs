@@ -116,6 +116,56 @@ pub fn guests(graph: &GraphEmulator) -> Vec<String> {
     g
 }
 
+/// A certificate credential as an operator makes one with openssl (README, "Certificate
+/// credentials for Graph"), made fresh for each test and never committed.
+pub struct AppCertificate {
+    /// The private key (PKCS#8) followed by its self-signed certificate: the file hookhost reads.
+    pub pem: String,
+    /// The certificate's DER: what is uploaded to the app registration.
+    pub cert_der: Vec<u8>,
+    /// The private key's PKCS#8 DER: what must never be seen outside the host.
+    pub key_der: Vec<u8>,
+}
+
+/// A new key of `alg` (`rcgen::PKCS_RSA_SHA256` for RSA 2048, `rcgen::PKCS_ECDSA_P256_SHA256`)
+/// and a self-signed certificate for it.
+pub fn app_certificate(alg: &'static rcgen::SignatureAlgorithm) -> AppCertificate {
+    let key = rcgen::KeyPair::generate_for(alg).expect("key generation");
+    let cert = rcgen::CertificateParams::new(vec!["hookhost-graph-app".into()])
+        .expect("certificate parameters")
+        .self_signed(&key)
+        .expect("self-signed certificate");
+    AppCertificate {
+        pem: format!("{}{}", key.serialize_pem(), cert.pem()),
+        cert_der: cert.der().to_vec(),
+        key_der: key.serialize_der(),
+    }
+}
+
+/// Every way a private key's bytes (`key_der`, from the PEM file `pem`) could be written out
+/// as text: the whole DER and each 48-byte stretch of it (a partial leak is a leak) in
+/// base64, base64url and hex, and each line of the key's PEM body.
+pub fn key_material(key_der: &[u8], pem: &str) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    let mut out = vec![STANDARD.encode(key_der), URL_SAFE_NO_PAD.encode(key_der), hex::encode(key_der)];
+    for chunk in key_der.chunks(48).filter(|c| c.len() == 48) {
+        out.extend([STANDARD.encode(chunk), URL_SAFE_NO_PAD.encode(chunk), hex::encode(chunk)]);
+    }
+    let key_pem = pem.split("-----BEGIN CERTIFICATE-----").next().unwrap_or_default();
+    out.extend(key_pem.lines().filter(|l| !l.starts_with("-----") && l.len() > 16).map(str::to_owned));
+    out
+}
+
+/// Writes `text` to `dir/name` readable by its owner only, as a key file should be.
+pub fn write_private(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write key file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    path
+}
+
 /// The gaps that break a `Retry-After`: for every answer with `Retry-After` (429, 503) the
 /// emulator gave a user lookup, the next lookup for the same `$filter` (the same user) must
 /// come at least that long after. Dispatch runs one event per user at a time, so the next

@@ -116,6 +116,9 @@ pub struct ServeSetup {
     pub retry: String,
     /// Whether graph-guest is installed and configured for the Graph emulator.
     pub graph_guest: bool,
+    /// graph-guest signs in with this certificate credential instead of the client secret:
+    /// a PEM file with the private key and its certificate, granted as key `client_certificate`.
+    pub graph_guest_certificate: Option<PathBuf>,
     /// Appended last: more `[plugins.<name>]` tables.
     pub extra: String,
     /// `HOOKHOST_LOG` for the process (default: its own default, `info`).
@@ -142,6 +145,7 @@ impl Default for ServeSetup {
             dispatch_extra: String::new(),
             retry: "initial_backoff_ms = 100\n".into(),
             graph_guest: true,
+            graph_guest_certificate: None,
             extra: String::new(),
             log_filter: None,
             store_url: None,
@@ -195,8 +199,9 @@ token = {{ value = {admin:?} }}
             store_url = self.store_url.as_deref().unwrap_or("sqlite://state/hookhost.db"),
         );
         if self.graph_guest {
-            text.push_str(&graph_guest_tables(
+            text.push_str(&graph_guest_tables_with(
                 graph.context("graph-guest is on: give the Graph emulator it talks to")?,
+                self.graph_guest_certificate.as_deref(),
             ));
         }
         text.push_str(&self.extra);
@@ -224,8 +229,20 @@ token = {{ value = {admin:?} }}
 /// The `[plugins.graph-guest]` tables granting graph-guest the Graph emulator and its
 /// tenant's app credentials (as values).
 pub fn graph_guest_tables(graph: &GraphEmulator) -> String {
+    graph_guest_tables_with(graph, None)
+}
+
+/// As [`graph_guest_tables`]; with `certificate`, the app's credential is that PEM file
+/// (granted as key `client_certificate`) instead of the client secret.
+pub fn graph_guest_tables_with(graph: &GraphEmulator, certificate: Option<&Path>) -> String {
     let base = graph.base_url();
     let cfg = graph.config();
+    let credential = match certificate {
+        None => format!("client_secret = {{ value = {:?} }}\n", cfg.client_secret),
+        Some(pem) => {
+            format!("[plugins.graph-guest.keys]\nclient_certificate = {{ file = {:?} }}\n", pem.display().to_string())
+        }
+    };
     format!(
         r#"[plugins.graph-guest]
 allowed_hosts = ["{base}"]
@@ -235,9 +252,8 @@ login_url = "{base}"
 [plugins.graph-guest.secrets]
 tenant_id = {{ value = {:?} }}
 client_id = {{ value = {:?} }}
-client_secret = {{ value = {:?} }}
-"#,
-        cfg.tenant_id, cfg.client_id, cfg.client_secret
+{credential}"#,
+        cfg.tenant_id, cfg.client_id
     )
 }
 

@@ -2,13 +2,14 @@
 //! one component covers every case the sandbox must contain:
 //! `loop`, `memory`, `ungranted-origin`, `ungranted-secret`, `panic`, `log-flood`,
 //! `huge-response`, `http-budget`, `stack-overflow`, `host-header` (a granted URL with its
-//! `Host` header set to config `host_header`, to reach another virtual host), and `ok`
-//! (behaves).
+//! `Host` header set to config `host_header`, to reach another virtual host), `steal-key`
+//! (asks every import for the key `signing_key` it was granted and logs all it got, hex for
+//! bytes, for the test to search for key material), and `ok` (behaves).
 
 wit_bindgen::generate!({ world: "plugin", path: "../../../wit" });
 
 use exports::hookhost::plugin::handler::{Event, Failure, Guest, Outcome};
-use hookhost::plugin::{config, http, log, secrets};
+use hookhost::plugin::{config, http, keys, log, secrets};
 
 struct Hostile;
 
@@ -20,6 +21,32 @@ fn get(url: &str) -> Result<http::Response, http::HttpError> {
         body: None,
         timeout_ms: None,
     })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Everything each import answers about the key `name`, one line per question.
+fn steal_key(name: &str) -> Vec<String> {
+    let mut got = vec![
+        format!("secrets.get({name}) = {:?}", secrets::get(name)),
+        format!("config.get({name}) = {:?}", config::get(name)),
+        format!("keys.info({name}) = {:?}", keys::info(name)),
+    ];
+    let huge = vec![0u8; 70_000];
+    let messages: [&[u8]; 3] = [b"", b"-----BEGIN PRIVATE KEY-----", &huge];
+    for alg in [keys::Algorithm::Rs256, keys::Algorithm::Ps256, keys::Algorithm::Es256] {
+        for message in messages {
+            let answer = match keys::sign(name, alg, message) {
+                Ok(signature) => format!("signature {}", hex(&signature)),
+                Err(e) => format!("{e:?}"),
+            };
+            got.push(format!("keys.sign({name}, {alg:?}, {} bytes) = {answer}", message.len()));
+        }
+    }
+    got.push(format!("keys.sign(other_key) = {:?}", keys::sign("other_key", keys::Algorithm::Rs256, b"m")));
+    got
 }
 
 fn describe(e: &http::HttpError) -> String {
@@ -89,6 +116,13 @@ impl Guest for Hostile {
                 Some(v) => Ok(Outcome { summary: format!("read a secret of {} bytes", v.len()) }),
                 None => Err(Failure::Permanent("secret client_secret is not available".into())),
             },
+            "steal-key" => {
+                let got = steal_key("signing_key");
+                for line in &got {
+                    log::log(log::Level::Info, line);
+                }
+                Ok(Outcome { summary: format!("asked {} questions about signing_key", got.len()) })
+            }
             "panic" => panic!("hostile plugin panicked on purpose for {}", event.id),
             "log-flood" => {
                 for i in 0..100_000 {
