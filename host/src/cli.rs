@@ -330,6 +330,15 @@ fn plugin_check(bundle_path: &Path, config: Option<&Path>) -> anyhow::Result<Exi
     print_routes(&spec, config.as_ref().and_then(|c| c.plugins.overrides.get(&spec.name)));
     println!("  allowed_hosts: {}", list(&spec.allowed_hosts));
     println!("  secrets:     {}", list(&secrets));
+    if !bundle.manifest.keys.is_empty() {
+        let keys: Vec<String> = bundle
+            .manifest
+            .keys
+            .iter()
+            .map(|k| format!("{k} ({})", if spec.grant.keys.contains_key(k) { "granted" } else { "not granted" }))
+            .collect();
+        println!("  keys:        {}", keys.join(", "));
+    }
     if config.is_some() && !spec.missing_secrets.is_empty() {
         println!(
             "  warning:     not configured under [plugins.{}.secrets]: {}",

@@ -21,6 +21,7 @@ fn check_accepts_a_good_bundle_and_prints_what_it_asks_for() {
     assert!(out.contains("ok: hostile 1.0.0 implements hookhost:plugin/plugin@0.2.0"), "{out}");
     assert!(out.contains("event_types: group.user_membership.add"), "{out}");
     assert!(out.contains("memory 16 MiB, timeout 500 ms, max_http_requests 4"), "{out}");
+    assert!(out.contains("keys:        signing_key (not granted)"), "{out}");
 }
 
 #[test]
