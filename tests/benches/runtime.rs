@@ -68,6 +68,17 @@ macro_rules! stub_imports {
         impl $m::hookhost::plugin::log::Host for FloorState {
             $($async)? fn log(&mut self, _l: $m::hookhost::plugin::log::Level, _m: String) {}
         }
+        impl $m::hookhost::plugin::keys::Host for FloorState {
+            $($async)? fn info(&mut self, _n: String) -> Option<$m::hookhost::plugin::keys::KeyInfo> { None }
+            $($async)? fn sign(
+                &mut self,
+                n: String,
+                _a: $m::hookhost::plugin::keys::Algorithm,
+                _m: Vec<u8>,
+            ) -> Result<Vec<u8>, $m::hookhost::plugin::keys::SignError> {
+                Err($m::hookhost::plugin::keys::SignError::Denied(n))
+            }
+        }
     };
 }
 stub_imports!(floor, async);
