@@ -56,8 +56,8 @@ pub struct LogPage {
 enum Auth {
     /// `okta.api_token`.
     Ssws(Secret),
-    /// `[okta.oauth]`.
-    OAuth(OktaOAuth),
+    /// `[okta.oauth]` (boxed: it holds a key and a token cache).
+    OAuth(Box<OktaOAuth>),
 }
 
 /// A client of one Okta org.
@@ -166,7 +166,7 @@ impl OktaApi {
     /// # Errors
     /// The HTTP client cannot be built.
     pub fn with_oauth(origin: &str, oauth: OktaOAuth) -> Result<OktaApi, OktaApiError> {
-        Self::with_auth(origin, Auth::OAuth(oauth))
+        Self::with_auth(origin, Auth::OAuth(Box::new(oauth)))
     }
 
     fn with_auth(origin: &str, auth: Auth) -> Result<OktaApi, OktaApiError> {

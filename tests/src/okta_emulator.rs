@@ -396,8 +396,8 @@ async fn authenticate(
 ) -> Response {
     let checked = oauth::authorize(&shared, request.headers(), request.method().as_str(), request.uri().path());
     match checked {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => refusal,
+        None => next.run(request).await,
+        Some(refusal) => refusal,
     }
 }
 

@@ -321,21 +321,21 @@ pub(super) fn scope_for(method: &str, path: &str) -> Option<&'static str> {
 }
 
 /// Checks a call's credentials: the API token, or a live access token holding the scope of
-/// the endpoint. `Err` is the answer to give.
-pub(super) fn authorize(shared: &Shared, headers: &HeaderMap, method: &str, path: &str) -> Result<(), Response> {
+/// the endpoint. `Some` is the refusal to answer with.
+pub(super) fn authorize(shared: &Shared, headers: &HeaderMap, method: &str, path: &str) -> Option<Response> {
     let auth = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if auth.strip_prefix("SSWS ") == Some(shared.api_token.as_str()) {
-        return Ok(());
+        return None;
     }
-    let Some(token) = auth.strip_prefix("Bearer ") else { return Err(invalid_token(shared)) };
+    let Some(token) = auth.strip_prefix("Bearer ") else { return Some(invalid_token(shared)) };
     let org = shared.lock();
     let Some(issued) = org.oauth.tokens.get(token).filter(|t| SystemTime::now() < t.expires) else {
-        return Err(invalid_token(shared));
+        return Some(invalid_token(shared));
     };
-    let Some(scope) = scope_for(method, path) else { return Err(invalid_token(shared)) };
+    let Some(scope) = scope_for(method, path) else { return Some(invalid_token(shared)) };
     let manage = scope.replace(".read", ".manage");
     if issued.scopes.contains(scope) || issued.scopes.contains(&manage) {
-        return Ok(());
+        return None;
     }
     let mut answer =
         okta_error(StatusCode::FORBIDDEN, "E0000006", "You do not have permission to perform the requested action");
@@ -348,7 +348,7 @@ pub(super) fn authorize(shared: &Shared, headers: &HeaderMap, method: &str, path
     if let Ok(v) = HeaderValue::from_str(&challenge) {
         answer.headers_mut().insert(WWW_AUTHENTICATE, v);
     }
-    Err(answer)
+    Some(answer)
 }
 
 fn invalid_token(shared: &Shared) -> Response {
