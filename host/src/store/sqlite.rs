@@ -44,6 +44,8 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// Concurrent `ingest` calls waiting to be committed together.
     ingest_queue: IngestQueue,
+    /// No file behind it: nothing it does waits for a disk.
+    in_memory: bool,
 }
 
 impl SqliteStore {
@@ -65,7 +67,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        let store = Self::with_connection(conn)?;
+        let store = Self::with_connection(conn, false)?;
         // The migration wrote, so the WAL and its index exist now. SQLite gives them the
         // database file's mode; set it anyway, in case they predate this version.
         for suffix in ["-wal", "-shm"] {
@@ -86,11 +88,11 @@ impl SqliteStore {
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
         let conn = Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        Self::with_connection(conn)
+        Self::with_connection(conn, true)
     }
 
-    fn with_connection(conn: Connection) -> Result<SqliteStore, StoreError> {
-        let store = SqliteStore { conn: Mutex::new(conn), ingest_queue: IngestQueue::default() };
+    fn with_connection(conn: Connection, in_memory: bool) -> Result<SqliteStore, StoreError> {
+        let store = SqliteStore { conn: Mutex::new(conn), ingest_queue: IngestQueue::default(), in_memory };
         store.migrate()?;
         Ok(store)
     }
@@ -318,5 +320,12 @@ impl KvBackend for SqliteStore {
         })
         .map(|rows| crate::kv::with_prefix(rows, prefix))
         .map_err(|e| format!("kv scan failed: {e}"))
+    }
+
+    /// A file-backed database fsyncs every write (`synchronous = FULL`) and shares its one
+    /// connection with ingest's group commit, so its calls leave the async workers; an
+    /// in-memory one does no I/O and answers in microseconds, in place, like `MemoryKv`.
+    fn blocks(&self) -> bool {
+        !self.in_memory
     }
 }
