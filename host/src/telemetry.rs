@@ -361,6 +361,7 @@ pub fn attempt_span(plugin: &str, version: &str, delivery_id: &str, uuid: &str) 
         hookhost.delivery.id = delivery_id,
         okta.event.uuid = uuid,
         hookhost.attempt.result = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
         trace_id = %format_args!("{:032x}", trace_id(uuid)),
     );
     if let Err(e) = span.set_parent(ingest_context(uuid)) {
@@ -394,6 +395,7 @@ pub fn http_span(method: &'static str, host: &str, port: Option<u16>) -> Option<
         server.address = host,
         server.port = port,
         http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
         "http.response.header.request-id" = tracing::field::Empty,
         "http.response.header.client-request-id" = tracing::field::Empty,
     ))
