@@ -24,4 +24,5 @@ mod scale_out;
 mod secrets_scan;
 mod serve_e2e;
 mod signed_bundles;
+mod telemetry;
 mod webhook_forward;

@@ -16,6 +16,8 @@
 //! - [`okta`]: builders for Event Hook deliveries and their System Log events.
 //! - [`webhooks`]: Slack and Teams incoming webhooks and a Splunk HTTP Event Collector, each
 //!   recording what it received and able to throttle (for the chat-notify and siem-forward plugins).
+//! - [`otlp_receiver`]: an OpenTelemetry collector stand-in (`POST /v1/traces`, protobuf and
+//!   JSON), recording the spans the host exports.
 //! - [`fixtures`]: finding and loading the verbatim payloads in `tests/fixtures`.
 //! - [`serve`]: the one harness that writes a `host.toml` and runs the real `hookhost serve`
 //!   (used by the end-to-end tests, the benches and the demo).
@@ -28,6 +30,7 @@ pub mod graph_emulator;
 pub mod okta;
 pub mod okta_emulator;
 pub mod okta_users;
+pub mod otlp_receiver;
 pub mod serve;
 pub mod webhooks;
 

@@ -129,6 +129,8 @@ pub struct ServeSetup {
     /// The process umask `serve` runs under (through `sh -c 'umask …; exec …'`), to show
     /// file modes do not depend on it.
     pub umask: Option<u32>,
+    /// More environment variables for the process (e.g. `OTEL_BSP_SCHEDULE_DELAY`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServeSetup {
@@ -148,6 +150,7 @@ impl Default for ServeSetup {
             server_extra: String::new(),
             plugins_extra: String::new(),
             umask: None,
+            env: Vec::new(),
         }
     }
 }
@@ -299,6 +302,7 @@ impl ServeProcess {
         if let Some(filter) = &setup.log_filter {
             cmd.env("HOOKHOST_LOG", filter);
         }
+        cmd.envs(setup.env.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().context("spawning hookhost serve")?;
         let url = format!("http://127.0.0.1:{port}");
         let mut serve = ServeProcess { child, url, setup, dir: dir.to_path_buf(), log };
