@@ -33,6 +33,16 @@
 //! connector connects to those without resolving again, so a name cannot be re-pointed
 //! between the check and the connection (DNS rebinding). Proxies from the environment are
 //! off, so no proxy resolves names on our behalf either.
+//!
+//! # Trace context and Graph's request ids
+//!
+//! With telemetry on ([`crate::telemetry`]), each request is a client span, a child of the
+//! current span (the caller's: the dispatcher runs an attempt inside its attempt span; this
+//! module knows no caller), and carries a W3C `traceparent` naming that span; a
+//! `traceparent`/`tracestate` the plugin wrote is dropped, since the host owns the trace.
+//! Whatever the setting, an answer carrying Microsoft Graph's `request-id` or
+//! `client-request-id` leaves a host line with them in the attempt's log, because those ids
+//! are what Microsoft support asks for about a call.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
