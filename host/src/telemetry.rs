@@ -60,6 +60,8 @@ use crate::config::{LogFormat, TelemetryConfig};
 
 /// Whether spans are exported (set once, when `serve` starts with an endpoint).
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Whether log lines are JSON, where the attempt span's fields (its trace id) are shown.
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
 /// The tracer the ingest spans are emitted with (the attempt and HTTP spans go through
 /// `tracing` and its OpenTelemetry layer).
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
@@ -168,11 +170,20 @@ type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
 /// sequence is noise, and with none of ours there, any ESC would stand out. JSON is one
 /// object a line, the event's fields at the top level and the current span's (plugin,
 /// delivery, trace id when telemetry is on) under `span`.
+///
+/// Text lines leave the telemetry spans out (a span's fields would be formatted for every
+/// attempt only to prefix the rare line logged inside one, which names its plugin and
+/// delivery anyway); JSON lines carry them.
 fn log_layer(format: LogFormat, default: &str) -> BoxedLayer {
+    use tracing_subscriber::filter::FilterExt;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    JSON_LOGS.store(format == LogFormat::Json, Ordering::Relaxed);
+    let no_telemetry_spans = tracing_subscriber::filter::filter_fn(|m| {
+        !(m.is_span() && matches!(m.target(), "hookhost::attempt" | "hookhost::http"))
+    });
     match format {
-        LogFormat::Text => fmt.with_ansi(ansi).with_filter(log_filter(default)).boxed(),
+        LogFormat::Text => fmt.with_ansi(ansi).with_filter(log_filter(default).and(no_telemetry_spans)).boxed(),
         LogFormat::Json => fmt
             .json()
             .flatten_event(true)
@@ -236,6 +247,9 @@ pub fn init(
         .with_threads(false)
         .with_level(false)
         .with_target(false)
+        // The OTel context is read from the tracing span (`traceparent`), never from
+        // `Context::current()`, so entering a span need not attach it on every poll.
+        .with_context_activation(false)
         .with_filter(tracing_subscriber::filter::filter_fn(|m| {
             m.target().starts_with("hookhost") && (m.is_span() || *m.level() <= tracing::Level::WARN)
         }));
@@ -275,12 +289,6 @@ pub fn trace_id_hex(uuid: &str) -> String {
 /// The span id of event `uuid`'s ingest span.
 pub fn ingest_span_id(uuid: &str) -> SpanId {
     SpanId::from_bytes(derived("ingest:", uuid))
-}
-
-/// The ingest span of event `uuid`, as a remote parent for its attempts.
-fn ingest_context(uuid: &str) -> opentelemetry::Context {
-    let span = SpanContext::new(trace_id(uuid), ingest_span_id(uuid), TraceFlags::SAMPLED, true, TraceState::default());
-    opentelemetry::Context::new().with_remote_span_context(span)
 }
 
 thread_local! {
@@ -351,6 +359,7 @@ pub fn attempt_span(plugin: &str, version: &str, delivery_id: &str, uuid: &str) 
     if !enabled() {
         return tracing::Span::none();
     }
+    let trace = trace_id(uuid);
     let span = tracing::info_span!(
         target: "hookhost::attempt",
         "attempt",
@@ -362,9 +371,13 @@ pub fn attempt_span(plugin: &str, version: &str, delivery_id: &str, uuid: &str) 
         okta.event.uuid = uuid,
         hookhost.attempt.result = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
-        trace_id = %format_args!("{:032x}", trace_id(uuid)),
+        trace_id = tracing::field::Empty,
     );
-    if let Err(e) = span.set_parent(ingest_context(uuid)) {
+    if JSON_LOGS.load(Ordering::Relaxed) {
+        span.record("trace_id", tracing::field::display(format_args!("{trace:032x}")));
+    }
+    let ingest = SpanContext::new(trace, ingest_span_id(uuid), TraceFlags::SAMPLED, true, TraceState::default());
+    if let Err(e) = span.set_parent(opentelemetry::Context::new().with_remote_span_context(ingest)) {
         tracing::debug!(error = %e, "telemetry: the attempt span is not under its ingest span");
     }
     span
@@ -380,14 +393,20 @@ pub fn attempt_finished(span: &tracing::Span, result: &crate::attempt::AttemptRe
     }
 }
 
-/// The span of one outbound call a plugin makes (a child of the current span, its
-/// attempt); `None` when telemetry is off.
+/// The span of one outbound call a plugin makes, a child of the current span (its attempt);
+/// `None` when telemetry is off or no span is current (a call outside a traced attempt,
+/// e.g. `plugin run`, has no trace to join and sends no `traceparent`).
 pub fn http_span(method: &'static str, host: &str, port: Option<u16>) -> Option<tracing::Span> {
     if !enabled() {
         return None;
     }
+    let parent = tracing::Span::current();
+    if parent.is_none() {
+        return None;
+    }
     Some(tracing::info_span!(
         target: "hookhost::http",
+        parent: &parent,
         "http",
         otel.name = method,
         otel.kind = "client",
