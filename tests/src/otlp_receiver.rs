@@ -147,11 +147,10 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         Ok((encoding, spans)) => {
             inner.requests.push(encoding);
             inner.spans.extend(spans);
-            let ok = match encoding {
+            match encoding {
                 Encoding::Protobuf => ([(header::CONTENT_TYPE, "application/x-protobuf")], Vec::new()).into_response(),
                 Encoding::Json => ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
-            };
-            ok
+            }
         }
         Err(e) => {
             inner.bad_requests += 1;
