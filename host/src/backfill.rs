@@ -195,6 +195,7 @@ impl Poller {
             last_published: later(cursor.last_published, latest),
         };
         let (store, holder) = (self.store.clone(), self.holder.clone());
+        let started = std::time::SystemTime::now();
         let stored =
             blocking(move || store.ingest_page(Source::SystemLog, &events, Some((holder.as_str(), &next)))).await?;
         let Some(report) = stored else {
@@ -205,6 +206,12 @@ impl Poller {
         if report.deliveries > 0 {
             (self.on_stored)();
         }
+        let origin = crate::telemetry::IngestOrigin {
+            source: Source::SystemLog.as_str(),
+            okta_delivery_id: None,
+            events: page.events.len(),
+        };
+        crate::telemetry::record_ingest(origin, &report.new_events, started);
         if report.stored > 0 {
             tracing::info!(
                 found = page.events.len(),
@@ -262,7 +269,14 @@ pub async fn sweep(
         let (events, _) = prepare(&page.events, &*route);
         report.found += page.events.len();
         let s = store.clone();
+        let started = std::time::SystemTime::now();
         if let Some(r) = blocking(move || s.ingest_page(Source::SystemLog, &events, None)).await? {
+            let origin = crate::telemetry::IngestOrigin {
+                source: Source::SystemLog.as_str(),
+                okta_delivery_id: None,
+                events: page.events.len(),
+            };
+            crate::telemetry::record_ingest(origin, &r.new_events, started);
             report.new += r.stored;
             report.deliveries += r.deliveries;
         }

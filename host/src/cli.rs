@@ -28,6 +28,10 @@ enum Command {
         /// The host config (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Log lines on stderr as text or as one JSON object a line (default: [server]
+        /// log_format, else text).
+        #[arg(long, value_enum)]
+        log_format: Option<crate::config::LogFormat>,
     },
     /// Work with plugin bundles (<name>.wasm + <name>.toml).
     Plugin {
@@ -172,10 +176,13 @@ enum PluginCommand {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    // `serve` installs its own subscriber once its config (log format, telemetry) is read.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        crate::telemetry::init_logs(crate::config::LogFormat::Text, "warn");
+    }
     let result = match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config, log_format } => serve(&config, log_format),
         Command::Events { command: EventsCommand::List { config, status, limit } } => {
             events_list(&config, status.as_deref(), limit)
         }
@@ -203,16 +210,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing() {
-    let default = if std::env::args().nth(1).as_deref() == Some("serve") { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKHOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only on a terminal: in a log file or journal an escape sequence is noise, and
-    // with none of ours there, any ESC would stand out.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 fn plugin_keygen(dir: &Path) -> anyhow::Result<ExitCode> {
@@ -441,11 +438,17 @@ fn plugin_run(bundle_path: &Path, event_path: &Path, config: Option<&Path>) -> a
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn serve(config: &Path) -> anyhow::Result<ExitCode> {
+fn serve(config: &Path, log_format: Option<crate::config::LogFormat>) -> anyhow::Result<ExitCode> {
     let config = HostConfig::load(config)?;
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    rt.block_on(crate::server::serve(config))?;
+    let format = log_format.unwrap_or(config.server.log_format);
+    let telemetry =
+        crate::telemetry::init(&config.telemetry, format, "info", rt.handle().clone()).map_err(anyhow::Error::msg)?;
+    let served = rt.block_on(crate::server::serve(config));
+    // The runtime still runs here: the exporter's last requests go out on it.
+    telemetry.shutdown();
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -43,6 +43,7 @@ pub struct HostConfig {
     pub dispatch: DispatchConfig,
     pub plugins: PluginsConfig,
     pub admin: AdminConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +60,31 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// Connections open at once; more wait, unserved, until one closes.
     pub max_connections: u32,
+    /// How `serve` writes its log lines on stderr (`--log-format` wins).
+    pub log_format: LogFormat,
+}
+
+/// `server.log_format`: text for people, JSON (one object a line) for log shippers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP, off unless an endpoint is set here or
+/// in `OTEL_EXPORTER_OTLP_ENDPOINT` (a key set here wins over its variable; see
+/// [`crate::telemetry`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's base URL, e.g. `http://127.0.0.1:4318` (`/v1/traces` is appended).
+    pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` (default) or `http/json`.
+    pub otlp_protocol: Option<String>,
+    /// The `service.name` resource attribute (default `OTEL_SERVICE_NAME`, else `hookhost`).
+    pub service_name: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +95,7 @@ impl Default for ServerConfig {
             header_timeout_secs: 10,
             idle_timeout_secs: 60,
             max_connections: 1024,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -397,6 +424,8 @@ struct RawConfig {
     plugins: toml::Table,
     #[serde(default)]
     admin: AdminConfig,
+    #[serde(default)]
+    telemetry: TelemetryConfig,
 }
 
 impl Default for HostConfig {
@@ -416,6 +445,7 @@ impl Default for HostConfig {
                 overrides: BTreeMap::new(),
             },
             admin: AdminConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -537,6 +567,9 @@ impl HostConfig {
             return Err(err("dispatch.workers and dispatch.max_concurrency must be >= 1".into()));
         }
         validate_retry(&raw.dispatch.retry, "dispatch.retry").map_err(err)?;
+        if let Some(p) = &raw.telemetry.otlp_protocol {
+            crate::telemetry::Protocol::parse(p).map_err(|m| err(format!("telemetry.otlp_protocol: {m}")))?;
+        }
 
         let mut password = raw.store.password;
         if let Some(s) = password.as_mut() {
@@ -553,6 +586,7 @@ impl HostConfig {
             dispatch: raw.dispatch,
             plugins,
             admin,
+            telemetry: raw.telemetry,
         })
     }
 }

@@ -29,6 +29,8 @@
 //!   the host and are never handed out; [`backfill`]: recovering dropped events from the
 //!   System Log, which stores them the way [`ingest`] does; [`reconcile`]: compares a plugin's target with the members of
 //!   its Okta groups and stores the repairs as ordinary events.
+//! - [`telemetry`]: the log subscriber (text or JSON) and OpenTelemetry traces over OTLP,
+//!   one trace per event with ids derived from its `uuid`.
 //! - [`server`]: `hookhost serve` wiring and graceful shutdown; [`cli`]: the `hookhost` command;
 //!   [`scaffold`]: the templates of `hookhost plugin new`.
 
@@ -53,3 +55,4 @@ pub mod secret;
 pub mod server;
 pub mod signing;
 pub mod store;
+pub mod telemetry;

@@ -289,10 +289,19 @@ impl Reconciler {
             let batch: Vec<NewEvent> =
                 new_events.into_iter().map(|event| NewEvent { event, plugins: vec![name.clone()] }).collect();
             let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.ingest_page(Source::Reconcile, &batch, None))
+            let (started, in_batch) = (std::time::SystemTime::now(), batch.len());
+            let report = tokio::task::spawn_blocking(move || store.ingest_page(Source::Reconcile, &batch, None))
                 .await
                 .map_err(|e| ReconcileError::Store(format!("task failed: {e}")))?
                 .map_err(|e| ReconcileError::Store(e.to_string()))?;
+            if let Some(report) = report {
+                let origin = crate::telemetry::IngestOrigin {
+                    source: Source::Reconcile.as_str(),
+                    okta_delivery_id: None,
+                    events: in_batch,
+                };
+                crate::telemetry::record_ingest(origin, &report.new_events, started);
+            }
             (self.on_stored)();
             plan.applied = true;
             tracing::info!(plugin = %name, add = plan.add.len(), remove = plan.remove.len(), "reconcile applied: events stored");

@@ -27,4 +27,5 @@ mod secrets_scan;
 mod serve_e2e;
 mod signed_bundles;
 mod signing_keys;
+mod telemetry;
 mod webhook_forward;

@@ -5,21 +5,31 @@
 //! (limits, epoch deadline, stdio capture, grants) with the pooling allocator and with
 //! on-demand allocation; against the floor, the same component in a minimal wasmtime
 //! embedding (pooling, WASI with defaults, stub hookhost imports, nothing else); and against
-//! the same logic as a native Rust function. Last line: one JSON object.
+//! the same logic as a native Rust function.
+//!
+//! Telemetry: the same attempts as the dispatcher runs them (inside the attempt span), with
+//! telemetry off (the span is `Span::none()`, what `serve` does without an endpoint) and on
+//! (spans exported over OTLP/HTTP protobuf to an in-process receiver), interleaved attempt by
+//! attempt so a busy machine slows both alike. Last line: one JSON object.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookhost::okta::Event;
 use hookhost::registry::{self, PluginBundle};
+use hookhost::runtime::LoadedPlugin;
 use hookhost::runtime::{Allocation, AttemptResult, EngineOptions, KvBackend, MemoryKv, PluginIdentity, Runtime};
 use hookhost_tests::serve::workspace;
+use hookhost_tests::{WebhookKind, WebhookReceiver};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 const WARMUP: usize = 1_000;
 const ITERS: usize = 20_000;
+/// Attempts that make an HTTP call take ~100x longer: fewer of them.
+const HTTP_WARMUP: usize = 200;
+const HTTP_ITERS: usize = 2_000;
 
 mod floor {
     wasmtime::component::bindgen!({
@@ -228,6 +238,62 @@ async fn bench_hookhost(allocation: Allocation, manifest: &std::path::Path, ev: 
     (p50, p99, compile_ms)
 }
 
+/// `manifest`'s plugin loaded with the operator override `over` (TOML).
+fn load_plugin(runtime: &Runtime, manifest: &std::path::Path, over: &str) -> (String, String, LoadedPlugin) {
+    let bundle = PluginBundle::load(manifest).expect("bundle");
+    let over: hookhost::config::PluginOverride = toml::from_str(over).expect("override");
+    let spec = registry::effective(&bundle, Some(&over)).expect("spec");
+    let component = runtime.compile(&bundle.wasm).expect("compile");
+    let plugin = runtime
+        .load(
+            &component,
+            PluginIdentity { name: spec.name.clone(), version: spec.version.clone(), sha256: spec.sha256.clone() },
+            spec.grant.clone(),
+            spec.limits.clone(),
+        )
+        .expect("load");
+    (spec.name, spec.version, plugin)
+}
+
+/// `warmup + iters` attempts of each inside the dispatcher's attempt span, alternating
+/// telemetry off (even: `Span::none()`, what dispatch opens without an endpoint) and on (odd).
+async fn bench_telemetry(
+    runtime: &Runtime,
+    (name, version, plugin): &(String, String, LoadedPlugin),
+    ev: &Event,
+    warmup: usize,
+    iters: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    use tracing::Instrument;
+    let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
+    let (mut off, mut on) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    for i in 0..2 * (warmup + iters) {
+        let t = Instant::now();
+        let span = if i % 2 == 0 {
+            tracing::Span::none()
+        } else {
+            hookhost::telemetry::attempt_span(name, version, "d-bench", &ev.uuid)
+        };
+        let a = runtime.run(plugin, ev, kv.clone()).instrument(span.clone()).await;
+        hookhost::telemetry::attempt_finished(&span, &a.result);
+        drop(span);
+        let took = t.elapsed();
+        if i >= 2 * warmup {
+            if i % 2 == 0 {
+                off.push(took)
+            } else {
+                on.push(took)
+            }
+        }
+        assert!(matches!(a.result, AttemptResult::Done { .. }), "{name}: {:?}", a.result);
+    }
+    (off, on)
+}
+
+fn mean_us(samples: &[Duration]) -> f64 {
+    samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len() as f64 * 1e6
+}
+
 /// The echo plugin's logic, natively.
 #[inline(never)]
 fn echo_native(event: &Event) -> String {
@@ -266,6 +332,44 @@ fn main() {
     let (native_p50, _) = percentiles(samples);
     println!("native Rust function: p50 {native_p50:.2} µs");
 
+    // Telemetry on: the exporter and the receiver run on their own runtime (one worker), as
+    // the exporter runs beside the dispatcher in `serve`; batches every 100 ms.
+    let exporter_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio");
+    let receiver = exporter_rt.block_on(hookhost_tests::otlp_receiver::OtlpReceiver::start()).expect("receiver");
+    if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+        // SAFETY: no other thread of this process reads or writes the environment now.
+        unsafe { std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100") };
+    }
+    let config = hookhost::config::TelemetryConfig { otlp_endpoint: Some(receiver.endpoint()), ..Default::default() };
+    let telemetry =
+        hookhost::telemetry::init(&config, hookhost::config::LogFormat::Text, "info", exporter_rt.handle().clone())
+            .expect("telemetry");
+    // The floor: echo, no host call. Then chat-notify posting once to a loopback Slack
+    // stand-in, where each attempt also has an HTTP span and sends `traceparent`.
+    let runtime = Runtime::new(&EngineOptions::default()).expect("runtime");
+    let echo = load_plugin(&runtime, &manifest, "");
+    let (off, on) = rt.block_on(bench_telemetry(&runtime, &echo, &ev, WARMUP, ITERS));
+    let (off_mean, on_mean) = (mean_us(&off), mean_us(&on));
+    let ((off_p50, _), (on_p50, _)) = (percentiles(off), percentiles(on));
+    println!("echo attempt, telemetry off: p50 {off_p50:.1} µs (mean {off_mean:.1}); on: p50 {on_p50:.1} µs (mean {on_mean:.1})");
+    // Its own runtime: behind the OTLP receiver's work, the webhook's answers would wait.
+    let slack_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio");
+    let slack = slack_rt.block_on(WebhookReceiver::start(WebhookKind::Slack)).expect("slack");
+    let chat_over = format!(
+        "allowed_hosts = [\"{}\"]\n[secrets]\nwebhook_url = {{ value = \"{}\" }}\n",
+        slack.base_url(),
+        slack.url()
+    );
+    let chat = load_plugin(&runtime, &workspace().join("dist/plugins/chat-notify.toml"), &chat_over);
+    let (http_off, http_on) = rt.block_on(bench_telemetry(&runtime, &chat, &ev, HTTP_WARMUP, HTTP_ITERS));
+    let ((http_off_p50, _), (http_on_p50, _)) = (percentiles(http_off), percentiles(http_on));
+    println!("chat-notify attempt (one POST), telemetry off: p50 {http_off_p50:.1} µs; on: p50 {http_on_p50:.1} µs");
+    telemetry.shutdown();
+    let exported = receiver.spans().len();
+    let expected = (WARMUP + ITERS) + 2 * (HTTP_WARMUP + HTTP_ITERS);
+    println!("{exported} spans exported of {expected}");
+
     let json = serde_json::json!({
         "bench": "runtime",
         "pooling_p50_us": round(pool_p50),
@@ -277,6 +381,14 @@ fn main() {
         "native_p50_us": round(native_p50),
         "ratio": (pool_p50 / floor_p50 * 100.0).round() / 100.0,
         "compile_ms": round(compile_ms),
+        "telemetry_off_us_per_attempt": round(off_p50),
+        "telemetry_on_us_per_attempt": round(on_p50),
+        "telemetry_overhead_pct": round((on_p50 / off_p50 - 1.0) * 100.0),
+        "telemetry_http_off_us_per_attempt": round(http_off_p50),
+        "telemetry_http_on_us_per_attempt": round(http_on_p50),
+        "telemetry_http_overhead_pct": round((http_on_p50 / http_off_p50 - 1.0) * 100.0),
+        "telemetry_spans_exported": exported,
+        "telemetry_spans_expected": expected,
     });
     println!("{json}");
 }

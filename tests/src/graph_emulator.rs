@@ -193,6 +193,8 @@ pub struct JournalEntry {
     pub request_id: String,
     /// The `Retry-After` header the emulator answered with (throttling and outage faults).
     pub retry_after: Option<String>,
+    /// The W3C `traceparent` request header, when the caller sent one (trace propagation).
+    pub traceparent: Option<String>,
 }
 
 impl JournalEntry {
@@ -570,6 +572,7 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
     let received = Instant::now();
     let method = request.method().clone();
     let query = request.uri().query().map(str::to_owned);
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let request_id = ids::uuid_v4();
     let client_request_id = request
         .headers()
@@ -641,6 +644,7 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         received,
         request_id,
         retry_after: response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        traceparent,
     });
     response
 }

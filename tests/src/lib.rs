@@ -19,6 +19,8 @@
 //!   recording what it received and able to throttle (for the chat-notify and siem-forward plugins).
 //! - [`keys`]: throwaway private keys (PEM) made at test time, with the public halves the
 //!   emulators register.
+//! - [`otlp_receiver`]: an OpenTelemetry collector stand-in (`POST /v1/traces`, protobuf and
+//!   JSON), recording the spans the host exports.
 //! - [`fixtures`]: finding and loading the verbatim payloads in `tests/fixtures`.
 //! - [`serve`]: the one harness that writes a `host.toml` and runs the real `hookhost serve`
 //!   (used by the end-to-end tests, the benches and the demo).
@@ -32,6 +34,7 @@ pub mod keys;
 pub mod okta;
 pub mod okta_emulator;
 pub mod okta_users;
+pub mod otlp_receiver;
 pub mod serve;
 pub mod webhooks;
 

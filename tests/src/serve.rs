@@ -132,6 +132,8 @@ pub struct ServeSetup {
     /// The process umask `serve` runs under (through `sh -c 'umask …; exec …'`), to show
     /// file modes do not depend on it.
     pub umask: Option<u32>,
+    /// More environment variables for the process (e.g. `OTEL_BSP_SCHEDULE_DELAY`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServeSetup {
@@ -152,6 +154,7 @@ impl Default for ServeSetup {
             server_extra: String::new(),
             plugins_extra: String::new(),
             umask: None,
+            env: Vec::new(),
         }
     }
 }
@@ -315,6 +318,7 @@ impl ServeProcess {
         if let Some(filter) = &setup.log_filter {
             cmd.env("HOOKHOST_LOG", filter);
         }
+        cmd.envs(setup.env.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().context("spawning hookhost serve")?;
         let url = format!("http://127.0.0.1:{port}");
         let mut serve = ServeProcess { child, url, setup, dir: dir.to_path_buf(), log };

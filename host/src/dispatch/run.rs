@@ -4,11 +4,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Instrument;
 
 use super::{blocking, now, retry, Shared};
 use crate::logsafe::Clean;
 use crate::runtime::{Attempt, KvBackend};
 use crate::store::{Claim, Next, Status};
+use crate::telemetry;
 
 pub(super) async fn run_claim(ctx: Arc<Shared>, claim: Claim) {
     let Some(active) = ctx.plugins.get(&claim.plugin) else {
@@ -34,7 +36,11 @@ pub(super) async fn run_claim(ctx: Arc<Shared>, claim: Claim) {
     }
 
     let kv: Arc<dyn KvBackend> = ctx.store.clone();
-    let attempt = ctx.runtime.run_for(&active.loaded, &claim.event, kv, Some(&claim.delivery_id));
+    // The attempt's span (none when telemetry is off): under the event's ingest span, and the
+    // parent of the plugin's outbound calls, which the runtime opens in the current span.
+    let span = telemetry::attempt_span(&claim.plugin, &active.spec.version, &claim.delivery_id, &claim.event.uuid);
+    let attempt =
+        ctx.runtime.run_for(&active.loaded, &claim.event, kv, Some(&claim.delivery_id)).instrument(span.clone());
     let Some(attempt) = with_lease(&ctx, &claim, attempt).await else {
         tracing::warn!(
             plugin = %claim.plugin,
@@ -43,6 +49,8 @@ pub(super) async fn run_claim(ctx: Arc<Shared>, claim: Claim) {
         );
         return;
     };
+    telemetry::attempt_finished(&span, &attempt.result);
+    drop(span);
     ctx.metrics.observe_attempt(&claim.plugin, attempt.duration.as_secs_f64());
     let policy = active.spec.retry.as_ref().unwrap_or(&ctx.config.retry);
     let next = retry::next_after(&attempt.result, claim.attempts, policy, now(), fastrand::f64());
@@ -97,6 +105,7 @@ async fn finish(ctx: &Shared, claim: &Claim, attempt: Option<Attempt>, next: Nex
                 plugin = %claim.plugin,
                 delivery = %claim.delivery_id,
                 event = %Clean(&claim.event.uuid),
+                trace_id = %telemetry::trace_id_hex(&claim.event.uuid),
                 status = status.as_str(),
                 outcome = %Clean(&outcome),
                 "delivery attempt finished"

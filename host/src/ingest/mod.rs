@@ -36,6 +36,7 @@ use crate::okta::Delivery;
 use crate::registry::PluginSet;
 use crate::secret::Secret;
 use crate::store::{NewEvent, Source, Store};
+use crate::telemetry;
 
 /// What the endpoint needs.
 #[derive(Clone)]
@@ -107,6 +108,7 @@ fn authorized(state: &IngestState, headers: &HeaderMap) -> bool {
 }
 
 async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> Response {
+    let started = std::time::SystemTime::now();
     if !authorized(state, headers) {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -158,6 +160,7 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
         .into_iter()
         .map(|event| NewEvent { plugins: state.plugins.subscribers(&event), event })
         .collect();
+    let in_delivery = events.len();
     let store = state.store.clone();
     let okta_id = delivery.delivery_id.clone();
     let committed = tokio::task::spawn_blocking(move || store.ingest(okta_id.as_deref(), &events)).await;
@@ -167,6 +170,12 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
             if report.deliveries > 0 {
                 (state.on_stored)();
             }
+            let origin = telemetry::IngestOrigin {
+                source: Source::Hook.as_str(),
+                okta_delivery_id: delivery.delivery_id.as_deref(),
+                events: in_delivery,
+            };
+            telemetry::record_ingest(origin, &report.new_events, started);
             tracing::info!(
                 okta_delivery_id = %Clean(delivery.delivery_id.as_deref().unwrap_or("-")),
                 stored = report.stored,

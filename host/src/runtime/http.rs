@@ -33,6 +33,16 @@
 //! connector connects to those without resolving again, so a name cannot be re-pointed
 //! between the check and the connection (DNS rebinding). Proxies from the environment are
 //! off, so no proxy resolves names on our behalf either.
+//!
+//! # Trace context and Graph's request ids
+//!
+//! With telemetry on ([`crate::telemetry`]), each request is a client span, a child of the
+//! current span (the caller's: the dispatcher runs an attempt inside its attempt span; this
+//! module knows no caller), and carries a W3C `traceparent` naming that span; a
+//! `traceparent`/`tracestate` the plugin wrote is dropped, since the host owns the trace.
+//! Whatever the setting, an answer carrying Microsoft Graph's `request-id` or
+//! `client-request-id` leaves a host line with them in the attempt's log, because those ids
+//! are what Microsoft support asks for about a call.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -43,6 +53,7 @@ use super::grant::Origin;
 use super::pace::Admission;
 use super::state::AttemptState;
 use crate::attempt::{LogLevel, LogSource};
+use tracing::Instrument;
 
 /// Headers the host sets itself; a plugin may not.
 const FORBIDDEN_HEADERS: &[&str] = &[
@@ -57,6 +68,41 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "te",
     "trailer",
 ];
+
+/// W3C trace context headers: the host writes them when telemetry is on.
+const TRACE_HEADERS: &[&str] = &["traceparent", "tracestate"];
+
+/// The response headers Microsoft Graph (and Entra ID) identify a request by; support asks
+/// for them, so they go on the HTTP span and in the attempt's log.
+const GRAPH_ID_HEADERS: [&str; 2] = ["request-id", "client-request-id"];
+
+/// A response header's value, capped, for a log line or span attribute.
+fn header<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
+    resp.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.get(..128).unwrap_or(v.as_str()))
+}
+
+/// Status and Graph's ids on the HTTP span.
+fn record_answer(span: &tracing::Span, resp: &Response) {
+    span.record("http.response.status_code", resp.status);
+    if resp.status >= 500 {
+        span.record("otel.status_code", "error");
+    }
+    for name in GRAPH_ID_HEADERS {
+        if let Some(v) = header(resp, name) {
+            span.record(format!("http.response.header.{name}").as_str(), v);
+        }
+    }
+}
+
+/// The attempt-log line of a call answered with Graph's ids, e.g. `POST https://graph.microsoft.com
+/// answered 201 (request-id 5f…, client-request-id 5f…)`; `None` when it carried neither.
+fn graph_ids_line(method: &str, origin: &Origin, resp: &Response) -> Option<String> {
+    let ids: Vec<String> = GRAPH_ID_HEADERS
+        .iter()
+        .filter_map(|name| header(resp, name).map(|v| format!("{name} {}", crate::logsafe::Clean(v))))
+        .collect();
+    (!ids.is_empty()).then(|| format!("{method} {origin} answered {} ({})", resp.status, ids.join(", ")))
+}
 
 /// Default per-request timeout when the plugin gives none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -178,8 +224,19 @@ impl Host for AttemptState {
         };
         debug_assert_eq!(method.as_str(), method_name);
         let mut builder = self.http.request(method, url.clone()).timeout(timeout);
+        // With telemetry on, the call is a span of the current one (the attempt's) and the
+        // request names it in `traceparent`, replacing any trace context the plugin wrote.
+        let span =
+            crate::telemetry::http_span(method_name, url.host_str().unwrap_or_default(), url.port_or_known_default());
+        let traceparent = span.as_ref().and_then(crate::telemetry::traceparent);
         for (name, value) in &req.headers {
+            if traceparent.is_some() && TRACE_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+                continue;
+            }
             builder = builder.header(name.as_str(), value.as_str());
+        }
+        if let Some(value) = &traceparent {
+            builder = builder.header("traceparent", value.as_str());
         }
         if let Some(body) = req.body {
             builder = builder.body(body);
@@ -208,10 +265,22 @@ impl Host for AttemptState {
             }
             Ok::<_, reqwest::Error>(Ok(Response { status, headers, body }))
         })
+        .instrument(span.clone().unwrap_or_else(tracing::Span::none))
         .await;
 
+        if let Some(span) = &span {
+            match &result {
+                Ok(Ok(Ok(resp))) => record_answer(span, resp),
+                _ => {
+                    span.record("otel.status_code", "error");
+                }
+            }
+        }
         match result {
             Ok(Ok(Ok(resp))) => {
+                if let Some(line) = graph_ids_line(method_name, &origin, &resp) {
+                    self.log.push(LogLevel::Info, LogSource::Host, line);
+                }
                 if let Some(pause) = self.plugin.pacer.observe(&origin, resp.status, &resp.headers) {
                     self.log.push(
                         LogLevel::Warn,

@@ -152,6 +152,9 @@ pub struct IngestReport {
     pub duplicates: usize,
     /// Deliveries created.
     pub deliveries: usize,
+    /// The `uuid`s of the events stored for the first time, in the order given (what the
+    /// telemetry ingest spans are emitted for: a duplicate must not repeat its span).
+    pub new_events: Vec<String>,
 }
 
 /// A delivery claimed by a worker, with what the worker needs to run it.

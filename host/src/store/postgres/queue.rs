@@ -118,6 +118,7 @@ pub(super) fn ingest(
             continue;
         }
         report.stored += 1;
+        report.new_events.push(event.uuid.clone());
         for (position, group) in event.targets.iter().enumerate().filter(|(_, t)| t.kind == "UserGroup") {
             let position = i64::try_from(position).unwrap_or(i64::MAX);
             tx.execute(&insert_group, &[&event.uuid, &group.id, &group.display_name, &position])?;

@@ -199,6 +199,7 @@ pub(super) fn apply_batch(
             continue;
         }
         report.stored += 1;
+        report.new_events.push(event.uuid.clone());
         for (position, group) in event.targets.iter().enumerate().filter(|(_, t)| t.kind == "UserGroup") {
             insert_group.execute(params![event.uuid, group.id, group.display_name, position as i64])?;
         }
