@@ -817,6 +817,23 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_and_log_format_are_off_by_default_and_checked_when_set() {
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg.server.log_format, LogFormat::Text);
+        assert!(cfg.telemetry.otlp_endpoint.is_none());
+        let cfg = parse(
+            "[server]\nlog_format = \"json\"\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\notlp_protocol = \"http/json\"\nservice_name = \"hooks-eu\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.server.log_format, LogFormat::Json);
+        assert_eq!(cfg.telemetry.otlp_protocol.as_deref(), Some("http/json"));
+        let e = parse("[telemetry]\notlp_protocol = \"grpc\"\n").unwrap_err().to_string();
+        assert!(e.contains("telemetry.otlp_protocol") && e.contains("4318"), "{e}");
+        let e = parse("[telemetry]\nendpoint = \"http://x\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `endpoint`"), "{e}");
+    }
+
+    #[test]
     fn design_example_parses_and_resolves_paths() {
         let cfg = parse(
             r#"

@@ -179,9 +179,12 @@ fn log_layer(format: LogFormat, default: &str) -> BoxedLayer {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     JSON_LOGS.store(format == LogFormat::Json, Ordering::Relaxed);
+    // The hint keeps the combined filter's level hint the EnvFilter's: without one, `log`
+    // records at every level (hyper, rustls) would be converted and filtered one by one.
     let no_telemetry_spans = tracing_subscriber::filter::filter_fn(|m| {
         !(m.is_span() && matches!(m.target(), "hookhost::attempt" | "hookhost::http"))
-    });
+    })
+    .with_max_level_hint(tracing_subscriber::filter::LevelFilter::TRACE);
     match format {
         LogFormat::Text => fmt.with_ansi(ansi).with_filter(log_filter(default).and(no_telemetry_spans)).boxed(),
         LogFormat::Json => fmt
@@ -250,9 +253,14 @@ pub fn init(
         // The OTel context is read from the tracing span (`traceparent`), never from
         // `Context::current()`, so entering a span need not attach it on every poll.
         .with_context_activation(false)
-        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-            m.target().starts_with("hookhost") && (m.is_span() || *m.level() <= tracing::Level::WARN)
-        }));
+        .with_filter(
+            tracing_subscriber::filter::filter_fn(|m| {
+                m.target().starts_with("hookhost") && (m.is_span() || *m.level() <= tracing::Level::WARN)
+            })
+            // Our spans are `info`: with no hint the subscriber's would be TRACE, and every
+            // `log::trace!` in hyper and rustls would reach the dispatcher.
+            .with_max_level_hint(tracing_subscriber::filter::LevelFilter::INFO),
+        );
     tracing_subscriber::registry()
         .with(logs)
         .with(otel)

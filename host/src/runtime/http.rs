@@ -515,6 +515,22 @@ mod tests {
     }
 
     #[test]
+    fn graphs_request_ids_make_one_attempt_log_line() {
+        let origin = Origin::of_url(&url::Url::parse("https://graph.microsoft.com/v1.0/users").unwrap()).unwrap();
+        let resp = |headers: &[(&str, &str)]| Response {
+            status: 201,
+            headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            body: Vec::new(),
+        };
+        let line = graph_ids_line("POST", &origin, &resp(&[("Request-Id", "r-1"), ("client-request-id", "c\n2")]));
+        assert_eq!(
+            line.as_deref(),
+            Some("POST https://graph.microsoft.com answered 201 (request-id r-1, client-request-id c\\n2)")
+        );
+        assert_eq!(graph_ids_line("GET", &origin, &resp(&[("content-type", "application/json")])), None);
+    }
+
+    #[test]
     fn public_addresses_pass() {
         for ip in [
             "8.8.8.8",
