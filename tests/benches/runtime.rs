@@ -216,14 +216,7 @@ async fn bench_hookhost(allocation: Allocation, manifest: &std::path::Path, ev: 
     let t = Instant::now();
     let component = runtime.compile(&bundle.wasm).expect("compile");
     let compile_ms = t.elapsed().as_secs_f64() * 1e3;
-    let plugin = runtime
-        .load(
-            &component,
-            PluginIdentity { name: spec.name.clone(), version: spec.version.clone(), sha256: spec.sha256.clone() },
-            spec.grant.clone(),
-            spec.limits.clone(),
-        )
-        .expect("load");
+    let plugin = load_spec(&runtime, &component, &spec);
     let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
     let mut samples = Vec::with_capacity(ITERS);
     for i in 0..WARMUP + ITERS {
@@ -238,20 +231,20 @@ async fn bench_hookhost(allocation: Allocation, manifest: &std::path::Path, ev: 
     (p50, p99, compile_ms)
 }
 
+/// `component` loaded as the plugin `spec` describes.
+fn load_spec(runtime: &Runtime, component: &Component, spec: &registry::PluginSpec) -> LoadedPlugin {
+    let identity =
+        PluginIdentity { name: spec.name.clone(), version: spec.version.clone(), sha256: spec.sha256.clone() };
+    runtime.load(component, identity, spec.grant.clone(), spec.limits.clone()).expect("load")
+}
+
 /// `manifest`'s plugin loaded with the operator override `over` (TOML).
 fn load_plugin(runtime: &Runtime, manifest: &std::path::Path, over: &str) -> (String, String, LoadedPlugin) {
     let bundle = PluginBundle::load(manifest).expect("bundle");
     let over: hookhost::config::PluginOverride = toml::from_str(over).expect("override");
     let spec = registry::effective(&bundle, Some(&over)).expect("spec");
     let component = runtime.compile(&bundle.wasm).expect("compile");
-    let plugin = runtime
-        .load(
-            &component,
-            PluginIdentity { name: spec.name.clone(), version: spec.version.clone(), sha256: spec.sha256.clone() },
-            spec.grant.clone(),
-            spec.limits.clone(),
-        )
-        .expect("load");
+    let plugin = load_spec(runtime, &component, &spec);
     (spec.name, spec.version, plugin)
 }
 
