@@ -15,10 +15,12 @@
 //! for a JWT that cannot be read.
 
 use aws_lc_rs::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY, SHA256};
-use aws_lc_rs::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use rustls_pki_types::CertificateDer;
 use serde_json::Value;
+use webpki::aws_lc_rs::{RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256_LEGACY_KEY};
+use webpki::EndEntityCert;
 
 /// `client_assertion_type` of a JWT assertion.
 pub(super) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -34,8 +36,8 @@ pub struct Certificate {
     x5t: String,
     /// Upper-case hex SHA-1, the thumbprint Entra shows.
     thumbprint: String,
-    /// The certificate's SubjectPublicKeyInfo.
-    spki: Vec<u8>,
+    /// The certificate as uploaded.
+    der: Vec<u8>,
 }
 
 impl Certificate {
@@ -44,13 +46,13 @@ impl Certificate {
     /// # Errors
     /// The DER is not an X.509 certificate.
     pub fn from_der(der: &[u8]) -> Result<Certificate, String> {
-        let spki = subject_public_key_info(der).ok_or("not an X.509 certificate (DER)")?.to_vec();
+        EndEntityCert::try_from(&CertificateDer::from(der)).map_err(|_| "not an X.509 certificate (DER)")?;
         let sha1 = digest(&SHA1_FOR_LEGACY_USE_ONLY, der);
         Ok(Certificate {
             x5t_s256: URL_SAFE_NO_PAD.encode(digest(&SHA256, der)),
             x5t: URL_SAFE_NO_PAD.encode(sha1),
-            thumbprint: hex_upper(sha1.as_ref()),
-            spki,
+            thumbprint: hex::encode_upper(sha1.as_ref()),
+            der: der.to_vec(),
         })
     }
 }
@@ -96,8 +98,8 @@ pub(super) fn verify(assertion: &str, certificates: &[Certificate], expected: &E
 
     let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
     let verification = match alg {
-        "RS256" => &RSA_PKCS1_2048_8192_SHA256,
-        "PS256" => &RSA_PSS_2048_8192_SHA256,
+        "RS256" => RSA_PKCS1_2048_8192_SHA256,
+        "PS256" => RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
         other => {
             return Err(refusal(
                 5002738,
@@ -111,14 +113,17 @@ pub(super) fn verify(assertion: &str, certificates: &[Certificate], expected: &E
         certificates.iter().find(|c| Some(c.x5t_s256.as_str()) == s256 || Some(c.x5t.as_str()) == sha1)
     else {
         let used =
-            s256.or(sha1).and_then(|t| URL_SAFE_NO_PAD.decode(t).ok()).map(|t| hex_upper(&t)).unwrap_or_default();
+            s256.or(sha1).and_then(|t| URL_SAFE_NO_PAD.decode(t).ok()).map(hex::encode_upper).unwrap_or_default();
         return Err(refusal(700027, format!(
             "The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '{used}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{}'. {DOCS}]",
             expected.client_id
         )));
     };
     let signed = format!("{header_b64}.{claims_b64}");
-    if UnparsedPublicKey::new(verification, &certificate.spki).verify(signed.as_bytes(), &signature).is_err() {
+    let der = CertificateDer::from(certificate.der.as_slice());
+    let verified = EndEntityCert::try_from(&der)
+        .is_ok_and(|cert| cert.verify_signature(verification, signed.as_bytes(), &signature).is_ok());
+    if !verified {
         return Err(refusal(700027, format!(
             "Client assertion failed signature validation. [Reason - The provided signature value did not match the expected signature value., Thumbprint of key used by client: '{}', Found key 'Start=…, End=…'] {DOCS}",
             certificate.thumbprint
@@ -157,53 +162,6 @@ pub(super) fn verify(assertion: &str, certificates: &[Certificate], expected: &E
 fn rfc3339(unix_s: i64) -> String {
     chrono::DateTime::from_timestamp(unix_s, 0)
         .map_or_else(|| unix_s.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-}
-
-fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-/// One DER element at the start of `input`: (tag, whole element, contents, rest).
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let header_len = input.len() - rest.len();
-    Some((tag, &input[..header_len + len], &rest[..len], &rest[len..]))
-}
-
-/// The SubjectPublicKeyInfo of an X.509 certificate (RFC 5280 §4.1): the seventh element of
-/// `tbsCertificate` counting the optional `[0]` version, the sixth without it.
-fn subject_public_key_info(der: &[u8]) -> Option<&[u8]> {
-    const SEQUENCE: u8 = 0x30;
-    let (tag, _, certificate, _) = der_element(der)?;
-    let (tbs_tag, _, tbs, _) = der_element(certificate)?;
-    if tag != SEQUENCE || tbs_tag != SEQUENCE {
-        return None;
-    }
-    let mut rest = tbs;
-    let (first, ..) = der_element(rest)?;
-    if first == 0xa0 {
-        rest = der_element(rest)?.3;
-    }
-    // serialNumber, signature, issuer, validity, subject.
-    for _ in 0..5 {
-        rest = der_element(rest)?.3;
-    }
-    let (spki_tag, spki, ..) = der_element(rest)?;
-    (spki_tag == SEQUENCE).then_some(spki)
 }
 
 #[cfg(test)]
@@ -309,10 +267,9 @@ mod tests {
     }
 
     #[test]
-    fn the_public_key_comes_out_of_the_certificate() {
+    fn only_an_x509_certificate_is_taken() {
         let (_, der) = rsa_certificate();
-        let spki = subject_public_key_info(&der).unwrap();
-        assert_eq!(spki[0], 0x30);
+        assert!(Certificate::from_der(&der).is_ok());
         assert!(Certificate::from_der(b"not a certificate").is_err());
         assert!(Certificate::from_der(&der[..der.len() / 2]).is_err());
     }
