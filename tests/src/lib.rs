@@ -24,7 +24,8 @@
 //! - [`fixtures`]: finding and loading the verbatim payloads in `tests/fixtures`.
 //! - [`serve`]: the one harness that writes a `host.toml` and runs the real `hookhost serve`
 //!   (used by the end-to-end tests, the benches and the demo).
-//! - `server`, `ids` (private): spawning/stopping the emulators' servers; random identifiers.
+//! - `server`, `ids`, `jws` (private): spawning/stopping the emulators' servers; random
+//!   identifiers; reading a client assertion (compact JWS).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -39,6 +40,7 @@ pub mod serve;
 pub mod webhooks;
 
 mod ids;
+mod jws;
 mod server;
 
 pub use graph_emulator::{Fault, GraphEmulator, TenantConfig};

@@ -81,20 +81,8 @@ fn refusal(code: u32, description: String) -> Refusal {
 /// Checks `assertion` against the registered `certificates` and `expected`.
 pub(super) fn verify(assertion: &str, certificates: &[Certificate], expected: &Expected<'_>) -> Result<(), Refusal> {
     let malformed = || refusal(50027, "JWT token is invalid or is malformed.".into());
-    let mut parts = assertion.split('.');
-    let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(malformed());
-    };
-    let json = |part: &str| -> Option<serde_json::Map<String, Value>> {
-        serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()?.as_object().cloned()
-    };
-    let (Some(header), Some(claims), Ok(signature)) =
-        (json(header_b64), json(claims_b64), URL_SAFE_NO_PAD.decode(signature_b64))
-    else {
-        return Err(malformed());
-    };
+    let Some(jws) = crate::jws::parse(assertion) else { return Err(malformed()) };
+    let (header, claims, signature) = (&jws.header, &jws.claims, &jws.signature);
 
     let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
     let verification = match alg {
@@ -119,10 +107,9 @@ pub(super) fn verify(assertion: &str, certificates: &[Certificate], expected: &E
             expected.client_id
         )));
     };
-    let signed = format!("{header_b64}.{claims_b64}");
     let der = CertificateDer::from(certificate.der.as_slice());
     let verified = EndEntityCert::try_from(&der)
-        .is_ok_and(|cert| cert.verify_signature(verification, signed.as_bytes(), &signature).is_ok());
+        .is_ok_and(|cert| cert.verify_signature(verification, jws.signing_input.as_bytes(), signature).is_ok());
     if !verified {
         return Err(refusal(700027, format!(
             "Client assertion failed signature validation. [Reason - The provided signature value did not match the expected signature value., Thumbprint of key used by client: '{}', Found key 'Start=…, End=…'] {DOCS}",

@@ -28,9 +28,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 
 use super::{okta_error, Shared};
@@ -250,13 +248,8 @@ fn issue(
 /// Checks a client assertion; the client id and `jti`, or why not (and the claimed client).
 fn verify(state: &OAuthState, assertion: &str, aud: &str) -> Result<(String, String), (String, Option<String>)> {
     let malformed = || ("The client_assertion is not a well-formed JWT.".to_owned(), None);
-    let parts: Vec<&str> = assertion.split('.').collect();
-    let [header, claims, signature] = parts[..] else { return Err(malformed()) };
-    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).ok();
-    let json = |s: &str| decode(s).and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-    let (Some(h), Some(c), Some(sig)) = (json(header), json(claims), decode(signature)) else {
-        return Err(malformed());
-    };
+    let Some(jws) = crate::jws::parse(assertion) else { return Err(malformed()) };
+    let (h, c, sig) = (&jws.header, &jws.claims, &jws.signature);
     let iss = c["iss"].as_str().map(str::to_owned);
     let Some(app) = iss.as_deref().and_then(|i| state.apps.get(i)) else {
         return Err(("The client_assertion token's iss claim is not a registered client_id.".into(), iss));
@@ -285,13 +278,13 @@ fn verify(state: &OAuthState, assertion: &str, aud: &str) -> Result<(String, Str
             return refuse("The client_assertion token's kid does not match a key of the client.");
         }
     }
-    let message = format!("{header}.{claims}");
+    let message = jws.signing_input;
     let verified = match (&app.key, h["alg"].as_str()) {
         (PublicKey::Rsa(k), Some("RS256")) => {
-            UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, k).verify(message.as_bytes(), &sig).is_ok()
+            UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, k).verify(message.as_bytes(), sig).is_ok()
         }
         (PublicKey::EcP256(k), Some("ES256")) => {
-            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, k).verify(message.as_bytes(), &sig).is_ok()
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, k).verify(message.as_bytes(), sig).is_ok()
         }
         _ => return refuse("The client_assertion token's alg does not fit the client's key."),
     };
@@ -369,6 +362,7 @@ mod tests {
     use super::*;
     use crate::keys::{self, TestKey};
     use crate::OktaEmulator;
+    use serde_json::Value;
 
     const CLIENT: &str = "0oa1serviceapp";
 
