@@ -257,19 +257,25 @@ async fn bench_telemetry(
     warmup: usize,
     iters: usize,
 ) -> (Vec<Duration>, Vec<Duration>) {
+    use opentelemetry::context::FutureExt as _;
     use tracing::Instrument;
     let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
     let (mut off, mut on) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
     for i in 0..2 * (warmup + iters) {
         let t = Instant::now();
-        let span = if i % 2 == 0 {
-            tracing::Span::none()
+        let a = if i % 2 == 0 {
+            // What dispatch does with telemetry off: an inert span, no context.
+            let span = hookhost::telemetry::AttemptSpan::none();
+            let a = runtime.run(plugin, ev, kv.clone()).instrument(span.log_span().clone()).await;
+            span.finished(&a.result);
+            a
         } else {
-            hookhost::telemetry::attempt_span(name, version, "d-bench", &ev.uuid)
+            let span = hookhost::telemetry::attempt_span(name, version, "d-bench", &ev.uuid);
+            let cx = span.context().expect("telemetry is on").clone();
+            let a = runtime.run(plugin, ev, kv.clone()).instrument(span.log_span().clone()).with_context(cx).await;
+            span.finished(&a.result);
+            a
         };
-        let a = runtime.run(plugin, ev, kv.clone()).instrument(span.clone()).await;
-        hookhost::telemetry::attempt_finished(&span, &a.result);
-        drop(span);
         let took = t.elapsed();
         if i >= 2 * warmup {
             if i % 2 == 0 {
@@ -281,6 +287,30 @@ async fn bench_telemetry(
         assert!(matches!(a.result, AttemptResult::Done { .. }), "{name}: {:?}", a.result);
     }
     (off, on)
+}
+
+/// The spans alone: what `bench_telemetry` wraps around an attempt (and a plugin's request
+/// inside it), around nothing. Mean ns per (attempt span + one HTTP span), over `iters`
+/// after as many warm-up rounds.
+async fn span_cost_ns(uuid: &str, iters: usize) -> f64 {
+    use opentelemetry::context::FutureExt as _;
+    let mut took = Duration::ZERO;
+    for i in 0..2 * iters {
+        let t = Instant::now();
+        let span = hookhost::telemetry::attempt_span("echo", "1.0.0", "d-bench", uuid);
+        let cx = span.context().expect("telemetry is on").clone();
+        async {
+            let http = hookhost::telemetry::http_span("POST", "127.0.0.1", Some(8080));
+            std::hint::black_box(http.as_ref().map(hookhost::telemetry::HttpSpan::traceparent));
+        }
+        .with_context(cx)
+        .await;
+        span.finished(&AttemptResult::Done { summary: String::new() });
+        if i >= iters {
+            took += t.elapsed();
+        }
+    }
+    took.as_secs_f64() * 1e9 / iters as f64
 }
 
 fn mean_us(samples: &[Duration]) -> f64 {
@@ -295,6 +325,48 @@ fn echo_native(event: &Event) -> String {
     format!("{} for {user}", event.event_type)
 }
 
+/// The sandbox's cost against its floors and native code (µs, but compile in ms).
+#[derive(Default)]
+struct SandboxFigures {
+    pool_p50: f64,
+    pool_p99: f64,
+    compile_ms: f64,
+    od_p50: f64,
+    floor_p50: f64,
+    default_pool_p50: f64,
+    sync_p50: f64,
+    native_p50: f64,
+}
+
+fn sandbox_figures(
+    rt: &tokio::runtime::Runtime,
+    wasm: &[u8],
+    manifest: &std::path::Path,
+    ev: &Event,
+) -> SandboxFigures {
+    let (pool_p50, pool_p99, compile_ms) = rt.block_on(bench_hookhost(Allocation::Pooling, manifest, ev));
+    println!("hookhost runtime, pooling:   p50 {pool_p50:.1} µs  p99 {pool_p99:.1} µs  (compile {compile_ms:.1} ms)");
+    let (od_p50, od_p99, _) = rt.block_on(bench_hookhost(Allocation::OnDemand, manifest, ev));
+    println!("hookhost runtime, on-demand: p50 {od_p50:.1} µs  p99 {od_p99:.1} µs");
+    let (floor_p50, floor_p99) = rt.block_on(bench_floor(wasm, ev, true));
+    println!("floor (minimal async embedding, same pool settings): p50 {floor_p50:.1} µs  p99 {floor_p99:.1} µs");
+    let (default_pool_p50, _) = rt.block_on(bench_floor(wasm, ev, false));
+    println!("floor (minimal async embedding, wasmtime's default pool): p50 {default_pool_p50:.1} µs");
+    let (sync_p50, sync_p99) = bench_floor_sync(wasm, ev);
+    println!("floor (minimal sync embedding, same pool settings):  p50 {sync_p50:.1} µs  p99 {sync_p99:.1} µs");
+
+    let mut samples = Vec::with_capacity(ITERS);
+    for _ in 0..ITERS {
+        let t = Instant::now();
+        std::hint::black_box(echo_native(std::hint::black_box(ev)));
+        samples.push(t.elapsed());
+    }
+    let (native_p50, _) = percentiles(samples);
+    println!("native Rust function: p50 {native_p50:.2} µs");
+
+    SandboxFigures { pool_p50, pool_p99, compile_ms, od_p50, floor_p50, default_pool_p50, sync_p50, native_p50 }
+}
+
 fn main() {
     let wasm_path = workspace().join("target/wasm32-wasip2/release/echo.wasm");
     let wasm = std::fs::read(&wasm_path).unwrap_or_else(|e| panic!("{}: {e}; run `make plugins`", wasm_path.display()));
@@ -305,31 +377,20 @@ fn main() {
     let ev = event();
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
-    let (pool_p50, pool_p99, compile_ms) = rt.block_on(bench_hookhost(Allocation::Pooling, &manifest, &ev));
-    println!("hookhost runtime, pooling:   p50 {pool_p50:.1} µs  p99 {pool_p99:.1} µs  (compile {compile_ms:.1} ms)");
-    let (od_p50, od_p99, _) = rt.block_on(bench_hookhost(Allocation::OnDemand, &manifest, &ev));
-    println!("hookhost runtime, on-demand: p50 {od_p50:.1} µs  p99 {od_p99:.1} µs");
-    let (floor_p50, floor_p99) = rt.block_on(bench_floor(&wasm, &ev, true));
-    println!("floor (minimal async embedding, same pool settings): p50 {floor_p50:.1} µs  p99 {floor_p99:.1} µs");
-    let (default_pool_p50, _) = rt.block_on(bench_floor(&wasm, &ev, false));
-    println!("floor (minimal async embedding, wasmtime's default pool): p50 {default_pool_p50:.1} µs");
-    let (sync_p50, sync_p99) = bench_floor_sync(&wasm, &ev);
-    println!("floor (minimal sync embedding, same pool settings):  p50 {sync_p50:.1} µs  p99 {sync_p99:.1} µs");
-
-    let mut samples = Vec::with_capacity(ITERS);
-    for _ in 0..ITERS {
-        let t = Instant::now();
-        std::hint::black_box(echo_native(std::hint::black_box(&ev)));
-        samples.push(t.elapsed());
-    }
-    let (native_p50, _) = percentiles(samples);
-    println!("native Rust function: p50 {native_p50:.2} µs");
+    // `RUNTIME_BENCH_ONLY=telemetry` skips to the telemetry part (for profiling it).
+    let only_telemetry = std::env::var("RUNTIME_BENCH_ONLY").is_ok_and(|v| v == "telemetry");
+    let SandboxFigures { pool_p50, pool_p99, compile_ms, od_p50, floor_p50, default_pool_p50, sync_p50, native_p50 } =
+        if only_telemetry { SandboxFigures::default() } else { sandbox_figures(&rt, &wasm, &manifest, &ev) };
 
     // Telemetry on: the exporter and the receiver run on their own runtime (one worker), as
     // the exporter runs beside the dispatcher in `serve`; batches every 100 ms.
     let exporter_rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio");
     let receiver = exporter_rt.block_on(hookhost_tests::otlp_receiver::OtlpReceiver::start()).expect("receiver");
+    if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+        // SAFETY: no other thread of this process reads or writes the environment now.
+        unsafe { std::env::set_var("OTEL_BSP_MAX_QUEUE_SIZE", "1000000") };
+    }
     if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
         // SAFETY: no other thread of this process reads or writes the environment now.
         unsafe { std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100") };
@@ -340,6 +401,8 @@ fn main() {
             .expect("telemetry");
     // The floor: echo, no host call. Then chat-notify posting once to a loopback Slack
     // stand-in, where each attempt also has an HTTP span and sends `traceparent`.
+    let span_ns = rt.block_on(span_cost_ns(&ev.uuid, ITERS));
+    println!("attempt span + HTTP span alone: {span_ns:.0} ns");
     let runtime = Runtime::new(&EngineOptions::default()).expect("runtime");
     let echo = load_plugin(&runtime, &manifest, "");
     let (off, on) = rt.block_on(bench_telemetry(&runtime, &echo, &ev, WARMUP, ITERS));
@@ -360,7 +423,7 @@ fn main() {
     println!("chat-notify attempt (one POST), telemetry off: p50 {http_off_p50:.1} µs; on: p50 {http_on_p50:.1} µs");
     telemetry.shutdown();
     let exported = receiver.spans().len();
-    let expected = (WARMUP + ITERS) + 2 * (HTTP_WARMUP + HTTP_ITERS);
+    let expected = 4 * ITERS + (WARMUP + ITERS) + 2 * (HTTP_WARMUP + HTTP_ITERS);
     println!("{exported} spans exported of {expected}");
 
     let json = serde_json::json!({
@@ -380,6 +443,7 @@ fn main() {
         "telemetry_http_off_us_per_attempt": round(http_off_p50),
         "telemetry_http_on_us_per_attempt": round(http_on_p50),
         "telemetry_http_overhead_pct": round((http_on_p50 / http_off_p50 - 1.0) * 100.0),
+        "telemetry_span_pair_ns": span_ns.round(),
         "telemetry_spans_exported": exported,
         "telemetry_spans_expected": expected,
     });

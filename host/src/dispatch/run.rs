@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use opentelemetry::context::FutureExt as _;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
@@ -36,12 +37,19 @@ pub(super) async fn run_claim(ctx: Arc<Shared>, claim: Claim) {
     }
 
     let kv: Arc<dyn KvBackend> = ctx.store.clone();
-    // The attempt's span (none when telemetry is off): under the event's ingest span, and the
-    // parent of the plugin's outbound calls, which the runtime opens in the current span.
+    // The attempt's span (inert when telemetry is off): under the event's ingest span, and
+    // the parent of the plugin's outbound calls, which the runtime opens in the current
+    // OpenTelemetry context.
     let span = telemetry::attempt_span(&claim.plugin, &active.spec.version, &claim.delivery_id, &claim.event.uuid);
-    let attempt =
-        ctx.runtime.run_for(&active.loaded, &claim.event, kv, Some(&claim.delivery_id)).instrument(span.clone());
-    let Some(attempt) = with_lease(&ctx, &claim, attempt).await else {
+    let attempt = ctx
+        .runtime
+        .run_for(&active.loaded, &claim.event, kv, Some(&claim.delivery_id))
+        .instrument(span.log_span().clone());
+    let attempt = match span.context() {
+        Some(cx) => with_lease(&ctx, &claim, attempt.with_context(cx.clone())).await,
+        None => with_lease(&ctx, &claim, attempt).await,
+    };
+    let Some(attempt) = attempt else {
         tracing::warn!(
             plugin = %claim.plugin,
             delivery = %claim.delivery_id,
@@ -49,8 +57,7 @@ pub(super) async fn run_claim(ctx: Arc<Shared>, claim: Claim) {
         );
         return;
     };
-    telemetry::attempt_finished(&span, &attempt.result);
-    drop(span);
+    span.finished(&attempt.result);
     ctx.metrics.observe_attempt(&claim.plugin, attempt.duration.as_secs_f64());
     let policy = active.spec.retry.as_ref().unwrap_or(&ctx.config.retry);
     let next = retry::next_after(&attempt.result, claim.attempts, policy, now(), fastrand::f64());

@@ -53,7 +53,6 @@ use super::grant::Origin;
 use super::pace::Admission;
 use super::state::AttemptState;
 use crate::attempt::{LogLevel, LogSource};
-use tracing::Instrument;
 
 /// Headers the host sets itself; a plugin may not.
 const FORBIDDEN_HEADERS: &[&str] = &[
@@ -82,14 +81,11 @@ fn header<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
 }
 
 /// Status and Graph's ids on the HTTP span.
-fn record_answer(span: &tracing::Span, resp: &Response) {
-    span.record("http.response.status_code", resp.status);
-    if resp.status >= 500 {
-        span.record("otel.status_code", "error");
-    }
+fn record_answer(span: &mut crate::telemetry::HttpSpan, resp: &Response) {
+    span.answered(resp.status);
     for name in GRAPH_ID_HEADERS {
         if let Some(v) = header(resp, name) {
-            span.record(format!("http.response.header.{name}").as_str(), v);
+            span.header(name, v);
         }
     }
 }
@@ -226,9 +222,9 @@ impl Host for AttemptState {
         let mut builder = self.http.request(method, url.clone()).timeout(timeout);
         // With telemetry on, the call is a span of the current one (the attempt's) and the
         // request names it in `traceparent`, replacing any trace context the plugin wrote.
-        let span =
+        let mut span =
             crate::telemetry::http_span(method_name, url.host_str().unwrap_or_default(), url.port_or_known_default());
-        let traceparent = span.as_ref().and_then(crate::telemetry::traceparent);
+        let traceparent = span.as_ref().map(crate::telemetry::HttpSpan::traceparent);
         for (name, value) in &req.headers {
             if traceparent.is_some() && TRACE_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
                 continue;
@@ -265,17 +261,15 @@ impl Host for AttemptState {
             }
             Ok::<_, reqwest::Error>(Ok(Response { status, headers, body }))
         })
-        .instrument(span.clone().unwrap_or_else(tracing::Span::none))
         .await;
 
-        if let Some(span) = &span {
+        if let Some(span) = &mut span {
             match &result {
                 Ok(Ok(Ok(resp))) => record_answer(span, resp),
-                _ => {
-                    span.record("otel.status_code", "error");
-                }
+                _ => span.failed(),
             }
         }
+        drop(span);
         match result {
             Ok(Ok(Ok(resp))) => {
                 if let Some(line) = graph_ids_line(method_name, &origin, &resp) {
