@@ -17,18 +17,25 @@ pub struct Clean<'a>(pub &'a str);
 
 impl fmt::Display for Clean<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
-        for c in self.0.chars() {
-            match c {
-                '\\' => f.write_str("\\\\")?,
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                '\t' => f.write_str("\\t")?,
-                c if needs_escape(c) => write!(f, "\\u{{{:x}}}", c as u32)?,
-                c => f.write_char(c)?,
+        // Runs of characters that need nothing are written whole; most values are one run.
+        let mut clean_from = 0;
+        for (i, c) in self.0.char_indices() {
+            let escaped = match c {
+                '\\' => Some("\\\\"),
+                '\n' => Some("\\n"),
+                '\r' => Some("\\r"),
+                '\t' => Some("\\t"),
+                c if needs_escape(c) => None,
+                _ => continue,
+            };
+            f.write_str(&self.0[clean_from..i])?;
+            match escaped {
+                Some(e) => f.write_str(e)?,
+                None => write!(f, "\\u{{{:x}}}", c as u32)?,
             }
+            clean_from = i + c.len_utf8();
         }
-        Ok(())
+        f.write_str(&self.0[clean_from..])
     }
 }
 

@@ -10,16 +10,18 @@
 //! - plugin: `target/wasm32-wasip2/release/graph_guest.wasm` loaded through hookhost's
 //!   registry (manifest + operator override pointing it at the emulator) and run by
 //!   `Runtime::run` with the real host imports: grants, HTTP via the runtime's client, KV in
-//!   an in-memory `SqliteStore` (so the comparison is about the sandbox, not fsync; a
-//!   file-backed store is measured too and printed for reference only).
+//!   an in-memory `SqliteStore` (not fsync-bound; a file-backed store is measured too and
+//!   printed for reference only).
 //! - native: the same library, `graph_guest::handle`, with a native `Host`: reqwest (driven by
-//!   `Handle::block_on` from `spawn_blocking` workers), a `HashMap` KV, the same secrets and
-//!   effective config, default clock, logs kept in a Vec per event like the runtime does.
+//!   `Handle::block_on` from `spawn_blocking` workers), KV in the same kind of in-memory
+//!   `SqliteStore` through the same `KvBackend` calls, the same secrets and effective config,
+//!   default clock, logs kept in a Vec per event like the runtime does. Both sides get the
+//!   same services, so the ratio is the sandbox's cost alone (until this round the native
+//!   side kept its KV in a bare `HashMap`, which also charged the component for SQLite).
 //!
 //! Both run in one multi-thread tokio runtime with the emulator (2 workers on a 2-core box),
 //! so process CPU per event (printed) includes the emulator and the HTTP client on both
-//! sides. Sides alternate for [`ROUNDS`] rounds (the component also once with the runtime's
-//! `MemoryKv`, for reference) and each reports its best round; the component is compiled once,
+//! sides. Sides alternate for [`ROUNDS`] rounds and each reports its best round; the component is compiled once,
 //! untimed. Each round gets a fresh emulator and checks at the end: every event succeeded,
 //! 1,000 invitations, 1,000 deleted users, no guest left in the tenant, one token fetch per
 //! worker at most. `GRAPH_BENCH_ONLY=plugin|native` runs one side (for profiling).
@@ -33,12 +35,14 @@ use std::time::{Duration, Instant};
 use hookhost::config::PluginOverride;
 use hookhost::okta::Event;
 use hookhost::registry::{self, PluginBundle};
-use hookhost::runtime::{AttemptResult, EngineOptions, KvBackend, LoadedPlugin, MemoryKv, PluginIdentity, Runtime};
+use hookhost::runtime::{AttemptResult, EngineOptions, KvBackend, LoadedPlugin, PluginIdentity, Runtime};
 use hookhost::store::SqliteStore;
 use hookhost_tests::okta::{self as okta_events, Membership};
 use hookhost_tests::{GraphEmulator, TenantConfig};
 
 const USERS: usize = 1_000;
+/// The plugin's name, under which both sides keep their KV entries.
+const PLUGIN: &str = "graph-guest";
 /// Workers per side (both sides use the same value); `GRAPH_BENCH_CONCURRENCY` overrides it.
 const CONCURRENCY: usize = 4;
 /// Rounds per side, alternating sides; each side reports its best round.
@@ -223,7 +227,7 @@ async fn bench_plugin(
 struct NativeHost {
     http: reqwest::Client,
     rt: tokio::runtime::Handle,
-    kv: Arc<Mutex<HashMap<String, String>>>,
+    kv: Arc<dyn KvBackend>,
     secrets: Arc<HashMap<String, String>>,
     config: Arc<HashMap<String, String>>,
     log: Vec<(graph_guest::Level, String)>,
@@ -270,29 +274,16 @@ impl graph_guest::Http for NativeHost {
 
 impl graph_guest::Kv for NativeHost {
     fn scan(&mut self, prefix: &str, after: Option<&str>) -> Result<Vec<(String, String)>, String> {
-        let after = after.unwrap_or("");
-        let mut out: Vec<(String, String)> = self
-            .kv
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix) && k.as_str() > after)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        out.sort();
-        out.truncate(1000);
-        Ok(out)
+        self.kv.scan(PLUGIN, prefix, after.unwrap_or(""), 1000)
     }
     fn get(&mut self, key: &str) -> Result<Option<String>, String> {
-        Ok(self.kv.lock().unwrap().get(key).cloned())
+        self.kv.get(PLUGIN, key)
     }
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        self.kv.lock().unwrap().insert(key.to_owned(), value.to_owned());
-        Ok(())
+        self.kv.set(PLUGIN, key, value)
     }
     fn delete(&mut self, key: &str) -> Result<(), String> {
-        self.kv.lock().unwrap().remove(key);
-        Ok(())
+        self.kv.delete(PLUGIN, key)
     }
 }
 
@@ -403,7 +394,11 @@ async fn native_phase(template: &NativeHost, events: &Arc<Vec<Event>>, failures:
     }
 }
 
-async fn bench_native(adds: &Arc<Vec<Event>>, removes: &Arc<Vec<Event>>) -> (SideResult, GraphEmulator) {
+async fn bench_native(
+    kv: Arc<dyn KvBackend>,
+    adds: &Arc<Vec<Event>>,
+    removes: &Arc<Vec<Event>>,
+) -> (SideResult, GraphEmulator) {
     let graph = GraphEmulator::start(TenantConfig::default()).await.expect("emulator");
     // Configured like hookhost's runtime client: no redirects, no proxies.
     let http = reqwest::Client::builder()
@@ -416,7 +411,7 @@ async fn bench_native(adds: &Arc<Vec<Event>>, removes: &Arc<Vec<Event>>) -> (Sid
     let template = NativeHost {
         http,
         rt: tokio::runtime::Handle::current(),
-        kv: Arc::new(Mutex::new(HashMap::new())),
+        kv,
         secrets: Arc::new(native_secrets(&graph)),
         config: Arc::new(native_config(&graph)),
         log: Vec::new(),
@@ -458,7 +453,7 @@ fn main() {
 
         // Rounds alternate the sides so a noisy neighbour hurts both alike; the best round
         // of each side is reported.
-        let (mut plugin_eps, mut native_eps, mut memkv_eps) = (0.0_f64, 0.0_f64, 0.0_f64);
+        let (mut plugin_eps, mut native_eps) = (0.0_f64, 0.0_f64);
         for round in 1..=ROUNDS {
             if run_plugin {
                 let mem: Arc<dyn KvBackend> = Arc::new(SqliteStore::in_memory().expect("store"));
@@ -468,20 +463,12 @@ fn main() {
                 report("component (hookhost runtime, KV in in-memory SQLite)", round, &r);
                 plugin_eps = plugin_eps.max(r.eps());
             }
-            if run_plugin && run_native {
-                // Reference: the same component with the runtime's MemoryKv (a HashMap, like
-                // the native side), to separate the sandbox from the KV backend.
-                let (r, graph) = bench_plugin(&runtime, &compiled, Arc::new(MemoryKv::default()), &adds, &removes).await;
-                verify("plugin (MemoryKv)", &graph, &r);
-                graph.shutdown().await;
-                report("component, KV in MemoryKv (reference only)", round, &r);
-                memkv_eps = memkv_eps.max(r.eps());
-            }
             if run_native {
-                let (r, graph) = bench_native(&adds, &removes).await;
+                let mem: Arc<dyn KvBackend> = Arc::new(SqliteStore::in_memory().expect("store"));
+                let (r, graph) = bench_native(mem, &adds, &removes).await;
                 verify("native", &graph, &r);
                 graph.shutdown().await;
-                report("native (reqwest, HashMap KV)", round, &r);
+                report("native (reqwest, KV in in-memory SQLite)", round, &r);
                 native_eps = native_eps.max(r.eps());
             }
         }
@@ -499,7 +486,6 @@ fn main() {
         }
         println!("graph-guest component: {plugin_eps:.0} events/s (best of {ROUNDS}, all events verified)");
         println!("graph-guest native:    {native_eps:.0} events/s (best of {ROUNDS}, all events verified)");
-        println!("(reference: component with MemoryKv {memkv_eps:.0} events/s, ratio {:.2})", memkv_eps / native_eps);
         let json = serde_json::json!({
             "bench": "graph",
             "plugin_eps": round(plugin_eps),
