@@ -11,6 +11,7 @@
 
 pub(crate) mod common;
 mod driver;
+mod facade;
 pub mod guard;
 pub mod postgres;
 pub(crate) mod queue_rules;
@@ -30,6 +31,7 @@ use serde::Serialize;
 use crate::attempt::Attempt;
 use crate::kv::KvBackend;
 use crate::okta::Event;
+pub use facade::AsyncStore;
 pub use guard::GuardRule;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -40,6 +42,10 @@ pub use url::StoreUrl;
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A call made through [`AsyncStore::run`] did not finish (it panicked, or the runtime
+    /// shut down under it).
+    #[error("store call did not finish: {0}")]
+    Interrupted(#[source] tokio::task::JoinError),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -262,8 +268,8 @@ pub enum ReplayOutcome {
 
 /// Durable state of hookhost: what arrives ([`Intake`]), the delivery queue ([`Queue`]),
 /// what the API and the console read ([`EventReads`]) and plugin KV ([`KvBackend`]). Every
-/// method of each is a short synchronous transaction; callers on the async runtime use
-/// `spawn_blocking` for them.
+/// method of each is a short synchronous transaction; callers on the async runtime go
+/// through [`AsyncStore::run`].
 pub trait Store: Intake + Queue + EventReads + KvBackend + Send + Sync {
     /// `"sqlite"` or `"postgresql"`: what `/healthz` and logs name.
     fn kind(&self) -> &'static str;
