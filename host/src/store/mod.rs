@@ -13,6 +13,7 @@ pub(crate) mod common;
 mod driver;
 mod facade;
 pub mod guard;
+mod intake;
 pub mod postgres;
 pub(crate) mod queue_rules;
 mod reads;

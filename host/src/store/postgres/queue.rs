@@ -29,8 +29,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use postgres::GenericClient;
 
-use super::{count, prepared, Conn, Sql};
-use crate::store::common::{fmt_time, group_ids, lease_end, now, published_key};
+use super::{Conn, Sql};
+use crate::store::common::{fmt_time, lease_end, now};
+use crate::store::intake::{store_events, EventRow, IngestTx};
 use crate::store::queue_rules::{AttemptRow, Candidate, Finished, LeaseRow, QueueTx, CANDIDATE_COLUMNS};
 use crate::store::{IngestReport, LogCursor, NewEvent, Source, StoreError, LOG_CURSOR};
 
@@ -43,85 +44,77 @@ pub(super) fn ingest(
     source: Source,
     cursor: Option<(&str, &LogCursor)>,
 ) -> Result<Option<IngestReport>, StoreError> {
-    let received_at = now();
-    let mut report = IngestReport::default();
-    let (client, cache) = conn.parts();
+    let (client, statements) = conn.parts();
     let mut tx = client.transaction()?;
     if let Some((holder, c)) = cursor {
         // Locks the row too: a host taking the lease over waits for this page's commit.
         let moved = tx.execute(
             "UPDATE log_cursor SET next_url = $1, filter = $2, last_published = $3, updated_at = $4
              WHERE name = $5 AND holder = $6",
-            &[&c.next_url, &c.filter, &c.last_published, &received_at, &LOG_CURSOR, &holder],
+            &[&c.next_url, &c.filter, &c.last_published, &now(), &LOG_CURSOR, &holder],
         )?;
         if moved == 0 {
             return Ok(None); // the transaction rolls back when dropped
         }
     }
-    let insert_event = prepared(
-        cache,
-        &mut tx,
-        "INSERT INTO events (uuid, event_type, published, published_key, received_at,
-                             okta_delivery_id, subject, group_ids, raw, subject_login, subject_name, source)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (uuid) DO NOTHING",
-    )?;
-    let insert_group = prepared(
-        cache,
-        &mut tx,
-        "INSERT INTO event_groups (event_uuid, group_id, group_name, position) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (event_uuid, group_id) DO NOTHING",
-    )?;
-    let insert_delivery = prepared(
-        cache,
-        &mut tx,
-        "INSERT INTO deliveries (seq, id, event_uuid, plugin, subject, published_key, status,
-                                 created_at, updated_at)
-         SELECT n.seq, 'd_' || lpad(to_hex(n.seq), 16, '0'), $1, $2, $3, $4, 'pending', $5, $5
-         FROM (SELECT nextval('delivery_seq') AS seq) n
-         ON CONFLICT (event_uuid, plugin) DO NOTHING",
-    )?;
-    for new in events {
-        let event = &new.event;
-        let key = published_key(&event.published);
-        let groups = serde_json::to_string(&group_ids(event))
-            .map_err(|e| StoreError::Unavailable(format!("cannot encode group ids: {e}")))?;
-        let subject = event.subject();
-        let user = event.target("User");
-        let inserted = tx.execute(
-            &insert_event,
+    let report = store_events(&mut Sql { client: &mut tx, statements }, okta_delivery_id, events, source)?;
+    tx.commit()?;
+    Ok(Some(report))
+}
+
+impl<C: GenericClient> IngestTx for Sql<'_, C> {
+    fn insert_event(&mut self, row: &EventRow<'_>) -> Result<bool, StoreError> {
+        let event = row.event;
+        let inserted = self.exec(
+            "INSERT INTO events (uuid, event_type, published, published_key, received_at,
+                                 okta_delivery_id, subject, group_ids, raw, subject_login, subject_name, source)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (uuid) DO NOTHING",
             &[
                 &event.uuid,
                 &event.event_type,
                 &event.published,
-                &key,
-                &received_at,
-                &okta_delivery_id,
-                &subject,
-                &groups,
+                &row.published_key,
+                &row.received_at,
+                &row.okta_delivery_id,
+                &row.subject,
+                &row.group_ids,
                 &event.raw,
-                &user.and_then(|u| u.alternate_id.as_deref()),
-                &user.and_then(|u| u.display_name.as_deref()),
-                &source.as_str(),
+                &row.subject_login,
+                &row.subject_name,
+                &row.source.as_str(),
             ],
         )?;
-        if inserted == 0 {
-            report.duplicates += 1;
-            continue;
-        }
-        report.stored += 1;
-        report.new_events.push(event.uuid.clone());
-        for (position, group) in event.targets.iter().enumerate().filter(|(_, t)| t.kind == "UserGroup") {
-            let position = i64::try_from(position).unwrap_or(i64::MAX);
-            tx.execute(&insert_group, &[&event.uuid, &group.id, &group.display_name, &position])?;
-        }
-        for plugin in &new.plugins {
-            let created = tx.execute(&insert_delivery, &[&event.uuid, plugin, &subject, &key, &received_at])?;
-            report.deliveries += count(created);
-        }
+        Ok(inserted == 1)
     }
-    tx.commit()?;
-    Ok(Some(report))
+
+    fn insert_group(
+        &mut self,
+        event_uuid: &str,
+        group_id: &str,
+        group_name: Option<&str>,
+        position: i64,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO event_groups (event_uuid, group_id, group_name, position) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (event_uuid, group_id) DO NOTHING",
+            &[&event_uuid, &group_id, &group_name, &position],
+        )?;
+        Ok(())
+    }
+
+    /// The id comes from the shared sequence, so hosts never hand out the same one.
+    fn insert_delivery(&mut self, row: &EventRow<'_>, plugin: &str) -> Result<bool, StoreError> {
+        let created = self.exec(
+            "INSERT INTO deliveries (seq, id, event_uuid, plugin, subject, published_key, status,
+                                     created_at, updated_at)
+             SELECT n.seq, 'd_' || lpad(to_hex(n.seq), 16, '0'), $1, $2, $3, $4, 'pending', $5, $5
+             FROM (SELECT nextval('delivery_seq') AS seq) n
+             ON CONFLICT (event_uuid, plugin) DO NOTHING",
+            &[&row.event.uuid, &plugin, &row.subject, &row.published_key, &row.received_at],
+        )?;
+        Ok(created == 1)
+    }
 }
 
 /// Takes or renews the poller's lease (one statement, so two hosts racing for an expired
