@@ -62,6 +62,51 @@ impl Candidate {
     }
 }
 
+/// What a claim picks from: deliveries waiting for a first run or a retry.
+pub(crate) const CLAIMABLE: [Status; 2] = [Status::Pending, Status::Retrying];
+
+/// What keeps a user's later deliveries waiting behind an earlier one (besides one running):
+/// queued, or parked by the guard (a held delivery keeps its place in its user's order).
+pub(crate) const ORDERED_BEHIND: [Status; 3] = [Status::Pending, Status::Retrying, Status::Held];
+
+/// `('a', 'b')`: statuses as an SQL list.
+fn status_list(statuses: &[Status]) -> String {
+    let names: Vec<String> = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    format!("({})", names.join(", "))
+}
+
+/// The claim order as one query both drivers run (`param(n)` is the driver's name for
+/// parameter `n`): the **heads** of plugin `param(1)`, due at `param(2)`, at most
+/// `param(3)`, oldest first, selecting [`CANDIDATE_COLUMNS`].
+///
+/// For one (plugin, subject), only the head may run: the unfinished delivery with the
+/// earliest `published_key`, ties broken by ingest order `seq`, and only while none of that
+/// pair is running (a later event may already be running when an earlier one arrives late;
+/// the earlier one then waits its turn). A head that is retrying and not yet due holds its
+/// followers back: order beats throughput. Deliveries without a subject are independent;
+/// `done`, `dead` and `discarded` ones hold nobody back.
+pub(crate) fn heads_sql(param: impl Fn(usize) -> String) -> String {
+    let (claimable, behind) = (status_list(&CLAIMABLE), status_list(&ORDERED_BEHIND));
+    let (plugin, now, room) = (param(1), param(2), param(3));
+    format!(
+        "SELECT {CANDIDATE_COLUMNS}
+         FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
+         WHERE d.status IN {claimable} AND d.plugin = {plugin}
+           AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= {now})
+           AND (d.subject IS NULL OR (
+                 NOT EXISTS (SELECT 1 FROM deliveries r
+                             WHERE r.plugin = d.plugin AND r.subject = d.subject
+                               AND r.status = 'running')
+             AND NOT EXISTS (SELECT 1 FROM deliveries o
+                             WHERE o.plugin = d.plugin AND o.subject = d.subject
+                               AND o.status IN {behind}
+                               AND (o.published_key < d.published_key
+                                    OR (o.published_key = d.published_key AND o.seq < d.seq)))))
+         ORDER BY d.seq
+         LIMIT {room}"
+    )
+}
+
 /// What `complete` reads of a delivery before deciding (a driver that shares its store with
 /// other hosts locks the row with it).
 #[derive(Debug, Clone)]
@@ -108,7 +153,7 @@ pub(crate) trait QueueTx {
     fn plugins_with_work(&mut self) -> Result<Vec<String>, StoreError>;
     /// Running deliveries of `host_id`, per plugin.
     fn running_here(&mut self, host_id: &str) -> Result<HashMap<String, usize>, StoreError>;
-    /// Up to `room` heads of `plugin` due at `now` (the claim order's SQL: see the driver),
+    /// Up to `room` heads of `plugin` due at `now` ([`heads_sql`], the claim order),
     /// in `seq` order.
     fn heads(&mut self, plugin: &str, now: &str, room: usize) -> Result<Vec<Candidate>, StoreError>;
     /// Orders guard counts of `plugin` among hosts sharing the store until the transaction

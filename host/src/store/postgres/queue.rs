@@ -24,6 +24,7 @@
 //! brings its own capacity.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,7 +33,7 @@ use postgres::GenericClient;
 use super::{Conn, Sql};
 use crate::store::common::{fmt_time, lease_end, now};
 use crate::store::intake::{store_events, EventRow, IngestTx};
-use crate::store::queue_rules::{AttemptRow, Candidate, Finished, LeaseRow, QueueTx, CANDIDATE_COLUMNS};
+use crate::store::queue_rules::{heads_sql, AttemptRow, Candidate, Finished, LeaseRow, QueueTx};
 use crate::store::{IngestReport, LogCursor, NewEvent, Source, StoreError, LOG_CURSOR};
 
 /// Stores events (and, with `cursor`, moves the System Log cursor first, in the same
@@ -164,28 +165,10 @@ impl<C: GenericClient> QueueTx for Sql<'_, C> {
     /// `FOR UPDATE OF d SKIP LOCKED`: a head another host is claiming is skipped, never
     /// waited for. Rows locked here but not taken are unlocked at commit.
     fn heads(&mut self, plugin: &str, now: &str, room: usize) -> Result<Vec<Candidate>, StoreError> {
+        static HEADS: LazyLock<String> =
+            LazyLock::new(|| format!("{} FOR UPDATE OF d SKIP LOCKED", heads_sql(|n| format!("${n}"))));
         let room = i64::try_from(room).unwrap_or(i64::MAX);
-        let rows = self.rows(
-            &format!(
-                "SELECT {CANDIDATE_COLUMNS}
-                 FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
-                 WHERE d.status IN ('pending', 'retrying') AND d.plugin = $1
-                   AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= $2)
-                   AND (d.subject IS NULL OR (
-                         NOT EXISTS (SELECT 1 FROM deliveries r
-                                     WHERE r.plugin = d.plugin AND r.subject = d.subject
-                                       AND r.status = 'running')
-                     AND NOT EXISTS (SELECT 1 FROM deliveries o
-                                     WHERE o.plugin = d.plugin AND o.subject = d.subject
-                                       AND o.status IN ('pending', 'retrying', 'held')
-                                       AND (o.published_key < d.published_key
-                                            OR (o.published_key = d.published_key AND o.seq < d.seq)))))
-                 ORDER BY d.seq
-                 LIMIT $3
-                 FOR UPDATE OF d SKIP LOCKED"
-            ),
-            &[&plugin, &now, &room],
-        )?;
+        let rows = self.rows(&HEADS, &[&plugin, &now, &room])?;
         rows.iter().map(|r| Candidate::from_columns(plugin, r)).collect()
     }
 

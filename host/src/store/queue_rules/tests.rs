@@ -435,3 +435,12 @@ fn supersede_names_the_latest_later_event_about_a_shared_group_or_the_users_life
     let no_subject = Event::from_value(&json!({"uuid": "e", "eventType": ADD, "published": "2030-01-01T00:00:00Z"}));
     assert_eq!(newer_done(&mut rows, "a", &no_subject.unwrap()).unwrap(), None);
 }
+
+#[test]
+fn the_claim_order_query_names_its_statuses_and_the_drivers_placeholders() {
+    let sql = heads_sql(|n| format!("${n}"));
+    assert!(sql.contains("d.status IN ('pending', 'retrying') AND d.plugin = $1"), "{sql}");
+    assert!(sql.contains("o.status IN ('pending', 'retrying', 'held')"), "{sql}");
+    assert!(sql.trim_end().ends_with("LIMIT $3"), "{sql}");
+    assert!(heads_sql(|n| format!("?{n}")).contains("d.next_attempt_at <= ?2"));
+}

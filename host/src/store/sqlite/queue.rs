@@ -2,25 +2,20 @@
 //! supersede, replay. What each step decides is in [`queue_rules`](crate::store::queue_rules);
 //! this file only says how SQLite reads and writes the rows.
 //!
-//! Claim order (the contract in [`Queue::claim`](crate::store::Queue::claim)): for one
-//! (plugin, subject), only the **head** may run — the unfinished (pending, retrying or
-//! running) delivery with the earliest `published_key`, ties broken by ingest order `seq` —
-//! and only while none of that pair is running (a later event may already be running when
-//! an earlier one arrives late; the earlier one then waits its turn). A head that is
-//! retrying and not yet due holds its followers back: order beats throughput. Deliveries
-//! without a subject are independent. `done` and `dead` deliveries no longer hold anyone
-//! back; a replayed one becomes unfinished again and takes its place in the order.
+//! The claim order (which delivery of a user may run) is [`heads_sql`], shared with
+//! PostgreSQL.
 //!
 //! The claim scan goes plugin by plugin (a skip-scan over the queued-deliveries index), so
 //! a plugin that cannot take more work (`max_running` reached, or 0 because it is not
 //! loaded) costs nothing however long its backlog.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use rusqlite::{params, OptionalExtension};
 
 use super::Sql;
-use crate::store::queue_rules::{AttemptRow, Candidate, Finished, LeaseRow, QueueTx, CANDIDATE_COLUMNS};
+use crate::store::queue_rules::{heads_sql, AttemptRow, Candidate, Finished, LeaseRow, QueueTx};
 use crate::store::StoreError;
 
 impl QueueTx for Sql<'_> {
@@ -49,27 +44,10 @@ impl QueueTx for Sql<'_> {
     }
 
     fn heads(&mut self, plugin: &str, now: &str, room: usize) -> Result<Vec<Candidate>, StoreError> {
-        self.all(
-            &format!(
-                "SELECT {CANDIDATE_COLUMNS}
-             FROM deliveries d JOIN events e ON e.uuid = d.event_uuid
-             WHERE d.status IN ('pending', 'retrying') AND d.plugin = ?1
-               AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?2)
-               AND (d.subject IS NULL OR (
-                     NOT EXISTS (SELECT 1 FROM deliveries r
-                                 WHERE r.plugin = d.plugin AND r.subject = d.subject
-                                   AND r.status = 'running')
-                 AND NOT EXISTS (SELECT 1 FROM deliveries o
-                                 WHERE o.plugin = d.plugin AND o.subject = d.subject
-                                   AND o.status IN ('pending', 'retrying', 'held')
-                                   AND (o.published_key < d.published_key
-                                        OR (o.published_key = d.published_key AND o.seq < d.seq)))))
-             ORDER BY d.seq
-             LIMIT ?3"
-            ),
-            params![plugin, now, i64::try_from(room).unwrap_or(i64::MAX)],
-            |r| Candidate::from_columns(plugin, r),
-        )
+        static HEADS: LazyLock<String> = LazyLock::new(|| heads_sql(|n| format!("?{n}")));
+        self.all(&HEADS, params![plugin, now, i64::try_from(room).unwrap_or(i64::MAX)], |r| {
+            Candidate::from_columns(plugin, r)
+        })
     }
 
     fn guard_reset_at(&mut self, plugin: &str) -> Result<Option<String>, StoreError> {
