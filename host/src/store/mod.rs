@@ -8,6 +8,16 @@
 //! Vocabulary: an **event** is one Okta LogEvent (identified by its `uuid`); a **delivery**
 //! is one (event, plugin) pair, the unit that is claimed, retried and replayed; an
 //! **attempt** is one run of a delivery's plugin.
+//!
+//! [`Store`] is the sum of one trait per concern: [`Intake`] (events coming in),
+//! [`Queue`] (claim, leases, completion, replay, the guard's held deliveries),
+//! [`EventReads`] (what the API and the console read) and [`KvBackend`] (plugin KV); async
+//! code calls it through [`AsyncStore::run`]. The decisions are written once, over plain
+//! rows: `queue_rules` (the queue), `intake` (what an ingest stores), `reads` (paging, the
+//! console's search and summary), `guard` (the blast-radius guard) and `common` (stored
+//! forms, landing after an attempt). Each driver only runs SQL: it implements the small
+//! statement traits those modules define (`driver` ties them to the store traits), and
+//! `rows` maps its result rows to the API's types.
 
 pub(crate) mod common;
 mod driver;
@@ -301,7 +311,7 @@ pub trait Intake {
 }
 
 /// The delivery queue: claim, leases, completion, supersede, replay, and the operator's
-/// answers to the guard. Both stores get it from [`queue_rules`], which makes every decision
+/// answers to the guard. Both stores get it from `queue_rules`, which makes every decision
 /// and leaves the SQL to the driver.
 pub trait Queue {
     /// Claims up to `limit` due deliveries for `host_id` with a lease until `now + lease`.
