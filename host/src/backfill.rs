@@ -31,7 +31,7 @@ use crate::okta::Event;
 use crate::okta_api::{event_type_filter, OktaApi, OktaApiError, MAX_LOG_PAGE};
 use crate::registry::PluginSet;
 use crate::store::common::published_key;
-use crate::store::{IngestReport, LogCursor, NewEvent, Source, Store, StoreError};
+use crate::store::{AsyncStore, IngestReport, LogCursor, NewEvent, Source, Store, StoreError};
 
 /// Seconds of a lease for one request and its commit, beyond the waits between polls.
 const REQUEST_SECS: u64 = 10;
@@ -73,12 +73,6 @@ fn later(a: Option<String>, b: Option<String>) -> Option<String> {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
 }
 
 /// Why a poll step failed.
@@ -155,8 +149,8 @@ impl Poller {
     /// The store or Okta failed; nothing was half-done.
     pub async fn step(&self) -> Result<Step, PollError> {
         self.api.wait_turn().await;
-        let (store, holder, lease) = (self.store.clone(), self.holder.clone(), self.lease());
-        let Some(cursor) = blocking(move || store.log_lease(&holder, Utc::now(), lease)).await? else {
+        let (holder, lease) = (self.holder.clone(), self.lease());
+        let Some(cursor) = self.store.run(move |s| s.log_lease(&holder, Utc::now(), lease)).await? else {
             return Ok(Step::Idle);
         };
         let Some(filter) = self.filter() else {
@@ -194,10 +188,10 @@ impl Poller {
             filter: Some(filter),
             last_published: later(cursor.last_published, latest),
         };
-        let (store, holder) = (self.store.clone(), self.holder.clone());
+        let holder = self.holder.clone();
         let started = std::time::SystemTime::now();
         let stored =
-            blocking(move || store.ingest_page(Source::SystemLog, &events, Some((holder.as_str(), &next)))).await?;
+            self.store.run(move |s| s.ingest_page(Source::SystemLog, &events, Some((holder.as_str(), &next)))).await?;
         let Some(report) = stored else {
             tracing::info!("another host took over the System Log poller; this one stands by");
             return Ok(Step::Idle);
@@ -268,9 +262,8 @@ pub async fn sweep(
         }
         let (events, _) = prepare(&page.events, &*route);
         report.found += page.events.len();
-        let s = store.clone();
         let started = std::time::SystemTime::now();
-        if let Some(r) = blocking(move || s.ingest_page(Source::SystemLog, &events, None)).await? {
+        if let Some(r) = store.run(move |s| s.ingest_page(Source::SystemLog, &events, None)).await? {
             let origin = crate::telemetry::IngestOrigin {
                 source: Source::SystemLog.as_str(),
                 okta_delivery_id: None,

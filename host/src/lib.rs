@@ -25,7 +25,7 @@
 //! - [`api`]: `/healthz`, `/metrics`, the `/api/*` admin endpoints and the operator console
 //!   (`GET /`, a static page embedded in the binary); [`metrics`]: counters.
 //! - [`okta_api`]: the calls hookhost makes to Okta itself (SSWS token or [`okta_oauth`]'s
-//!   service-app tokens, `Link` paging, rate limits); [`signing`]: private keys that sign in
+//!   service-app tokens, `Link` paging, rate limits); [`private_key`]: private keys that sign in
 //!   the host and are never handed out; [`backfill`]: recovering dropped events from the
 //!   System Log, which stores them the way [`ingest`] does; [`reconcile`]: compares a plugin's target with the members of
 //!   its Okta groups and stores the repairs as ordinary events.
@@ -47,12 +47,12 @@ pub mod metrics;
 pub mod okta;
 pub mod okta_api;
 pub mod okta_oauth;
+pub mod private_key;
 pub mod reconcile;
 pub mod registry;
 pub mod runtime;
 pub mod scaffold;
 pub mod secret;
 pub mod server;
-pub mod signing;
 pub mod store;
 pub mod telemetry;

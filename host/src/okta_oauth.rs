@@ -2,7 +2,7 @@
 //! alternative to a long-lived SSWS API token that Okta recommends for services.
 //!
 //! An Okta "API service" app authenticates with `private_key_jwt`: hookhost signs a short
-//! client assertion with the app's private key (kept in the host, see [`crate::signing`]) and
+//! client assertion with the app's private key (kept in the host, see [`crate::private_key`]) and
 //! trades it at `{org}/oauth2/v1/token` for an access token with the configured scopes
 //! (client credentials grant; Okta's org authorization server accepts no other method for
 //! service apps). The token is cached until shortly before it expires and sent as
@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 
 use crate::config::OktaOAuthConfig;
 use crate::okta_api::OktaApiError;
+use crate::private_key::{Alg, KeyKind, SigningKey};
 use crate::secret::Secret;
-use crate::signing::{Alg, KeyKind, SigningKey};
 
 /// `client_assertion_type` for a JWT client assertion (RFC 7523).
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

@@ -33,7 +33,7 @@ use crate::okta::Event;
 use crate::okta_api::{OktaApi, OktaApiError};
 use crate::registry::ActivePlugin;
 use crate::runtime::{KvBackend, Runtime};
-use crate::store::{NewEvent, Source, Status, Store};
+use crate::store::{AsyncStore, NewEvent, Source, Status, Store};
 
 /// Members per page asked of Okta (its recommended page size).
 pub const MEMBERS_PAGE: u32 = 200;
@@ -288,11 +288,11 @@ impl Reconciler {
             events = new_events.iter().map(|e| e.uuid.clone()).collect();
             let batch: Vec<NewEvent> =
                 new_events.into_iter().map(|event| NewEvent { event, plugins: vec![name.clone()] }).collect();
-            let store = self.store.clone();
             let (started, in_batch) = (std::time::SystemTime::now(), batch.len());
-            let report = tokio::task::spawn_blocking(move || store.ingest_page(Source::Reconcile, &batch, None))
+            let report = self
+                .store
+                .run(move |s| s.ingest_page(Source::Reconcile, &batch, None))
                 .await
-                .map_err(|e| ReconcileError::Store(format!("task failed: {e}")))?
                 .map_err(|e| ReconcileError::Store(e.to_string()))?;
             if let Some(report) = report {
                 let origin = crate::telemetry::IngestOrigin {
@@ -316,10 +316,9 @@ impl Reconciler {
         if events.is_empty() {
             return None;
         }
-        let store = self.store.clone();
         let total = events.len();
-        let busy = tokio::task::spawn_blocking(move || {
-            events
+        let busy = self.store.run(move |store| {
+            Ok(events
                 .iter()
                 .filter(|uuid| match store.event(uuid) {
                     Ok(Some(view)) => view
@@ -329,10 +328,9 @@ impl Reconciler {
                     // Unreadable: do not guess that it finished.
                     Ok(None) | Err(_) => true,
                 })
-                .count()
-        })
-        .await
-        .unwrap_or(total);
+                .count())
+        });
+        let busy = busy.await.unwrap_or(total);
         (busy > 0).then(|| {
             format!(
                 "{busy} of the {total} events of the previous reconcile apply for plugin {name} are still being \

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hookhost_tests::okta::{group_membership_event, timestamp, Membership};
-use hookhost_tests::serve::{graph_guest_tables, install_dist};
+use hookhost_tests::serve::{graph_guest_tables, install_dist, notify_tables};
 use hookhost_tests::{GraphEmulator, TenantConfig, WebhookKind, WebhookReceiver};
 use serde_json::Value;
 
@@ -80,29 +80,12 @@ async fn start(dir: &Path, w: &World, chat: &str) -> ServeProcess {
     }
     let port = free_port();
     let cache = workspace().join("target/test-artifact-cache");
-    let (slack, hec) = (w.slack.base_url(), w.hec.base_url());
     let setup = ServeSetup {
         okta_secret: SECRET.into(),
         admin_token: ADMIN.into(),
         graph_guest: false,
         plugins_extra: format!("cache_dir = {:?}\n", cache.display().to_string()),
-        extra: format!(
-            r#"{graph_guest}[plugins.chat-notify]
-allowed_hosts = ["{slack}"]
-{chat}
-[plugins.chat-notify.secrets]
-webhook_url = {{ value = "{slack_url}" }}
-[plugins.siem-forward]
-allowed_hosts = ["{hec}"]
-[plugins.siem-forward.config]
-hec_url = "{hec}"
-index = "okta"
-[plugins.siem-forward.secrets]
-hec_token = {{ value = "{HEC_TOKEN}" }}
-"#,
-            graph_guest = graph_guest_tables(&w.graph),
-            slack_url = w.slack.url(),
-        ),
+        extra: format!("{}{}", graph_guest_tables(&w.graph), notify_tables(&w.slack, &w.hec, HEC_TOKEN, chat)),
         ..ServeSetup::default()
     };
     setup.write(dir, port, None).unwrap();

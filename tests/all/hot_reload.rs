@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use hookhost_tests::okta::{group_membership_event, timestamp, Membership};
 use serde_json::Value;
 
+use hookhost_tests::serve::wasm_variant;
+
 use crate::support::{free_port, start_with, test_manifest, wasm, ServeProcess, ServeSetup};
 
 const SECRET: &str = "Basic aG90OnJlbG9hZA==";
@@ -93,31 +95,6 @@ fn echo_manifest(version: &str) -> String {
     test_manifest("echo").replace("version = \"1.0.0\"", &format!("version = \"{version}\""))
 }
 
-/// `wasm` with a custom section appended: the same plugin, another sha256.
-fn variant(wasm: &[u8], tag: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"hookhost-test";
-    let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    leb(payload.len(), &mut out);
-    out.extend(payload);
-    out
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
@@ -179,7 +156,7 @@ timeout_ms = 10000
 async fn reload_under_load_loses_nothing_and_records_each_version() {
     let host = Host::new("", "");
     let a = std::fs::read(wasm("echo")).unwrap();
-    let b = variant(&a, "b");
+    let b = wasm_variant(&a, "b");
     let (sha_a, sha_b) = (sha256_hex(&a), sha256_hex(&b));
     deploy_in_place(&host.plugins(), "echo", &a, &echo_manifest("1.0.0"));
     let serve = Arc::new(host.start().await);

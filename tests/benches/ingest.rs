@@ -32,7 +32,7 @@ use hookhost::metrics::Metrics;
 use hookhost::registry::{PluginSet, Registry, SyncOutcome};
 use hookhost::runtime::{EngineOptions, Runtime};
 use hookhost::secret::Secret;
-use hookhost::store::{SqliteStore, Store};
+use hookhost::store::{EventReads, SqliteStore, Store};
 use hookhost_tests::okta::{self as okta_events, Membership};
 use hookhost_tests::serve::workspace;
 

@@ -20,7 +20,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hookhost_tests::serve::{free_port, wasm as wasm_path, workspace, ServeProcess, ServeSetup};
+use hookhost_tests::serve::{free_port, wasm as wasm_path, wasm_variant, workspace, ServeProcess, ServeSetup};
 
 const ADMIN: &str = "bench-admin";
 const SWAPS: usize = 20;
@@ -81,31 +81,6 @@ impl Bench {
     }
 }
 
-/// `wasm` with a custom section appended: the same plugin, another sha256.
-fn variant(wasm: &[u8], tag: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"hookhost-bench";
-    let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    leb(payload.len(), &mut out);
-    out.extend(payload);
-    out
-}
-
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
 }
@@ -148,7 +123,7 @@ async fn main() {
     println!("start warm (ms): {:?}", warm.iter().map(|d| ms(*d)).collect::<Vec<_>>());
 
     let (serve, _) = bench.start().await;
-    let builds = [wasm.clone(), variant(&wasm, "b")];
+    let builds = [wasm.clone(), wasm_variant(&wasm, "b")];
     // Both builds compiled (and cached) once before measuring.
     bench.swap(&serve, &builds[1], &manifest, "0.1.1").await;
     bench.swap(&serve, &builds[0], &manifest, "0.1.2").await;
@@ -160,7 +135,7 @@ async fn main() {
     println!("swap, seen build (ms): {:?}", swaps.iter().map(|d| ms(*d)).collect::<Vec<_>>());
     let mut fresh = Vec::new();
     for i in 0..3 {
-        let new_build = variant(&wasm, &format!("fresh-{i}-{}", fastrand::u64(..)));
+        let new_build = wasm_variant(&wasm, &format!("fresh-{i}-{}", fastrand::u64(..)));
         fresh.push(bench.swap(&serve, &new_build, &manifest, &format!("0.3.{i}")).await);
     }
     println!("swap, never-seen build (compiles; ms): {:?}", fresh.iter().map(|d| ms(*d)).collect::<Vec<_>>());

@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 use crate::okta::delivery;
-use crate::GraphEmulator;
+use crate::{GraphEmulator, WebhookReceiver};
 
 /// The Okta auth secret of the default serve config.
 pub const OKTA_SECRET: &str = "Basic ZTJlOmUyZQ==";
@@ -258,6 +258,55 @@ client_id = {{ value = {:?} }}
 {credential}"#,
         cfg.tenant_id, cfg.client_id
     )
+}
+
+/// The `[plugins.chat-notify]` and `[plugins.siem-forward]` tables granting the shipped
+/// notification plugins a Slack incoming-webhook stand-in and a Splunk HTTP Event Collector
+/// stand-in (whose token is `hec_token`); `chat_extra` adds lines to the operator's
+/// `[plugins.chat-notify]` table.
+pub fn notify_tables(slack: &WebhookReceiver, hec: &WebhookReceiver, hec_token: &str, chat_extra: &str) -> String {
+    let (slack_origin, slack_url, hec_origin) = (slack.base_url(), slack.url(), hec.base_url());
+    format!(
+        r#"[plugins.chat-notify]
+allowed_hosts = ["{slack_origin}"]
+{chat_extra}
+[plugins.chat-notify.secrets]
+webhook_url = {{ value = "{slack_url}" }}
+[plugins.siem-forward]
+allowed_hosts = ["{hec_origin}"]
+[plugins.siem-forward.config]
+hec_url = "{hec_origin}"
+index = "okta"
+[plugins.siem-forward.secrets]
+hec_token = {{ value = "{hec_token}" }}
+"#
+    )
+}
+
+/// `wasm` with a custom section appended: the same plugin with another sha256, what a
+/// reload test installs to make the host see a new build.
+pub fn wasm_variant(wasm: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"hookhost-test";
+    let mut payload = Vec::new();
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb(payload.len(), &mut out);
+    out.extend(payload);
+    out
 }
 
 /// Writes `dir/host.toml` for `setup` (see [`ServeSetup::write`]) and gives the setup back.

@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq;
 use crate::metrics::Metrics;
 use crate::registry::{PluginSet, Registry, SyncOutcome};
 use crate::secret::Secret;
-use crate::store::{EventFilter, ReplayOutcome, Source, Status, Store, StoreError};
+use crate::store::{AsyncStore, EventFilter, ReplayOutcome, Source, Status, Store, StoreError};
 
 /// What the API needs.
 #[derive(Clone)]
@@ -77,13 +77,15 @@ fn store_error(e: StoreError) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable")
 }
 
+/// A store call through [`AsyncStore::run`], its failure as the HTTP answer.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    store: &Arc<dyn Store>,
+    f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(store_error(e)),
-        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("task failed: {e}"))),
+    match store.run(f).await {
+        Ok(v) => Ok(v),
+        Err(StoreError::Interrupted(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("task failed: {e}"))),
+        Err(e) => Err(store_error(e)),
     }
 }
 
@@ -106,17 +108,16 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
 }
 
 async fn healthz(State(state): State<ApiState>) -> Response {
-    let store = state.store.clone();
-    let backend = store.kind();
-    let why = match tokio::task::spawn_blocking(move || store.busy()).await {
-        Ok(Ok(_)) => {
+    let backend = state.store.kind();
+    let why = match state.store.run(|s| s.busy()).await {
+        Ok(_) => {
             return Json(json!({
                 "status": "ok", "store": "ok", "store_backend": backend, "host": state.host_id,
             }))
             .into_response()
         }
-        Ok(Err(e)) => e.to_string(),
-        Err(e) => format!("store check failed: {e}"),
+        Err(StoreError::Interrupted(e)) => format!("store check failed: {e}"),
+        Err(e) => e.to_string(),
     };
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -129,8 +130,7 @@ async fn healthz(State(state): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let store = state.store.clone();
-    let counts = match blocking(move || store.counts()).await {
+    let counts = match blocking(&state.store, move |s| s.counts()).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -167,8 +167,7 @@ async fn reload(State(state): State<ApiState>) -> Response {
 }
 
 async fn event(State(state): State<ApiState>, Path(uuid): Path<String>) -> Response {
-    let store = state.store.clone();
-    match blocking(move || store.event(&uuid)).await {
+    match blocking(&state.store, move |s| s.event(&uuid)).await {
         Ok(Some(e)) => Json(e).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "no event with that id"),
         Err(r) => r,
@@ -216,8 +215,7 @@ async fn events(State(state): State<ApiState>, Query(q): Query<EventsQuery>) -> 
         limit: q.limit.unwrap_or(50),
         before: q.before,
     };
-    let store = state.store.clone();
-    match blocking(move || store.search_events(&filter)).await {
+    match blocking(&state.store, move |s| s.search_events(&filter)).await {
         Ok(page) => Json(page).into_response(),
         Err(r) => r,
     }
@@ -225,8 +223,7 @@ async fn events(State(state): State<ApiState>, Query(q): Query<EventsQuery>) -> 
 
 /// `GET /api/queue`: counts per plugin, the oldest waiting delivery, attempts per minute.
 async fn queue(State(state): State<ApiState>) -> Response {
-    let store = state.store.clone();
-    match blocking(move || store.queue_stats(chrono::Utc::now())).await {
+    match blocking(&state.store, move |s| s.queue_stats(chrono::Utc::now())).await {
         Ok(stats) => Json(stats).into_response(),
         Err(r) => r,
     }
@@ -254,24 +251,21 @@ async fn deliveries(State(state): State<ApiState>, Query(q): Query<DeliveriesQue
         Some(Err(r)) => return r,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let store = state.store.clone();
-    match blocking(move || store.deliveries(status, limit, q.after.as_deref())).await {
+    match blocking(&state.store, move |s| s.deliveries(status, limit, q.after.as_deref())).await {
         Ok((items, next)) => Json(json!({"deliveries": items, "next": next})).into_response(),
         Err(r) => r,
     }
 }
 
 async fn attempts(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
-    let store = state.store.clone();
-    match blocking(move || store.attempts(&id)).await {
+    match blocking(&state.store, move |s| s.attempts(&id)).await {
         Ok(a) => Json(json!({ "attempts": a })).into_response(),
         Err(r) => r,
     }
 }
 
 async fn replay(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
-    let store = state.store.clone();
-    match blocking(move || store.replay(&id)).await {
+    match blocking(&state.store, move |s| s.replay(&id)).await {
         Ok(ReplayOutcome::Accepted) => {
             (state.on_replay)();
             (StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response()
@@ -288,9 +282,8 @@ async fn replay(State(state): State<ApiState>, Path(id): Path<String>) -> Respon
 /// `POST /api/plugins/{name}/held/release`: the operator approves the held deliveries; they
 /// run in their usual order and the guard's window starts afresh.
 async fn release_held(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
-    let store = state.store.clone();
     let plugin = name.clone();
-    match blocking(move || store.release_held(&plugin, chrono::Utc::now())).await {
+    match blocking(&state.store, move |s| s.release_held(&plugin, chrono::Utc::now())).await {
         Ok(n) => {
             tracing::info!(plugin = %crate::logsafe::Clean(&name), released = n, "an operator released the held deliveries");
             (state.on_replay)();
@@ -303,9 +296,8 @@ async fn release_held(State(state): State<ApiState>, Path(name): Path<String>) -
 /// `POST /api/plugins/{name}/held/discard`: the operator refuses the held deliveries; they
 /// end `discarded`, never run, and stay in the history.
 async fn discard_held(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
-    let store = state.store.clone();
     let plugin = name.clone();
-    match blocking(move || store.discard_held(&plugin, chrono::Utc::now())).await {
+    match blocking(&state.store, move |s| s.discard_held(&plugin, chrono::Utc::now())).await {
         Ok(n) => {
             tracing::info!(plugin = %crate::logsafe::Clean(&name), discarded = n, "an operator discarded the held deliveries");
             Json(json!({ "discarded": n })).into_response()

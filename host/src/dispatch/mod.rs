@@ -12,7 +12,7 @@
 //! (this host stalled past its lease and another took it), the attempt is dropped
 //! unrecorded; the new owner's attempt is the one that counts.
 //!
-//! Store calls are blocking SQLite transactions, so they run on `spawn_blocking`.
+//! Store calls are blocking transactions, so they run on the blocking pool ([`AsyncStore::run`]).
 
 pub mod retry;
 mod run;
@@ -29,7 +29,7 @@ use crate::config::DispatchConfig;
 use crate::metrics::Metrics;
 use crate::registry::PluginSet;
 use crate::runtime::Runtime;
-use crate::store::{Store, StoreError};
+use crate::store::{AsyncStore, Store, StoreError};
 
 /// How often the loop looks for due work when nothing woke it: the worst-case delay of a
 /// retry coming due or of taking over another host's expired lease. Cheap (one indexed
@@ -114,18 +114,6 @@ impl Dispatcher {
     }
 }
 
-/// Runs a store call on the blocking pool.
-async fn blocking<T, F>(store: &Arc<dyn Store>, f: F) -> Result<T, StoreError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
-{
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("store call did not finish: {e}"))))
-}
-
 fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
 }
@@ -143,7 +131,7 @@ async fn claim_loop(ctx: Arc<Shared>, notify: Arc<Notify>, mut stop: oneshot::Re
     let mut tasks: JoinSet<()> = JoinSet::new();
     // Whatever this host had claimed before it restarted is not running any more.
     let host = ctx.host_id.clone();
-    match blocking(&ctx.store, move |s| s.release_claims(now(), Some(&host))).await {
+    match ctx.store.run(move |s| s.release_claims(now(), Some(&host))).await {
         Ok(0) => {}
         Ok(n) => {
             tracing::info!(released = n, host = %ctx.host_id, "took back this host's claims from before the restart")
@@ -159,7 +147,7 @@ async fn claim_loop(ctx: Arc<Shared>, notify: Arc<Notify>, mut stop: oneshot::Re
     let grace = loop {
         if last_sweep.is_none_or(|t| t.elapsed() >= POLL) {
             last_sweep = Some(tokio::time::Instant::now());
-            match blocking(&ctx.store, |s| s.release_claims(now(), None)).await {
+            match ctx.store.run(|s| s.release_claims(now(), None)).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(
                     released = n,
@@ -213,7 +201,7 @@ async fn claim_loop(ctx: Arc<Shared>, notify: Arc<Notify>, mut stop: oneshot::Re
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
         let host = ctx.host_id.clone();
-        match blocking(&ctx.store, move |s| s.release_claims(now(), Some(&host))).await {
+        match ctx.store.run(move |s| s.release_claims(now(), Some(&host))).await {
             Ok(n) => tracing::info!(
                 stopped = still,
                 released = n,
@@ -231,13 +219,15 @@ async fn claim(ctx: &Arc<Shared>, limit: usize) -> Result<crate::store::ClaimBat
     let default_cap = ctx.config.max_concurrency;
     let host = ctx.host_id.clone();
     let lease = ctx.lease;
-    blocking(&ctx.store, move |s| {
-        // A plugin not in service gets 0: its deliveries stay pending until it is back.
-        let cap =
-            |name: &str| plugins.get(name).map(|p| p.spec.max_concurrency.unwrap_or(default_cap) as usize).unwrap_or(0);
-        // The guard's rule of each plugin in service (docs/contract.md, "Guard").
-        let guard = |name: &str| plugins.get(name).and_then(|p| p.spec.guard.clone());
-        s.claim_guarded(&host, now(), lease, limit, &cap, &guard)
-    })
-    .await
+    ctx.store
+        .run(move |s| {
+            // A plugin not in service gets 0: its deliveries stay pending until it is back.
+            let cap = |name: &str| {
+                plugins.get(name).map(|p| p.spec.max_concurrency.unwrap_or(default_cap) as usize).unwrap_or(0)
+            };
+            // The guard's rule of each plugin in service (docs/contract.md, "Guard").
+            let guard = |name: &str| plugins.get(name).and_then(|p| p.spec.guard.clone());
+            s.claim_guarded(&host, now(), lease, limit, &cap, &guard)
+        })
+        .await
 }

@@ -7,10 +7,10 @@ use opentelemetry::context::FutureExt as _;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
-use super::{blocking, now, retry, Shared};
+use super::{now, retry, Shared};
 use crate::logsafe::Clean;
 use crate::runtime::{Attempt, KvBackend};
-use crate::store::{Claim, Next, Status};
+use crate::store::{AsyncStore, Claim, Next, Status};
 use crate::telemetry;
 
 pub(super) async fn run_claim(ctx: Arc<Shared>, claim: Claim) {
@@ -22,7 +22,7 @@ pub(super) async fn run_claim(ctx: Arc<Shared>, claim: Claim) {
 
     if !claim.replay && active.spec.supersede {
         let (plugin, event) = (claim.plugin.clone(), claim.event.clone());
-        match blocking(&ctx.store, move |s| s.newer_done(&plugin, &event)).await {
+        match ctx.store.run(move |s| s.newer_done(&plugin, &event)).await {
             Ok(Some(by_event)) => {
                 finish(&ctx, &claim, None, Next::Superseded { by_event }).await;
                 return;
@@ -76,7 +76,7 @@ async fn with_lease(ctx: &Shared, claim: &Claim, attempt: impl Future<Output = A
             _ = renewals.tick() => {
                 let (id, token) = (claim.delivery_id.clone(), claim.lease_token.clone());
                 let until = now() + chrono::TimeDelta::from_std(ctx.lease).unwrap_or(chrono::TimeDelta::seconds(30));
-                match blocking(&ctx.store, move |s| s.renew(&id, &token, until)).await {
+                match ctx.store.run(move |s| s.renew(&id, &token, until)).await {
                     Ok(true) => {}
                     Ok(false) => return None,
                     // The lease is still good for two more renewals; keep going.
@@ -89,7 +89,7 @@ async fn with_lease(ctx: &Shared, claim: &Claim, attempt: impl Future<Output = A
 
 async fn release(ctx: &Shared, claim: &Claim) {
     let (id, token) = (claim.delivery_id.clone(), claim.lease_token.clone());
-    if let Err(e) = blocking(&ctx.store, move |s| s.release(&id, &token)).await {
+    if let Err(e) = ctx.store.run(move |s| s.release(&id, &token)).await {
         tracing::warn!(error = %e, delivery = %claim.delivery_id, "cannot release the claim; it returns when its lease expires");
     }
 }
@@ -105,7 +105,7 @@ async fn finish(ctx: &Shared, claim: &Claim, attempt: Option<Attempt>, next: Nex
         _ => String::new(),
     });
     let (id, token, record) = (claim.delivery_id.clone(), claim.lease_token.clone(), next.clone());
-    let recorded = blocking(&ctx.store, move |s| s.complete(&id, &token, attempt.as_ref(), &record)).await;
+    let recorded = ctx.store.run(move |s| s.complete(&id, &token, attempt.as_ref(), &record)).await;
     match recorded {
         Ok(true) => {
             tracing::info!(

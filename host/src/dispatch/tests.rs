@@ -17,7 +17,9 @@ use crate::config::RetryConfig;
 use crate::okta::Event;
 use crate::registry::{self, ActivePlugin, PluginBundle};
 use crate::runtime::{AttemptResult, EngineOptions, PluginIdentity};
-use crate::store::{DeliveryView, NewEvent, Next, ReplayOutcome, SqliteStore, Status, Store};
+use crate::store::{
+    DeliveryView, EventReads, Intake, NewEvent, Next, Queue, ReplayOutcome, SqliteStore, Status, Store,
+};
 
 // ---- pure policy -------------------------------------------------------------------------
 

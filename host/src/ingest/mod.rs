@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::okta::Delivery;
 use crate::registry::PluginSet;
 use crate::secret::Secret;
-use crate::store::{NewEvent, Source, Store};
+use crate::store::{AsyncStore, NewEvent, Source, Store};
 use crate::telemetry;
 
 /// What the endpoint needs.
@@ -161,11 +161,10 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
         .map(|event| NewEvent { plugins: state.plugins.subscribers(&event), event })
         .collect();
     let in_delivery = events.len();
-    let store = state.store.clone();
     let okta_id = delivery.delivery_id.clone();
-    let committed = tokio::task::spawn_blocking(move || store.ingest(okta_id.as_deref(), &events)).await;
+    let committed = state.store.run(move |s| s.ingest(okta_id.as_deref(), &events)).await;
     match committed {
-        Ok(Ok(report)) => {
+        Ok(report) => {
             state.metrics.events_ingested(Source::Hook, report.stored as u64);
             if report.deliveries > 0 {
                 (state.on_stored)();
@@ -185,12 +184,8 @@ async fn receive_inner(state: &IngestState, headers: &HeaderMap, body: Body) -> 
             );
             StatusCode::OK.into_response()
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "store failed; answering 503 so Okta retries");
-            error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; retry later")
-        }
         Err(e) => {
-            tracing::error!(error = %e, "ingest task failed");
+            tracing::error!(error = %e, "store failed; answering 503 so Okta retries");
             error(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; retry later")
         }
     }

@@ -263,7 +263,7 @@ fn read_keys(
     plugin: &str,
     declared: &[String],
     over: Option<&PluginOverride>,
-) -> Result<BTreeMap<String, std::sync::Arc<crate::signing::SigningKey>>, String> {
+) -> Result<BTreeMap<String, std::sync::Arc<crate::private_key::SigningKey>>, String> {
     use crate::secret::SecretSource;
     let mut keys = BTreeMap::new();
     for key_name in declared {
@@ -275,7 +275,7 @@ fn read_keys(
             SecretSource::Env(var) => format!("environment variable {var}"),
             SecretSource::Value(_) => "the inline value".to_string(),
         };
-        let key = crate::signing::SigningKey::from_pem(pem.expose().as_bytes()).map_err(|e| {
+        let key = crate::private_key::SigningKey::from_pem(pem.expose().as_bytes()).map_err(|e| {
             format!("{at}: {from} is not a usable private key: {e} (a PEM file holds the key, then optionally its certificate)")
         })?;
         keys.insert(key_name.clone(), std::sync::Arc::new(key));

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::private_key::SigningKey;
 use crate::secret::Secret;
-use crate::signing::SigningKey;
 
 /// Everything a plugin may reach besides its own KV namespace.
 #[derive(Debug, Clone, Default)]

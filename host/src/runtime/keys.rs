@@ -11,7 +11,7 @@
 
 use super::bindings::keys::{Algorithm, Host, KeyInfo, SignError};
 use super::state::AttemptState;
-use crate::signing::{Alg, KeyError};
+use crate::private_key::{Alg, KeyError};
 
 /// The largest message `sign` accepts.
 const MAX_MESSAGE_BYTES: usize = 64 << 10;

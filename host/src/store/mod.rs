@@ -8,10 +8,26 @@
 //! Vocabulary: an **event** is one Okta LogEvent (identified by its `uuid`); a **delivery**
 //! is one (event, plugin) pair, the unit that is claimed, retried and replayed; an
 //! **attempt** is one run of a delivery's plugin.
+//!
+//! [`Store`] is the sum of one trait per concern: [`Intake`] (events coming in),
+//! [`Queue`] (claim, leases, completion, replay, the guard's held deliveries),
+//! [`EventReads`] (what the API and the console read) and [`KvBackend`] (plugin KV); async
+//! code calls it through [`AsyncStore::run`]. The decisions are written once, over plain
+//! rows: `queue_rules` (the queue), `intake` (what an ingest stores), `reads` (paging, the
+//! console's search and summary), `guard` (the blast-radius guard) and `common` (stored
+//! forms, landing after an attempt). Each driver only runs SQL: it implements the small
+//! statement traits those modules define (`driver` ties them to the store traits), and
+//! `rows` maps its result rows to the API's types.
 
 pub(crate) mod common;
+mod driver;
+mod facade;
 pub mod guard;
+mod intake;
 pub mod postgres;
+pub(crate) mod queue_rules;
+mod reads;
+pub(crate) mod rows;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -26,6 +42,7 @@ use serde::Serialize;
 use crate::attempt::Attempt;
 use crate::kv::KvBackend;
 use crate::okta::Event;
+pub use facade::AsyncStore;
 pub use guard::GuardRule;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -36,6 +53,10 @@ pub use url::StoreUrl;
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A call made through [`AsyncStore::run`] did not finish (it panicked, or the runtime
+    /// shut down under it).
+    #[error("store call did not finish: {0}")]
+    Interrupted(#[source] tokio::task::JoinError),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -143,7 +164,7 @@ pub struct NewEvent {
     pub plugins: Vec<String>,
 }
 
-/// What [`Store::ingest`] did.
+/// What [`Intake::ingest`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestReport {
     /// Events stored for the first time.
@@ -230,7 +251,7 @@ pub struct AttemptView {
     pub log: serde_json::Value,
 }
 
-/// What [`Store::claim_guarded`] did: the deliveries claimed, and those its plugin's guard
+/// What [`Queue::claim_guarded`] did: the deliveries claimed, and those its plugin's guard
 /// parked as `held` instead.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimBatch {
@@ -256,17 +277,22 @@ pub enum ReplayOutcome {
     Conflict(Status),
 }
 
-/// Durable state of hookhost. Every method is a short synchronous transaction; callers on
-/// the async runtime use `spawn_blocking` for them.
-pub trait Store: KvBackend + Send + Sync {
+/// Durable state of hookhost: what arrives ([`Intake`]), the delivery queue ([`Queue`]),
+/// what the API and the console read ([`EventReads`]) and plugin KV ([`KvBackend`]). Every
+/// method of each is a short synchronous transaction; callers on the async runtime go
+/// through [`AsyncStore::run`].
+pub trait Store: Intake + Queue + EventReads + KvBackend + Send + Sync {
     /// `"sqlite"` or `"postgresql"`: what `/healthz` and logs name.
     fn kind(&self) -> &'static str;
+}
 
+/// Events coming in: Event Hook deliveries, System Log pages and reconcile's events.
+pub trait Intake {
     /// Stores a delivery's events and their deliveries in one durable commit. An event whose
     /// `uuid` is already stored is a duplicate: nothing is added for it.
     fn ingest(&self, okta_delivery_id: Option<&str>, events: &[NewEvent]) -> Result<IngestReport, StoreError>;
 
-    /// Stores events that came another way than a hook (exactly as [`Store::ingest`] does,
+    /// Stores events that came another way than a hook (exactly as [`Intake::ingest`] does,
     /// duplicates included, but recording `source`), and, with `cursor`, moves the System Log
     /// cursor in the **same** transaction: a crash either keeps a page and its cursor or
     /// neither. `cursor` is `(holder, position)`; when `holder` no longer holds the poller's
@@ -282,7 +308,12 @@ pub trait Store: KvBackend + Send + Sync {
     /// answers the stored cursor; `None` while another holder's lease is live. With a shared
     /// store this is what keeps the poller to one host at a time.
     fn log_lease(&self, holder: &str, now: DateTime<Utc>, lease: Duration) -> Result<Option<LogCursor>, StoreError>;
+}
 
+/// The delivery queue: claim, leases, completion, supersede, replay, and the operator's
+/// answers to the guard. Both stores get it from `queue_rules`, which makes every decision
+/// and leaves the SQL to the driver.
+pub trait Queue {
     /// Claims up to `limit` due deliveries for `host_id` with a lease until `now + lease`.
     ///
     /// Ordering: for one (plugin, subject user), only the earliest-`published` unfinished
@@ -302,7 +333,7 @@ pub trait Store: KvBackend + Send + Sync {
         Ok(self.claim_guarded(host_id, now, lease, limit, max_running, &|_| None)?.claims)
     }
 
-    /// [`Store::claim`] with each plugin's guard (`guard(plugin)`, `None` for none): a
+    /// [`Queue::claim`] with each plugin's guard (`guard(plugin)`, `None` for none): a
     /// candidate the guard does not admit ([`guard::GuardCount::admit`]) is parked as `held`
     /// in the same transaction instead of claimed.
     fn claim_guarded(
@@ -354,6 +385,13 @@ pub trait Store: KvBackend + Send + Sync {
     /// A delivery that was itself superseded did not run and does not count.
     fn newer_done(&self, plugin: &str, event: &Event) -> Result<Option<String>, StoreError>;
 
+    /// Puts a done, dead, held or discarded delivery back to pending (the next run is marked
+    /// as a replay, and runs whatever the guard says).
+    fn replay(&self, delivery_id: &str) -> Result<ReplayOutcome, StoreError>;
+}
+
+/// What the admin API and the operator console read: events, deliveries, attempts, counts.
+pub trait EventReads {
     fn event(&self, uuid: &str) -> Result<Option<EventView>, StoreError>;
     /// Deliveries by status, oldest first, paged by opaque id (`after`).
     fn deliveries(
@@ -363,9 +401,6 @@ pub trait Store: KvBackend + Send + Sync {
         after: Option<&str>,
     ) -> Result<(Vec<DeliveryView>, Option<String>), StoreError>;
     fn attempts(&self, delivery_id: &str) -> Result<Vec<AttemptView>, StoreError>;
-    /// Puts a done, dead, held or discarded delivery back to pending (the next run is marked
-    /// as a replay, and runs whatever the guard says).
-    fn replay(&self, delivery_id: &str) -> Result<ReplayOutcome, StoreError>;
     /// Count of deliveries per (plugin, status).
     fn counts(&self) -> Result<Vec<(String, Status, u64)>, StoreError>;
     /// Whether any delivery is pending, running or retrying.
@@ -384,7 +419,7 @@ pub trait Store: KvBackend + Send + Sync {
     fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats, StoreError>;
 }
 
-/// What [`Store::search_events`] selects. Unset fields select everything; set ones combine
+/// What [`EventReads::search_events`] selects. Unset fields select everything; set ones combine
 /// with AND. Text filters are case-insensitive substring matches (SQL `LOWER(col) LIKE
 /// '%' || LOWER(text) || '%'`, with `%`, `_` and backslash in the text matched literally;
 /// see [`like_pattern`]); blank text counts as unset.
@@ -407,7 +442,7 @@ pub struct EventFilter {
     pub before: Option<String>,
 }
 
-/// Largest page [`Store::search_events`] returns.
+/// Largest page [`EventReads::search_events`] returns.
 pub const MAX_EVENT_PAGE: usize = 200;
 
 /// The SQL `LIKE` pattern for a case-insensitive substring search of `text` (compare it with
@@ -426,7 +461,7 @@ pub fn like_pattern(text: &str) -> String {
     out
 }
 
-/// One page of [`Store::search_events`].
+/// One page of [`EventReads::search_events`].
 #[derive(Debug, Clone, Serialize)]
 pub struct EventPage {
     pub events: Vec<EventSummary>,
@@ -465,7 +500,7 @@ pub struct EventUser {
     pub display_name: Option<String>,
 }
 
-/// [`Store::queue_stats`]: what an on-call admin looks at first.
+/// [`EventReads::queue_stats`]: what an on-call admin looks at first.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueStats {
     /// One entry per plugin that has any delivery, by name.

@@ -24,7 +24,6 @@
 //! text order is time order). Connections use TLS as `sslmode` in `store.url` asks (see
 //! [`tls`]): `require` encrypts, `verify-full` also authenticates the server.
 
-mod console;
 mod queue;
 mod schema;
 #[cfg(any(test, feature = "testing"))]
@@ -38,16 +37,18 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use postgres::{Client, Config, GenericClient, NoTls, Statement};
+use postgres::types::ToSql;
+use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
 use super::common::now;
-use super::{
-    AttemptView, ClaimBatch, DeliveryView, EventFilter, EventPage, EventView, GuardRule, IngestReport, LogCursor,
-    NewEvent, Next, QueueStats, ReplayOutcome, Source, Status, Store, StoreError,
-};
-use crate::attempt::Attempt;
+use super::driver::{Driver, Statements};
+use super::{IngestReport, Intake, LogCursor, NewEvent, Source, Store, StoreError};
 use crate::kv::KvBackend;
-use crate::okta::Event;
+
+/// Rows a statement changed, as the store's traits count them.
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
 
 /// Connections one host opens at most (PostgreSQL's default `max_connections` is 100, so a
 /// handful of hosts fit). Callers beyond it wait for a connection to come back.
@@ -334,7 +335,9 @@ impl Store for PostgresStore {
     fn kind(&self) -> &'static str {
         "postgresql"
     }
+}
 
+impl Intake for PostgresStore {
     fn ingest(&self, okta_delivery_id: Option<&str>, events: &[NewEvent]) -> Result<IngestReport, StoreError> {
         self.with(|c| queue::ingest(c, okta_delivery_id, events, Source::Hook, None))?
             .ok_or_else(|| StoreError::Unavailable("ingest without a cursor cannot lose a lease".into()))
@@ -357,93 +360,58 @@ impl Store for PostgresStore {
     ) -> Result<Option<LogCursor>, StoreError> {
         self.with(|c| queue::log_lease(c, holder, now, lease))
     }
+}
 
-    fn claim_guarded(
+/// The store's statements on one connection or one of its transactions, each prepared once
+/// per connection: what [`queue`] and [`views`] implement.
+struct Sql<'a, C: GenericClient> {
+    client: &'a mut C,
+    statements: &'a mut HashMap<String, Statement>,
+}
+
+type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+impl<C: GenericClient> Sql<'_, C> {
+    fn rows(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
+        let st = prepared(&mut *self.statements, &mut *self.client, sql)?;
+        Ok(self.client.query(&st, params)?)
+    }
+
+    fn row(&mut self, sql: &str, params: &Params<'_>) -> Result<Option<Row>, StoreError> {
+        let st = prepared(&mut *self.statements, &mut *self.client, sql)?;
+        Ok(self.client.query_opt(&st, params)?)
+    }
+
+    fn exec(&mut self, sql: &str, params: &Params<'_>) -> Result<usize, StoreError> {
+        let st = prepared(&mut *self.statements, &mut *self.client, sql)?;
+        Ok(count(self.client.execute(&st, params)?))
+    }
+}
+
+impl Driver for PostgresStore {
+    /// READ COMMITTED, PostgreSQL's default: see the module's note for why a claim needs
+    /// no more.
+    fn in_transaction<T: Send>(
         &self,
-        host_id: &str,
-        now: chrono::DateTime<chrono::Utc>,
-        lease: Duration,
-        limit: usize,
-        max_running: &(dyn Fn(&str) -> usize + Sync),
-        guard: &(dyn Fn(&str) -> Option<GuardRule> + Sync),
-    ) -> Result<ClaimBatch, StoreError> {
-        self.with(|c| queue::claim(c, host_id, now, lease, limit, max_running, guard))
+        f: impl FnOnce(&mut dyn Statements) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.with(|conn| {
+            let (client, statements) = conn.parts();
+            let mut tx = client.transaction()?;
+            let out = f(&mut Sql { client: &mut tx, statements })?;
+            tx.commit()?;
+            Ok(out)
+        })
     }
 
-    fn release_held(&self, plugin: &str, now: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
-        self.with(|c| queue::release_held(c, plugin, now))
-    }
-
-    fn discard_held(&self, plugin: &str, now: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
-        self.with(|c| queue::discard_held(c, plugin, now))
-    }
-
-    fn renew(
+    fn autocommit<T: Send>(
         &self,
-        delivery_id: &str,
-        lease_token: &str,
-        until: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, StoreError> {
-        self.with(|c| queue::renew(c, delivery_id, lease_token, until))
-    }
-
-    fn release(&self, delivery_id: &str, lease_token: &str) -> Result<bool, StoreError> {
-        self.with(|c| queue::release(c, delivery_id, lease_token))
-    }
-
-    fn complete(
-        &self,
-        delivery_id: &str,
-        lease_token: &str,
-        attempt: Option<&Attempt>,
-        next: &Next,
-    ) -> Result<bool, StoreError> {
-        self.with(|c| queue::complete(c, delivery_id, lease_token, attempt, next))
-    }
-
-    fn release_claims(&self, now: chrono::DateTime<chrono::Utc>, host_id: Option<&str>) -> Result<usize, StoreError> {
-        self.with(|c| queue::release_claims(c, now, host_id))
-    }
-
-    fn newer_done(&self, plugin: &str, event: &Event) -> Result<Option<String>, StoreError> {
-        self.with(|c| queue::newer_done(c, plugin, event))
-    }
-
-    fn event(&self, uuid: &str) -> Result<Option<EventView>, StoreError> {
-        self.with(|c| views::event(c, uuid))
-    }
-
-    fn deliveries(
-        &self,
-        status: Option<Status>,
-        limit: usize,
-        after: Option<&str>,
-    ) -> Result<(Vec<DeliveryView>, Option<String>), StoreError> {
-        self.with(|c| views::deliveries(c, status, limit, after))
-    }
-
-    fn attempts(&self, delivery_id: &str) -> Result<Vec<AttemptView>, StoreError> {
-        self.with(|c| views::attempts(c, delivery_id))
-    }
-
-    fn replay(&self, delivery_id: &str) -> Result<ReplayOutcome, StoreError> {
-        self.with(|c| queue::replay(c, delivery_id))
-    }
-
-    fn counts(&self) -> Result<Vec<(String, Status, u64)>, StoreError> {
-        self.with(views::counts)
-    }
-
-    fn busy(&self) -> Result<bool, StoreError> {
-        self.with(views::busy)
-    }
-
-    fn search_events(&self, filter: &EventFilter) -> Result<EventPage, StoreError> {
-        self.with(|c| console::search_events(c, filter))
-    }
-
-    fn queue_stats(&self, now: chrono::DateTime<chrono::Utc>) -> Result<QueueStats, StoreError> {
-        self.with(|c| console::queue_stats(c, now))
+        f: impl FnOnce(&mut dyn Statements) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.with(|conn| {
+            let (client, statements) = conn.parts();
+            f(&mut Sql { client, statements })
+        })
     }
 }
 

@@ -11,11 +11,10 @@
 //! milliseconds ([`fmt_time`]), `published` with nanoseconds ([`published_key`]) because
 //! it decides the order of a user's events.
 //!
-//! Files: [`schema`] (migrations), [`group_commit`] (ingest), [`queue`] (claim, complete,
-//! leases, supersede, replay), [`log_cursor`] (the System Log poller's cursor and lease), [`views`] (what the API reads), [`console`] (the operator
-//! console's search and queue summary).
+//! Files: [`schema`] (migrations), [`group_commit`] (ingest), [`queue`] (the queue's SQL:
+//! claim, complete, leases, supersede, replay), [`log_cursor`] (the System Log poller's
+//! cursor and lease), [`views`] (what the API and the operator console read).
 
-mod console;
 mod group_commit;
 mod log_cursor;
 mod queue;
@@ -30,13 +29,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::common::now;
-use super::{
-    AttemptView, ClaimBatch, DeliveryView, EventFilter, EventPage, EventView, GuardRule, IngestReport, LogCursor,
-    NewEvent, Next, QueueStats, ReplayOutcome, Source, Status, Store, StoreError,
-};
-use crate::attempt::Attempt;
+use super::driver::{Driver, Statements};
+use super::{IngestReport, Intake, LogCursor, NewEvent, Source, Store, StoreError};
 use crate::kv::KvBackend;
-use crate::okta::Event;
 use group_commit::IngestQueue;
 
 /// One SQLite database file.
@@ -178,7 +173,9 @@ impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"
     }
+}
 
+impl Intake for SqliteStore {
     fn ingest(&self, okta_delivery_id: Option<&str>, events: &[NewEvent]) -> Result<IngestReport, StoreError> {
         group_commit::ingest(self, okta_delivery_id, events)
     }
@@ -195,88 +192,50 @@ impl Store for SqliteStore {
     fn log_lease(&self, holder: &str, now: DateTime<Utc>, lease: Duration) -> Result<Option<LogCursor>, StoreError> {
         log_cursor::log_lease(&*self.conn()?, holder, now, lease)
     }
+}
 
-    fn claim_guarded(
+/// The store's statements on its one connection, or on a transaction of it (which derefs
+/// to the connection): what [`queue`] and [`views`] implement.
+struct Sql<'a>(&'a Connection);
+
+impl Sql<'_> {
+    /// Every row of a cached statement, mapped by `map`.
+    fn all<T>(
         &self,
-        host_id: &str,
-        now: DateTime<Utc>,
-        lease: Duration,
-        limit: usize,
-        max_running: &(dyn Fn(&str) -> usize + Sync),
-        guard: &(dyn Fn(&str) -> Option<GuardRule> + Sync),
-    ) -> Result<ClaimBatch, StoreError> {
-        queue::claim(&mut *self.conn()?, host_id, now, lease, limit, max_running, guard)
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.0.prepare_cached(sql)?;
+        let mut rows = stmt.query(params)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(map(r)?);
+        }
+        Ok(out)
     }
+}
 
-    fn release_held(&self, plugin: &str, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        queue::release_held(&mut *self.conn()?, plugin, now)
-    }
-
-    fn discard_held(&self, plugin: &str, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        queue::discard_held(&mut *self.conn()?, plugin, now)
-    }
-
-    fn renew(&self, delivery_id: &str, lease_token: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
-        queue::renew(&*self.conn()?, delivery_id, lease_token, until)
-    }
-
-    fn release(&self, delivery_id: &str, lease_token: &str) -> Result<bool, StoreError> {
-        queue::release(&*self.conn()?, delivery_id, lease_token)
-    }
-
-    fn complete(
+impl Driver for SqliteStore {
+    /// `BEGIN IMMEDIATE`: a claim or a completion reads, then writes, atomically even if a
+    /// second process opened the same file by mistake.
+    fn in_transaction<T: Send>(
         &self,
-        delivery_id: &str,
-        lease_token: &str,
-        attempt: Option<&Attempt>,
-        next: &Next,
-    ) -> Result<bool, StoreError> {
-        queue::complete(&mut *self.conn()?, delivery_id, lease_token, attempt, next)
+        f: impl FnOnce(&mut dyn Statements) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&mut Sql(&tx))?;
+        tx.commit()?;
+        Ok(out)
     }
 
-    fn release_claims(&self, now: DateTime<Utc>, host_id: Option<&str>) -> Result<usize, StoreError> {
-        queue::release_claims(&*self.conn()?, now, host_id)
-    }
-
-    fn newer_done(&self, plugin: &str, event: &Event) -> Result<Option<String>, StoreError> {
-        queue::newer_done(&*self.conn()?, plugin, event)
-    }
-
-    fn event(&self, uuid: &str) -> Result<Option<EventView>, StoreError> {
-        views::event(&*self.conn()?, uuid)
-    }
-
-    fn deliveries(
+    fn autocommit<T: Send>(
         &self,
-        status: Option<Status>,
-        limit: usize,
-        after: Option<&str>,
-    ) -> Result<(Vec<DeliveryView>, Option<String>), StoreError> {
-        views::deliveries(&*self.conn()?, status, limit, after)
-    }
-
-    fn attempts(&self, delivery_id: &str) -> Result<Vec<AttemptView>, StoreError> {
-        views::attempts(&*self.conn()?, delivery_id)
-    }
-
-    fn replay(&self, delivery_id: &str) -> Result<ReplayOutcome, StoreError> {
-        queue::replay(&mut *self.conn()?, delivery_id)
-    }
-
-    fn counts(&self) -> Result<Vec<(String, Status, u64)>, StoreError> {
-        views::counts(&*self.conn()?)
-    }
-
-    fn busy(&self) -> Result<bool, StoreError> {
-        views::busy(&*self.conn()?)
-    }
-
-    fn search_events(&self, filter: &EventFilter) -> Result<EventPage, StoreError> {
-        console::search_events(&*self.conn()?, filter)
-    }
-
-    fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
-        console::queue_stats(&*self.conn()?, now)
+        f: impl FnOnce(&mut dyn Statements) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn()?;
+        f(&mut Sql(&conn))
     }
 }
 

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hookhost_tests::okta::{delivery, group_membership_event, timestamp, Membership};
-use hookhost_tests::serve::{free_port, graph_guest_tables, hookhost_bin, workspace, ServeProcess, ServeSetup};
+use hookhost_tests::serve::{
+    free_port, graph_guest_tables, hookhost_bin, notify_tables, workspace, ServeProcess, ServeSetup,
+};
 use hookhost_tests::{Fault, GraphEmulator, TenantConfig, WebhookKind, WebhookReceiver};
 use serde_json::Value;
 
@@ -69,24 +71,7 @@ async fn main() -> anyhow::Result<()> {
         store_url: Some("sqlite://demo.db".into()),
         retry: "initial_backoff_ms = 200\n".into(),
         plugins_extra: format!("cache_dir = {:?}\n", cache_dir.display().to_string()),
-        extra: format!(
-            r#"{graph_guest}[plugins.chat-notify]
-allowed_hosts = ["{slack_origin}"]
-[plugins.chat-notify.secrets]
-webhook_url = {{ value = "{slack_url}" }}
-[plugins.siem-forward]
-allowed_hosts = ["{hec_origin}"]
-[plugins.siem-forward.config]
-hec_url = "{hec_origin}"
-index = "okta"
-[plugins.siem-forward.secrets]
-hec_token = {{ value = "{HEC_TOKEN}" }}
-"#,
-            graph_guest = graph_guest_tables(&graph),
-            slack_origin = slack.base_url(),
-            slack_url = slack.url(),
-            hec_origin = hec.base_url(),
-        ),
+        extra: format!("{}{}", graph_guest_tables(&graph), notify_tables(&slack, &hec, HEC_TOKEN, "")),
         ..ServeSetup::plain()
     };
     setup.write(&dir, port, None)?;

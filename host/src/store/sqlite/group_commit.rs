@@ -19,7 +19,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use rusqlite::{params, Connection};
 
 use super::SqliteStore;
-use crate::store::common::{group_ids, now, published_key};
+use crate::store::intake::{store_events, EventRow, IngestTx};
 use crate::store::{IngestReport, NewEvent, Source, StoreError};
 
 type Outcome = Result<IngestReport, StoreError>;
@@ -156,71 +156,83 @@ pub(super) fn apply_batch(
     source: Source,
     next_seq: &mut i64,
 ) -> Result<IngestReport, StoreError> {
-    let received_at = now();
-    let mut report = IngestReport::default();
-    let mut insert_event = tx.prepare_cached(
-        "INSERT INTO events (uuid, event_type, published, published_key, received_at,
-                             okta_delivery_id, subject, group_ids, raw, subject_login, subject_name, source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-         ON CONFLICT (uuid) DO NOTHING",
-    )?;
-    let mut insert_group = tx.prepare_cached(
-        "INSERT INTO event_groups (event_uuid, group_id, group_name, position) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (event_uuid, group_id) DO NOTHING",
-    )?;
-    let mut insert_delivery = tx.prepare_cached(
-        "INSERT INTO deliveries (seq, id, event_uuid, plugin, subject, published_key, status,
-                                 created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)
-         ON CONFLICT (event_uuid, plugin) DO NOTHING",
-    )?;
-    for new in events {
-        let event = &new.event;
-        let key = published_key(&event.published);
-        let groups = serde_json::to_string(&group_ids(event))
-            .map_err(|e| StoreError::Unavailable(format!("cannot encode group ids: {e}")))?;
-        let user = event.target("User");
-        let inserted = insert_event.execute(params![
-            event.uuid,
-            event.event_type,
-            event.published,
-            key,
-            received_at,
-            okta_delivery_id,
-            event.subject(),
-            groups,
-            event.raw,
-            user.and_then(|u| u.alternate_id.as_deref()),
-            user.and_then(|u| u.display_name.as_deref()),
-            source.as_str(),
-        ])?;
-        if inserted == 0 {
-            report.duplicates += 1;
-            continue;
-        }
-        report.stored += 1;
-        report.new_events.push(event.uuid.clone());
-        for (position, group) in event.targets.iter().enumerate().filter(|(_, t)| t.kind == "UserGroup") {
-            insert_group.execute(params![event.uuid, group.id, group.display_name, position as i64])?;
-        }
-        for plugin in &new.plugins {
-            let seq = *next_seq;
-            let created = insert_delivery.execute(params![
+    store_events(&mut Inserts { conn: tx, next_seq }, okta_delivery_id, events, source)
+}
+
+/// An ingest's inserts on SQLite, numbering deliveries from `next_seq`.
+struct Inserts<'a> {
+    conn: &'a Connection,
+    next_seq: &'a mut i64,
+}
+
+impl IngestTx for Inserts<'_> {
+    fn insert_event(&mut self, row: &EventRow<'_>) -> Result<bool, StoreError> {
+        let event = row.event;
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO events (uuid, event_type, published, published_key, received_at,
+                                     okta_delivery_id, subject, group_ids, raw, subject_login, subject_name, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (uuid) DO NOTHING",
+            )?
+            .execute(params![
+                event.uuid,
+                event.event_type,
+                event.published,
+                row.published_key,
+                row.received_at,
+                row.okta_delivery_id,
+                row.subject,
+                row.group_ids,
+                event.raw,
+                row.subject_login,
+                row.subject_name,
+                row.source.as_str(),
+            ])?;
+        Ok(inserted == 1)
+    }
+
+    fn insert_group(
+        &mut self,
+        event_uuid: &str,
+        group_id: &str,
+        group_name: Option<&str>,
+        position: i64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO event_groups (event_uuid, group_id, group_name, position) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (event_uuid, group_id) DO NOTHING",
+            )?
+            .execute(params![event_uuid, group_id, group_name, position])?;
+        Ok(())
+    }
+
+    fn insert_delivery(&mut self, row: &EventRow<'_>, plugin: &str) -> Result<bool, StoreError> {
+        let seq = *self.next_seq;
+        let created = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO deliveries (seq, id, event_uuid, plugin, subject, published_key, status,
+                                         created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)
+                 ON CONFLICT (event_uuid, plugin) DO NOTHING",
+            )?
+            .execute(params![
                 seq,
                 delivery_id(seq),
-                event.uuid,
+                row.event.uuid,
                 plugin,
-                event.subject(),
-                key,
-                received_at,
+                row.subject,
+                row.published_key,
+                row.received_at
             ])?;
-            if created == 1 {
-                *next_seq += 1;
-                report.deliveries += 1;
-            }
+        if created == 1 {
+            *self.next_seq += 1;
         }
+        Ok(created == 1)
     }
-    Ok(report)
 }
 
 /// A delivery's id: opaque to clients, ordered like `seq` (fixed-width hex).
