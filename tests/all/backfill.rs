@@ -60,6 +60,13 @@ async fn events_okta_sent_while_serve_was_down_are_recovered_once_each_in_order(
     let a = membership(Membership::Add, 1, -60_000);
     assert_eq!(serve.post(vec![a.clone()]).await, Some(200));
     okta.append(std::slice::from_ref(&a));
+    // The poller's first page is committed with its cursor before the outage: a request
+    // following a next link (`after`) is only made from a stored cursor. Killed earlier,
+    // the host would rightly build its first query again after the restart.
+    wait_until("the poller's cursor stored", Duration::from_secs(60), async || {
+        okta.requests_to("/api/v1/logs").iter().any(|r| r.param("after").is_some())
+    })
+    .await;
     serve.kill9();
 
     // During it: Okta's hook deliveries fail, the System Log keeps them. User 2 joins and
