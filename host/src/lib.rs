@@ -35,23 +35,23 @@
 //!   [`scaffold`]: the templates of `hookhost plugin new`.
 
 pub mod api;
-pub mod attempt;
-pub mod backfill;
+pub(crate) mod attempt;
+pub(crate) mod backfill;
 pub mod cli;
 pub mod config;
-pub mod dispatch;
+pub(crate) mod dispatch;
 pub mod ingest;
-pub mod kv;
-pub mod logsafe;
+pub(crate) mod kv;
+pub(crate) mod logsafe;
 pub mod metrics;
 pub mod okta;
-pub mod okta_api;
-pub mod okta_oauth;
-pub mod private_key;
-pub mod reconcile;
+pub(crate) mod okta_api;
+pub(crate) mod okta_oauth;
+pub(crate) mod private_key;
+pub(crate) mod reconcile;
 pub mod registry;
 pub mod runtime;
-pub mod scaffold;
+pub(crate) mod scaffold;
 pub mod secret;
 pub mod server;
 pub mod store;

@@ -90,14 +90,16 @@ impl Dispatcher {
         Dispatcher { notify, stop, task }
     }
 
-    /// Wake the loop now (ingest calls this after committing new deliveries). A wake-up
-    /// while the loop is busy is kept for its next wait, so none is lost.
+    /// Wake the loop now (what the [`Dispatcher::waker`] closure does; the tests call it
+    /// directly). A wake-up while the loop is busy is kept for its next wait, so none is lost.
+    #[cfg(test)]
     pub fn notify(&self) {
         self.notify.notify_one();
     }
 
-    /// [`Dispatcher::notify`] as a closure that outlives this handle, for ingest and the
-    /// replay endpoint to keep.
+    /// A closure that wakes the loop now and outlives this handle, for ingest and the replay
+    /// endpoint to keep (they call it after committing new deliveries). A wake-up while the
+    /// loop is busy is kept for its next wait, so none is lost.
     pub fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
         let notify = self.notify.clone();
         Arc::new(move || notify.notify_one())

@@ -17,17 +17,12 @@
 //! The result is typed ([`AttemptResult`]): the plugin's own answer, or what stopped it.
 
 pub mod bindings;
-mod config;
 pub mod engine;
 pub mod grant;
-pub mod http;
-mod keys;
-pub mod kv;
+mod imports;
 pub mod limits;
-pub mod log;
 pub mod output;
 pub mod pace;
-mod secrets;
 pub mod state;
 mod v0_1;
 
@@ -47,8 +42,8 @@ pub use limits::Limits;
 use crate::okta::Event;
 use bindings::{handler, reconcile, types, v0_1 as wit01, v0_2 as wit02};
 use engine::EpochTicker;
+use imports::log::AttemptLog;
 use limits::MemoryLimiter;
-use log::AttemptLog;
 use output::CapturedOutput;
 use state::{AttemptState, PluginContext};
 
@@ -170,7 +165,7 @@ impl Runtime {
             .map_err(|e| RuntimeError(format!("linking hookhost@0.1.0 imports: {e:#}")))?;
         let ticker =
             EpochTicker::start(&engine, opts.epoch_tick).map_err(|e| RuntimeError(format!("epoch ticker: {e}")))?;
-        let http = http::client().map_err(|e| RuntimeError(format!("HTTP client: {e}")))?;
+        let http = imports::http::client().map_err(|e| RuntimeError(format!("HTTP client: {e}")))?;
         Ok(Runtime { engine, linker, http, pooling, pacers: Default::default(), _ticker: ticker })
     }
 

@@ -7,8 +7,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::grant::Grant;
+use super::imports::log::AttemptLog;
 use super::limits::{Limits, MemoryLimiter};
-use super::log::AttemptLog;
 use crate::attempt::{LogLevel, LogSource};
 use crate::kv::KvBackend;
 use crate::logsafe::Clean;

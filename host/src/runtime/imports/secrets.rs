@@ -6,8 +6,8 @@
 //! the refusal is noted in the attempt's log by name only. Values never reach a log line
 //! or an error message.
 
-use super::bindings::secrets::Host;
-use super::state::AttemptState;
+use crate::runtime::bindings::secrets::Host;
+use crate::runtime::state::AttemptState;
 
 impl Host for AttemptState {
     async fn get(&mut self, name: String) -> Option<String> {

@@ -6,9 +6,9 @@
 
 use std::time::Instant;
 
-use super::bindings::log::{Host, Level};
-use super::state::AttemptState;
 use crate::attempt::{LogLevel, LogLine, LogSource};
+use crate::runtime::bindings::log::{Host, Level};
+use crate::runtime::state::AttemptState;
 
 const MAX_LINE_BYTES: usize = 4 << 10;
 

@@ -47,12 +47,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::bindings::http::Host;
-use super::bindings::http::{HttpError, Method, Request, Response};
-use super::grant::Origin;
-use super::pace::Admission;
-use super::state::AttemptState;
 use crate::attempt::{LogLevel, LogSource};
+use crate::runtime::bindings::http::Host;
+use crate::runtime::bindings::http::{HttpError, Method, Request, Response};
+use crate::runtime::grant::Origin;
+use crate::runtime::pace::Admission;
+use crate::runtime::state::AttemptState;
 
 /// Headers the host sets itself; a plugin may not.
 const FORBIDDEN_HEADERS: &[&str] = &[

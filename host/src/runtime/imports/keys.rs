@@ -9,9 +9,9 @@
 //! `info` of a name not granted is none without a refusal: a plugin that accepts one of
 //! several credentials (a secret or a certificate) asks which one it was given.
 
-use super::bindings::keys::{Algorithm, Host, KeyInfo, SignError};
-use super::state::AttemptState;
 use crate::private_key::{Alg, KeyError};
+use crate::runtime::bindings::keys::{Algorithm, Host, KeyInfo, SignError};
+use crate::runtime::state::AttemptState;
 
 /// The largest message `sign` accepts.
 const MAX_MESSAGE_BYTES: usize = 64 << 10;

@@ -6,9 +6,9 @@
 //! The backend is the store's (SQLite or PostgreSQL); tests and `plugin run` without a
 //! config use [`MemoryKv`](crate::kv::MemoryKv).
 
-use super::bindings::kv::Host;
-use super::state::AttemptState;
 use crate::kv::KvBackend;
+use crate::runtime::bindings::kv::Host;
+use crate::runtime::state::AttemptState;
 
 const MAX_KEY_BYTES: usize = 512;
 const MAX_VALUE_BYTES: usize = 64 << 10;

@@ -3,8 +3,8 @@
 //! Grants: read access to its own `[config]` defaults overlaid by the operator's
 //! `[plugins.<name>.config]`. Refuses: nothing else exists to read (no host environment).
 
-use super::bindings::config::Host;
-use super::state::AttemptState;
+use crate::runtime::bindings::config::Host;
+use crate::runtime::state::AttemptState;
 
 impl Host for AttemptState {
     async fn get(&mut self, key: String) -> Option<String> {
