@@ -332,6 +332,9 @@ async fn a_plugin_built_against_0_1_0_still_handles_events_and_cannot_be_reconci
         );
         uuids.push(event["uuid"].as_str().unwrap().to_owned());
         assert_eq!(serve.post(vec![event]).await, Some(200));
+        // One after the other: the plugin's KV counter is a read-modify-write, and two
+        // users' events may run at once.
+        wait_settled(&serve.url, &uuids).await;
     }
     let views = wait_settled(&serve.url, &uuids).await;
     assert_all_done(&views);
