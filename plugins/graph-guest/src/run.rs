@@ -55,15 +55,7 @@ impl<'h, H: Host> Run<'h, H> {
 
     /// `text` with every registered secret replaced by `[redacted]`.
     pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for secret in &self.secrets {
-            // A line shorter than the secret cannot hold it, and most are: skipping the
-            // search spares building a searcher for a ~1 KB token at every log line.
-            if out.len() >= secret.len() && out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "[redacted]");
-            }
-        }
-        out
+        redact(text, &self.secrets)
     }
 
     /// Logs one scrubbed line.
@@ -131,6 +123,33 @@ impl<'h, H: Host> Run<'h, H> {
     }
 }
 
+/// `text` with every one of `secrets` (non-empty, longest first) replaced by `[redacted]`.
+///
+/// One pass, comparing each position's byte with each secret's first: almost every
+/// position fails that at once. (`str::contains` per secret per line built a two-way
+/// searcher each time: ~30 % of this plugin's instructions per event.) A match starts at a
+/// character boundary, since a secret is UTF-8 text too; longest first, so a secret
+/// containing another is replaced whole.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let (mut at, mut copied) = (0, 0);
+    while at < bytes.len() {
+        let here = &bytes[at..];
+        match secrets.iter().find(|s| s.as_bytes().first() == Some(&here[0]) && here.starts_with(s.as_bytes())) {
+            Some(secret) => {
+                out.push_str(&text[copied..at]);
+                out.push_str("[redacted]");
+                at += secret.len();
+                copied = at;
+            }
+            None => at += 1,
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 fn kv_failure(action: &str, key: &str, error: &str) -> Failure {
     Failure::retryable(format!("could not {action} plugin state {key:?}: {error}"))
 }
@@ -151,5 +170,24 @@ fn http_failure(what: &str, error: HttpError) -> Failure {
         HttpError::ResponseTooLarge(m) => {
             Failure::Permanent(format!("{what} answered more than hookhost accepts: {m}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn every_occurrence_of_every_secret_is_redacted_longest_first() {
+        let secrets = vec!["abc-secret-long".to_string(), "abc-secret".to_string(), "tok3n".to_string()];
+        assert_eq!(
+            redact("x abc-secret-long y abc-secret z tok3ntok3n", &secrets),
+            "x [redacted] y [redacted] z [redacted][redacted]"
+        );
+        assert_eq!(redact("nothing here", &secrets), "nothing here");
+        assert_eq!(redact("", &secrets), "");
+        assert_eq!(redact("ünïcode tok3n ✓", &secrets), "ünïcode [redacted] ✓");
+        assert_eq!(redact("abc-secre", &secrets), "abc-secre");
+        assert_eq!(redact("tok3n", &[]), "tok3n");
     }
 }

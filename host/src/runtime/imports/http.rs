@@ -93,11 +93,15 @@ fn record_answer(span: &mut crate::telemetry::HttpSpan, resp: &Response) {
 /// The attempt-log line of a call answered with Graph's ids, e.g. `POST https://graph.microsoft.com
 /// answered 201 (request-id 5f…, client-request-id 5f…)`; `None` when it carried neither.
 fn graph_ids_line(method: &str, origin: &Origin, resp: &Response) -> Option<String> {
-    let ids: Vec<String> = GRAPH_ID_HEADERS
-        .iter()
-        .filter_map(|name| header(resp, name).map(|v| format!("{name} {}", crate::logsafe::Clean(v))))
-        .collect();
-    (!ids.is_empty()).then(|| format!("{method} {origin} answered {} ({})", resp.status, ids.join(", ")))
+    use std::fmt::Write;
+    let mut line = String::new();
+    for name in GRAPH_ID_HEADERS {
+        if let Some(v) = header(resp, name) {
+            let sep = if line.is_empty() { "" } else { ", " };
+            let _ = write!(line, "{sep}{name} {}", crate::logsafe::Clean(v));
+        }
+    }
+    (!line.is_empty()).then(|| format!("{method} {origin} answered {} ({line})", resp.status))
 }
 
 /// Default per-request timeout when the plugin gives none.
@@ -173,8 +177,7 @@ impl AttemptState {
             )));
         }
         for (name, _) in &req.headers {
-            let lower = name.to_ascii_lowercase();
-            if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
+            if FORBIDDEN_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
                 return Err(HttpError::InvalidRequest(format!(
                     "header {name:?} is set by the host and cannot be set by a plugin"
                 )));
@@ -243,7 +246,6 @@ impl Host for AttemptState {
         };
 
         let cap = self.plugin.limits.max_response_bytes;
-        let host_for_msg = origin.to_string();
         let result = tokio::time::timeout(timeout, async {
             let mut resp = self.http.execute(request).await?;
             let status = resp.status().as_u16();
@@ -293,15 +295,15 @@ impl Host for AttemptState {
                 self.refuse(HttpError::Denied(msg))
             }
             Ok(Ok(Err(_seen))) => self.refuse(HttpError::ResponseTooLarge(format!(
-                "response from {host_for_msg} is larger than {cap} bytes ([limits] max_response_bytes)"
+                "response from {origin} is larger than {cap} bytes ([limits] max_response_bytes)"
             ))),
-            Ok(Err(e)) if e.is_timeout() => self
-                .refuse(HttpError::Timeout(format!("no answer from {host_for_msg} within {} ms", timeout.as_millis()))),
-            Ok(Err(e)) => {
-                self.refuse(HttpError::Connect(format!("request to {host_for_msg} failed: {}", error_chain(&e))))
+            Ok(Err(e)) if e.is_timeout() => {
+                self.refuse(HttpError::Timeout(format!("no answer from {origin} within {} ms", timeout.as_millis())))
             }
-            Err(_) => self
-                .refuse(HttpError::Timeout(format!("no answer from {host_for_msg} within {} ms", timeout.as_millis()))),
+            Ok(Err(e)) => self.refuse(HttpError::Connect(format!("request to {origin} failed: {}", error_chain(&e)))),
+            Err(_) => {
+                self.refuse(HttpError::Timeout(format!("no answer from {origin} within {} ms", timeout.as_millis())))
+            }
         }
     }
 }
