@@ -200,3 +200,50 @@ async fn json_logs_are_one_object_a_line_with_the_trace_delivery_and_plugin() {
         assert!(v.is_object() && v["timestamp"].is_string() && v["message"].is_string(), "{l}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_recovered_from_the_system_log_is_one_trace_too() {
+    // Okta logged the event while no hook delivered it; the poller stores it, so the ingest
+    // span is the System Log's: no Okta delivery id, source `system_log`. The attempt still
+    // lands under it, in the trace derived from the event's uuid.
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let okta = hookhost_tests::OktaEmulator::start("okta-api-token-telemetry").await.unwrap();
+    let event = membership(Membership::Add, 7, -30_000);
+    okta.append(std::slice::from_ref(&event));
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let setup = ServeSetup {
+        okta_extra: format!(
+            "org_url = {:?}\napi_token = {{ value = \"okta-api-token-telemetry\" }}\n[okta.backfill]\nenabled = true\nevery_secs = 1\nlookback_secs = 3600\n",
+            okta.base_url()
+        ),
+        extra: format!("[telemetry]\notlp_endpoint = {:?}\n", receiver.endpoint()),
+        env: fast_batches(),
+        ..ServeSetup::default()
+    };
+    let setup = write_config_with(dir.path(), port, &graph, setup);
+    let serve = start_with(dir.path(), port, setup).await;
+    let views = settle(&serve.url, std::slice::from_ref(&event)).await;
+    assert_eq!(views[0]["source"], "system_log", "{}", views[0]);
+    assert_eq!(views[0]["deliveries"][0]["status"], "done", "{}", views[0]);
+
+    let uuid = event["uuid"].as_str().unwrap();
+    let trace_id = hookhost::telemetry::trace_id_hex(uuid);
+    let of_trace = || receiver.spans().into_iter().filter(|s| s.trace_id == trace_id).collect::<Vec<_>>();
+    wait_until("the recovered event's trace at the OTLP receiver", Duration::from_secs(60), async || {
+        let spans = of_trace();
+        spans.iter().any(|s| s.name == "ingest") && spans.iter().any(|s| s.name == "attempt graph-guest")
+    })
+    .await;
+    let spans = of_trace();
+    let ingest = spans.iter().find(|s| s.name == "ingest").unwrap();
+    assert_eq!(ingest.span_id, format!("{:016x}", hookhost::telemetry::ingest_span_id(uuid)));
+    assert_eq!(ingest.attr("hookhost.event.source"), Some("system_log"), "{ingest:#?}");
+    assert_eq!(ingest.attr("okta.delivery.id"), None, "{ingest:#?}");
+    assert_eq!(ingest.attr("okta.event.uuid"), Some(uuid));
+    let attempt = spans.iter().find(|s| s.name == "attempt graph-guest").unwrap();
+    assert_eq!(attempt.parent_span_id, ingest.span_id, "{attempt:#?}");
+    assert_eq!(attempt.attr("hookhost.attempt.result"), Some("done"));
+    drop(serve);
+}
