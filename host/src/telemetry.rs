@@ -194,7 +194,7 @@ fn log_layer(format: LogFormat, default: &str) -> BoxedLayer {
     }
 }
 
-/// Installs the log subscriber without telemetry (every command but `serve`).
+/// Installs the log subscriber: every command's, `serve`'s through [`init`].
 pub fn init_logs(format: LogFormat, default: &str) {
     let _ = tracing_subscriber::registry().with(log_layer(format, default)).try_init();
 }
@@ -210,10 +210,8 @@ pub fn init(
     default: &str,
     runtime: tokio::runtime::Handle,
 ) -> Result<Telemetry, String> {
-    let settings = Settings::resolve(config, |v| std::env::var(v).ok())?;
-    let logs = log_layer(format, default);
-    let Some(settings) = settings else {
-        let _ = tracing_subscriber::registry().with(logs).try_init();
+    let Some(settings) = Settings::resolve(config, |v| std::env::var(v).ok())? else {
+        init_logs(format, default);
         return Ok(Telemetry { provider: None });
     };
     let http = reqwest::Client::builder()
@@ -235,12 +233,10 @@ pub fn init(
         .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(settings.service_name.clone()).build())
         .with_batch_exporter(exporter)
         .build();
-    let tracer = provider.tracer("hookhost");
-    let _ = TRACER.set(tracer.clone());
-    tracing_subscriber::registry()
-        .with(logs)
-        .try_init()
-        .map_err(|e| format!("telemetry: a log subscriber is already installed: {e}"))?;
+    let _ = TRACER.set(provider.tracer("hookhost"));
+    // Spans do not go through the log subscriber, so the logs are installed as without
+    // telemetry.
+    init_logs(format, default);
     ENABLED.store(true, Ordering::Relaxed);
     tracing::info!(
         endpoint = %settings.traces_url,
