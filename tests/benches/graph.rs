@@ -21,8 +21,8 @@
 //!
 //! Both run in one multi-thread tokio runtime with the emulator (2 workers on a 2-core box),
 //! so process CPU per event (printed) includes the emulator and the HTTP client on both
-//! sides. Sides alternate for [`ROUNDS`] rounds and each reports its best round; the component is compiled once,
-//! untimed. Each round gets a fresh emulator and checks at the end: every event succeeded,
+//! sides. Sides alternate for [`ROUNDS`] rounds and each reports its best round; the
+//! component is compiled once, untimed. Each round gets a fresh emulator and checks at the end: every event succeeded,
 //! 1,000 invitations, 1,000 deleted users, no guest left in the tenant, one token fetch per
 //! worker at most. `GRAPH_BENCH_ONLY=plugin|native` runs one side (for profiling).
 //! Last line: one JSON object.

@@ -78,7 +78,7 @@ fn store_error(e: StoreError) -> Response {
 }
 
 /// A store call through [`AsyncStore::run`], its failure as the HTTP answer.
-async fn blocking<T: Send + 'static>(
+async fn store_call<T: Send + 'static>(
     store: &Arc<dyn Store>,
     f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
@@ -130,7 +130,7 @@ async fn healthz(State(state): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let counts = match blocking(&state.store, move |s| s.counts()).await {
+    let counts = match store_call(&state.store, move |s| s.counts()).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -167,7 +167,7 @@ async fn reload(State(state): State<ApiState>) -> Response {
 }
 
 async fn event(State(state): State<ApiState>, Path(uuid): Path<String>) -> Response {
-    match blocking(&state.store, move |s| s.event(&uuid)).await {
+    match store_call(&state.store, move |s| s.event(&uuid)).await {
         Ok(Some(e)) => Json(e).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "no event with that id"),
         Err(r) => r,
@@ -215,7 +215,7 @@ async fn events(State(state): State<ApiState>, Query(q): Query<EventsQuery>) -> 
         limit: q.limit.unwrap_or(50),
         before: q.before,
     };
-    match blocking(&state.store, move |s| s.search_events(&filter)).await {
+    match store_call(&state.store, move |s| s.search_events(&filter)).await {
         Ok(page) => Json(page).into_response(),
         Err(r) => r,
     }
@@ -223,7 +223,7 @@ async fn events(State(state): State<ApiState>, Query(q): Query<EventsQuery>) -> 
 
 /// `GET /api/queue`: counts per plugin, the oldest waiting delivery, attempts per minute.
 async fn queue(State(state): State<ApiState>) -> Response {
-    match blocking(&state.store, move |s| s.queue_stats(chrono::Utc::now())).await {
+    match store_call(&state.store, move |s| s.queue_stats(chrono::Utc::now())).await {
         Ok(stats) => Json(stats).into_response(),
         Err(r) => r,
     }
@@ -251,21 +251,21 @@ async fn deliveries(State(state): State<ApiState>, Query(q): Query<DeliveriesQue
         Some(Err(r)) => return r,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    match blocking(&state.store, move |s| s.deliveries(status, limit, q.after.as_deref())).await {
+    match store_call(&state.store, move |s| s.deliveries(status, limit, q.after.as_deref())).await {
         Ok((items, next)) => Json(json!({"deliveries": items, "next": next})).into_response(),
         Err(r) => r,
     }
 }
 
 async fn attempts(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
-    match blocking(&state.store, move |s| s.attempts(&id)).await {
+    match store_call(&state.store, move |s| s.attempts(&id)).await {
         Ok(a) => Json(json!({ "attempts": a })).into_response(),
         Err(r) => r,
     }
 }
 
 async fn replay(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
-    match blocking(&state.store, move |s| s.replay(&id)).await {
+    match store_call(&state.store, move |s| s.replay(&id)).await {
         Ok(ReplayOutcome::Accepted) => {
             (state.on_replay)();
             (StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response()
@@ -283,7 +283,7 @@ async fn replay(State(state): State<ApiState>, Path(id): Path<String>) -> Respon
 /// run in their usual order and the guard's window starts afresh.
 async fn release_held(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
     let plugin = name.clone();
-    match blocking(&state.store, move |s| s.release_held(&plugin, chrono::Utc::now())).await {
+    match store_call(&state.store, move |s| s.release_held(&plugin, chrono::Utc::now())).await {
         Ok(n) => {
             tracing::info!(plugin = %crate::logsafe::Clean(&name), released = n, "an operator released the held deliveries");
             (state.on_replay)();
@@ -297,7 +297,7 @@ async fn release_held(State(state): State<ApiState>, Path(name): Path<String>) -
 /// end `discarded`, never run, and stay in the history.
 async fn discard_held(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
     let plugin = name.clone();
-    match blocking(&state.store, move |s| s.discard_held(&plugin, chrono::Utc::now())).await {
+    match store_call(&state.store, move |s| s.discard_held(&plugin, chrono::Utc::now())).await {
         Ok(n) => {
             tracing::info!(plugin = %crate::logsafe::Clean(&name), discarded = n, "an operator discarded the held deliveries");
             Json(json!({ "discarded": n })).into_response()
