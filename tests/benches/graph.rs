@@ -20,8 +20,9 @@
 //!   side kept its KV in a bare `HashMap`, which also charged the component for SQLite).
 //!
 //! Both run in one multi-thread tokio runtime with the emulator (2 workers on a 2-core box),
-//! so process CPU per event (printed) includes the emulator and the HTTP client on both
-//! sides. Sides alternate for [`ROUNDS`] rounds and each reports its best round; the
+//! so process CPU per event (printed, user and system apart, with minor page faults) includes
+//! the emulator and the HTTP client on both sides. Both allocate with hookhost's global
+//! allocator (mimalloc, set in the `hookhost` library). Sides alternate for [`ROUNDS`] rounds and each reports its best round; the
 //! component is compiled once, untimed. Each round gets a fresh emulator and checks at the end: every event succeeded,
 //! 1,000 invitations, 1,000 deleted users, no guest left in the tenant, one token fetch per
 //! worker at most. `GRAPH_BENCH_ONLY=plugin|native` runs one side (for profiling).
@@ -52,17 +53,36 @@ fn concurrency() -> usize {
     std::env::var("GRAPH_BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(CONCURRENCY)
 }
 
-/// This process's CPU time (user + system) so far, from /proc/self/stat; zero elsewhere.
-fn cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
-    // Fields after the parenthesised command: state is field 3, utime 14, stime 15 (in ticks, 100 Hz).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
-    if f.len() == 2 {
-        Duration::from_millis((f[0] + f[1]) * 10)
-    } else {
-        Duration::ZERO
+/// This process's CPU time so far, user and system apart, and its minor page faults, from
+/// /proc/self/stat; zeros elsewhere.
+#[derive(Clone, Copy, Default)]
+struct ProcStat {
+    user: Duration,
+    sys: Duration,
+    minor_faults: u64,
+}
+
+impl std::ops::Sub for ProcStat {
+    type Output = ProcStat;
+    fn sub(self, earlier: ProcStat) -> ProcStat {
+        ProcStat {
+            user: self.user.saturating_sub(earlier.user),
+            sys: self.sys.saturating_sub(earlier.sys),
+            minor_faults: self.minor_faults.saturating_sub(earlier.minor_faults),
+        }
     }
+}
+
+fn proc_stat() -> ProcStat {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return ProcStat::default() };
+    // Fields after the parenthesised command start at field 3 (state): minflt is field 10,
+    // utime 14 and stime 15 (in ticks, 100 Hz).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    if f.len() < 13 {
+        return ProcStat::default();
+    }
+    ProcStat { user: Duration::from_millis(f[11] * 10), sys: Duration::from_millis(f[12] * 10), minor_faults: f[7] }
 }
 
 fn workspace() -> std::path::PathBuf {
@@ -113,7 +133,7 @@ okta_api_token = {{ value = "okta-token-123" }}
 /// What a side's run reports: elapsed time over both phases and the failures seen.
 struct SideResult {
     elapsed: Duration,
-    cpu: Duration,
+    cpu: ProcStat,
     failures: Vec<String>,
 }
 
@@ -121,9 +141,10 @@ impl SideResult {
     fn eps(&self) -> f64 {
         (2 * USERS) as f64 / self.elapsed.as_secs_f64()
     }
-    /// CPU time of the whole process (emulator included) per event, in µs.
-    fn cpu_us_per_event(&self) -> f64 {
-        self.cpu.as_secs_f64() * 1e6 / (2 * USERS) as f64
+    /// CPU time of the whole process (emulator included) per event, in µs: user, system.
+    fn cpu_us_per_event(&self) -> (f64, f64) {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / (2 * USERS) as f64;
+        (per(self.cpu.user), per(self.cpu.sys))
     }
 }
 
@@ -213,10 +234,10 @@ async fn bench_plugin(
     let graph = GraphEmulator::start(TenantConfig::default()).await.expect("emulator");
     let plugin = load_plugin(runtime, compiled, &graph);
     let failures = Arc::new(Mutex::new(Vec::new()));
-    let (t, cpu) = (Instant::now(), cpu_time());
+    let (t, cpu) = (Instant::now(), proc_stat());
     plugin_phase(runtime, &plugin, &kv, adds, &failures).await;
     plugin_phase(runtime, &plugin, &kv, removes, &failures).await;
-    let (elapsed, cpu) = (t.elapsed(), cpu_time() - cpu);
+    let (elapsed, cpu) = (t.elapsed(), proc_stat() - cpu);
     let failures = std::mem::take(&mut *failures.lock().unwrap());
     (SideResult { elapsed, cpu, failures }, graph)
 }
@@ -417,10 +438,10 @@ async fn bench_native(
         log: Vec::new(),
     };
     let failures = Arc::new(Mutex::new(Vec::new()));
-    let (t, cpu) = (Instant::now(), cpu_time());
+    let (t, cpu) = (Instant::now(), proc_stat());
     native_phase(&template, adds, &failures).await;
     native_phase(&template, removes, &failures).await;
-    let (elapsed, cpu) = (t.elapsed(), cpu_time() - cpu);
+    let (elapsed, cpu) = (t.elapsed(), proc_stat() - cpu);
     let failures = std::mem::take(&mut *failures.lock().unwrap());
     (SideResult { elapsed, cpu, failures }, graph)
 }
@@ -428,12 +449,14 @@ async fn bench_native(
 // ---------------------------------------------------------------- main
 
 fn report(side: &str, round: usize, r: &SideResult) {
+    let (user, sys) = r.cpu_us_per_event();
     println!(
-        "  round {round} {side}: {} events in {:.3} s = {:.0} events/s, process CPU {:.0} µs/event (emulator and client included)",
+        "  round {round} {side}: {} events in {:.3} s = {:.0} events/s, process CPU {:.0} µs/event ({user:.0} user, {sys:.0} system; emulator and client included), {:.1} minor faults/event",
         2 * USERS,
         r.elapsed.as_secs_f64(),
         r.eps(),
-        r.cpu_us_per_event()
+        user + sys,
+        r.cpu.minor_faults as f64 / (2 * USERS) as f64,
     );
 }
 
