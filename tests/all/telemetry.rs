@@ -2,6 +2,7 @@
 //! (ingest → attempt → each Graph call) at an in-process OTLP receiver, in both encodings;
 //! Graph saw the trace in `traceparent` and the attempt history keeps Graph's request ids;
 //! with telemetry off nothing carries a trace; `log_format = "json"` is one object a line.
+//! Events the System Log poller recovers and repairs reconcile stores are traced the same way.
 
 use std::time::Duration;
 
@@ -242,6 +243,68 @@ async fn an_event_recovered_from_the_system_log_is_one_trace_too() {
     assert_eq!(ingest.attr("hookhost.event.source"), Some("system_log"), "{ingest:#?}");
     assert_eq!(ingest.attr("okta.delivery.id"), None, "{ingest:#?}");
     assert_eq!(ingest.attr("okta.event.uuid"), Some(uuid));
+    let attempt = spans.iter().find(|s| s.name == "attempt graph-guest").unwrap();
+    assert_eq!(attempt.parent_span_id, ingest.span_id, "{attempt:#?}");
+    assert_eq!(attempt.attr("hookhost.attempt.result"), Some("done"));
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_stored_by_reconcile_is_one_trace_too() {
+    // A group member graph-guest never heard of: reconcile stores the repair as an event of
+    // its own, so its ingest span says source `reconcile` and carries no Okta delivery id,
+    // and the attempt that invites the guest lands under it.
+    const TOKEN: &str = "okta-api-token-telemetry-reconcile";
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let okta = hookhost_tests::OktaEmulator::start(TOKEN).await.unwrap();
+    let group = okta.add_group("O365Guest");
+    let user = okta.add_user("rey@partner.example", "Rey", "Test");
+    okta.add_member(&group, &user);
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let setup = ServeSetup {
+        okta_extra: format!("org_url = {:?}\napi_token = {{ value = {TOKEN:?} }}\n", okta.base_url()),
+        extra: format!("[telemetry]\notlp_endpoint = {:?}\n", receiver.endpoint()),
+        env: fast_batches(),
+        ..ServeSetup::default()
+    };
+    let setup = write_config_with(dir.path(), port, &graph, setup);
+    let serve = start_with(dir.path(), port, setup).await;
+
+    let answer = serve
+        .admin(reqwest::Method::POST, "/api/plugins/graph-guest/reconcile")
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"apply": true}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let plan: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    assert_eq!(plan["applied"], true, "{plan}");
+    assert_eq!(plan["add"].as_array().map(Vec::len), Some(1), "{plan}");
+    serve.settle_all(Duration::from_secs(120)).await;
+    let list = serve.get_json("/api/events?source=reconcile&limit=50").await;
+    let events = list["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{list}");
+    let uuid = events[0]["id"].as_str().unwrap().to_owned();
+    let view = hookhost_tests::serve::event_view(&serve.url, &uuid).await;
+    assert_eq!(view["deliveries"][0]["status"], "done", "{view}");
+    assert!(graph.users().iter().any(|u| u.mail.as_deref() == Some("rey@partner.example")), "the guest was invited");
+
+    let trace_id = hookhost::telemetry::trace_id_hex(&uuid);
+    let of_trace = || receiver.spans().into_iter().filter(|s| s.trace_id == trace_id).collect::<Vec<_>>();
+    wait_until("the repair's trace at the OTLP receiver", Duration::from_secs(60), async || {
+        let spans = of_trace();
+        spans.iter().any(|s| s.name == "ingest") && spans.iter().any(|s| s.name == "attempt graph-guest")
+    })
+    .await;
+    let spans = of_trace();
+    let ingest = spans.iter().find(|s| s.name == "ingest").unwrap();
+    assert_eq!(ingest.span_id, format!("{:016x}", hookhost::telemetry::ingest_span_id(&uuid)));
+    assert_eq!(ingest.attr("hookhost.event.source"), Some("reconcile"), "{ingest:#?}");
+    assert_eq!(ingest.attr("okta.delivery.id"), None, "{ingest:#?}");
+    assert_eq!(ingest.attr("okta.event.uuid"), Some(uuid.as_str()));
     let attempt = spans.iter().find(|s| s.name == "attempt graph-guest").unwrap();
     assert_eq!(attempt.parent_span_id, ingest.span_id, "{attempt:#?}");
     assert_eq!(attempt.attr("hookhost.attempt.result"), Some("done"));
