@@ -66,7 +66,29 @@ pub fn hookhost_bin() -> anyhow::Result<PathBuf> {
     if !p.exists() {
         bail!("{} is missing: run `make build` (or `make test`, which builds it)", p.display());
     }
+    static NEWER_SOURCE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    if let Some(source) = NEWER_SOURCE.get_or_init(|| newer_source(&p)) {
+        bail!(
+            "{} is older than {}, so these tests would run the code as it was before that change: \
+             rebuild it with `cargo build --release -p hookhost --bin hookhost` (`make test` does)",
+            p.display(),
+            source.display()
+        );
+    }
     Ok(p)
+}
+
+/// A source file of `binary` changed since it was built, per the dependency list cargo writes
+/// beside it (`<binary>.d`); `None` when none did or there is no list to read.
+fn newer_source(binary: &Path) -> Option<PathBuf> {
+    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok()?;
+    let deps = std::fs::read_to_string(binary.with_extension("d")).ok()?;
+    // `<binary>: <dep> <dep> …`, spaces inside a path escaped as `\ `.
+    let (_, list) = deps.split_once(": ")?;
+    let list = list.trim().replace("\\ ", "\0");
+    list.split_whitespace()
+        .map(|d| PathBuf::from(d.replace('\0', " ")))
+        .find(|dep| std::fs::metadata(dep).and_then(|m| m.modified()).is_ok_and(|changed| changed > built))
 }
 
 /// A port nobody listens on now.
