@@ -32,10 +32,18 @@ pub fn workspace() -> PathBuf {
 /// A component built by `make plugins` (`cargo build --release --target wasm32-wasip2`).
 ///
 /// # Panics
-/// When it has not been built, naming the command that builds it.
+/// When it has not been built or is older than its sources, naming the command that builds it.
 pub fn wasm(crate_name: &str) -> PathBuf {
     let p = workspace().join("target/wasm32-wasip2/release").join(format!("{}.wasm", crate_name.replace('-', "_")));
     assert!(p.exists(), "{} is missing: run `make plugins` (or `make test`, which builds it) first", p.display());
+    if let Some(source) = newer_source(&p) {
+        panic!(
+            "{} is older than {}, so these tests would run the plugin as it was before that change: \
+             rebuild it with `make plugins` (`make test` does)",
+            p.display(),
+            source.display()
+        );
+    }
     p
 }
 
@@ -78,8 +86,9 @@ pub fn hookhost_bin() -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-/// A source file of `binary` changed since it was built, per the dependency list cargo writes
-/// beside it (`<binary>.d`); `None` when none did or there is no list to read.
+/// A source file of `binary` (a program or a component) changed since it was built, per the
+/// dependency list cargo writes beside it (`<name>.d`); `None` when none did or there is no
+/// list to read.
 fn newer_source(binary: &Path) -> Option<PathBuf> {
     let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok()?;
     let deps = std::fs::read_to_string(binary.with_extension("d")).ok()?;
