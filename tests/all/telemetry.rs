@@ -202,6 +202,28 @@ async fn json_logs_are_one_object_a_line_with_the_trace_delivery_and_plugin() {
     }
 }
 
+/// Waits for the trace of an event that hookhost stored itself (no Okta delivery): its ingest
+/// span, rooted at the id derived from `uuid`, says `source` and carries no delivery id, and
+/// the graph-guest attempt that handled it lands under it.
+async fn assert_hostless_trace(receiver: &OtlpReceiver, uuid: &str, source: &str) {
+    let trace_id = hookhost::telemetry::trace_id_hex(uuid);
+    let of_trace = || receiver.spans().into_iter().filter(|s| s.trace_id == trace_id).collect::<Vec<_>>();
+    wait_until(&format!("the {source} event's trace at the OTLP receiver"), Duration::from_secs(60), async || {
+        let spans = of_trace();
+        spans.iter().any(|s| s.name == "ingest") && spans.iter().any(|s| s.name == "attempt graph-guest")
+    })
+    .await;
+    let spans = of_trace();
+    let ingest = spans.iter().find(|s| s.name == "ingest").unwrap();
+    assert_eq!(ingest.span_id, format!("{:016x}", hookhost::telemetry::ingest_span_id(uuid)));
+    assert_eq!(ingest.attr("hookhost.event.source"), Some(source), "{ingest:#?}");
+    assert_eq!(ingest.attr("okta.delivery.id"), None, "{ingest:#?}");
+    assert_eq!(ingest.attr("okta.event.uuid"), Some(uuid));
+    let attempt = spans.iter().find(|s| s.name == "attempt graph-guest").unwrap();
+    assert_eq!(attempt.parent_span_id, ingest.span_id, "{attempt:#?}");
+    assert_eq!(attempt.attr("hookhost.attempt.result"), Some("done"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_recovered_from_the_system_log_is_one_trace_too() {
     // Okta logged the event while no hook delivered it; the poller stores it, so the ingest
@@ -229,23 +251,7 @@ async fn an_event_recovered_from_the_system_log_is_one_trace_too() {
     assert_eq!(views[0]["source"], "system_log", "{}", views[0]);
     assert_eq!(views[0]["deliveries"][0]["status"], "done", "{}", views[0]);
 
-    let uuid = event["uuid"].as_str().unwrap();
-    let trace_id = hookhost::telemetry::trace_id_hex(uuid);
-    let of_trace = || receiver.spans().into_iter().filter(|s| s.trace_id == trace_id).collect::<Vec<_>>();
-    wait_until("the recovered event's trace at the OTLP receiver", Duration::from_secs(60), async || {
-        let spans = of_trace();
-        spans.iter().any(|s| s.name == "ingest") && spans.iter().any(|s| s.name == "attempt graph-guest")
-    })
-    .await;
-    let spans = of_trace();
-    let ingest = spans.iter().find(|s| s.name == "ingest").unwrap();
-    assert_eq!(ingest.span_id, format!("{:016x}", hookhost::telemetry::ingest_span_id(uuid)));
-    assert_eq!(ingest.attr("hookhost.event.source"), Some("system_log"), "{ingest:#?}");
-    assert_eq!(ingest.attr("okta.delivery.id"), None, "{ingest:#?}");
-    assert_eq!(ingest.attr("okta.event.uuid"), Some(uuid));
-    let attempt = spans.iter().find(|s| s.name == "attempt graph-guest").unwrap();
-    assert_eq!(attempt.parent_span_id, ingest.span_id, "{attempt:#?}");
-    assert_eq!(attempt.attr("hookhost.attempt.result"), Some("done"));
+    assert_hostless_trace(&receiver, event["uuid"].as_str().unwrap(), "system_log").await;
     drop(serve);
 }
 
@@ -292,21 +298,6 @@ async fn a_repair_stored_by_reconcile_is_one_trace_too() {
     assert_eq!(view["deliveries"][0]["status"], "done", "{view}");
     assert!(graph.users().iter().any(|u| u.mail.as_deref() == Some("rey@partner.example")), "the guest was invited");
 
-    let trace_id = hookhost::telemetry::trace_id_hex(&uuid);
-    let of_trace = || receiver.spans().into_iter().filter(|s| s.trace_id == trace_id).collect::<Vec<_>>();
-    wait_until("the repair's trace at the OTLP receiver", Duration::from_secs(60), async || {
-        let spans = of_trace();
-        spans.iter().any(|s| s.name == "ingest") && spans.iter().any(|s| s.name == "attempt graph-guest")
-    })
-    .await;
-    let spans = of_trace();
-    let ingest = spans.iter().find(|s| s.name == "ingest").unwrap();
-    assert_eq!(ingest.span_id, format!("{:016x}", hookhost::telemetry::ingest_span_id(&uuid)));
-    assert_eq!(ingest.attr("hookhost.event.source"), Some("reconcile"), "{ingest:#?}");
-    assert_eq!(ingest.attr("okta.delivery.id"), None, "{ingest:#?}");
-    assert_eq!(ingest.attr("okta.event.uuid"), Some(uuid.as_str()));
-    let attempt = spans.iter().find(|s| s.name == "attempt graph-guest").unwrap();
-    assert_eq!(attempt.parent_span_id, ingest.span_id, "{attempt:#?}");
-    assert_eq!(attempt.attr("hookhost.attempt.result"), Some("done"));
+    assert_hostless_trace(&receiver, &uuid, "reconcile").await;
     drop(serve);
 }
