@@ -41,7 +41,9 @@
 //! Spans are built with the OpenTelemetry SDK directly; `tracing` is for log lines. An
 //! attempt runs in its span's OpenTelemetry context (attached at each poll, like a task
 //! local), which is where the `http` import finds the parent of a plugin's outbound calls;
-//! the runtime knows no caller, only "the current context". Bridging `tracing` spans
+//! the runtime knows no caller, only "the current context". The host's refusals of a
+//! plugin's requests (an ungranted origin or secret, a spent budget) are events on the
+//! attempt's span there too ([`refusal`]), as they are `warn` lines in the log. Bridging `tracing` spans
 //! through tracing-opentelemetry cost ~1.5 µs an attempt and ~1 µs a request more (see
 //! [`AttemptSpan`]), most of what an attempt of a small plugin costs.
 
@@ -413,6 +415,23 @@ impl AttemptSpan {
         }
         span.end();
     }
+}
+
+/// Marks on the current attempt's span that the host refused one of the plugin's requests
+/// (`import`, e.g. `http`, and the refusal as the attempt's log has it), as an event named
+/// `hookhost.refusal`; nothing when telemetry is off or no attempt span is current.
+pub fn refusal(import: &'static str, message: &str) {
+    if TRACER.get().is_none() || !enabled() {
+        return;
+    }
+    let cx = opentelemetry::Context::current();
+    if !cx.has_active_span() {
+        return;
+    }
+    cx.span().add_event(
+        "hookhost.refusal",
+        vec![KeyValue::new("hookhost.import", import), KeyValue::new("message", message.to_owned())],
+    );
 }
 
 /// The span of one outbound call a plugin makes, a child of the current OpenTelemetry

@@ -21,7 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    free_port, hookhost_bin, membership, start_with, test_manifest, wasm, write_config_with, ServeProcess, ServeSetup,
+    free_port, hookhost_bin, install_test_plugin, membership, start_with, wasm, write_config_with, ServeProcess,
+    ServeSetup,
 };
 
 /// A setup without graph-guest (nothing here needs it, and it saves a compile).
@@ -34,22 +35,6 @@ async fn serve_with(dir: &Path, setup: ServeSetup) -> ServeProcess {
     let port = free_port();
     write_config_with(dir, port, &graph, setup.clone());
     start_with(dir, port, setup).await
-}
-
-/// Installs the hostile component as `name` with `mode`, or echo when `mode` is `None`.
-fn install(plugins: &Path, name: &str, mode: Option<&str>) -> String {
-    let (crate_name, manifest) = match mode {
-        Some(_) => ("hostile", test_manifest("hostile").replace("name = \"hostile\"", &format!("name = \"{name}\""))),
-        None => ("echo", test_manifest("echo").replace("name = \"echo\"", &format!("name = \"{name}\""))),
-    };
-    std::fs::copy(wasm(crate_name), plugins.join(format!("{name}.wasm"))).unwrap();
-    std::fs::write(plugins.join(format!("{name}.toml")), manifest).unwrap();
-    match mode {
-        Some(mode) => format!(
-            "[plugins.{name}.config]\nmode = \"{mode}\"\nurl = \"http://127.0.0.1:9/\"\n[plugins.{name}.retry]\nmax_attempts = 1\n"
-        ),
-        None => String::new(),
-    }
 }
 
 /// Finding 1 and 5: a symlinked manifest (pointing at a secret), a FIFO, a malformed
@@ -89,7 +74,7 @@ async fn the_plugin_directory_is_read_without_following_links_or_quoting_files()
     )
     .unwrap();
     // A component over the configured size cap.
-    install(&plugins, "big", None);
+    install_test_plugin(&plugins, "big", None);
     let big_len = std::fs::metadata(plugins.join("big.wasm")).unwrap().len();
     assert!(big_len > 4096);
 
@@ -320,7 +305,7 @@ async fn store_files_and_the_artifact_cache_are_private_whatever_the_umask() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins.d");
     std::fs::create_dir_all(&plugins).unwrap();
-    install(&plugins, "echo", None);
+    install_test_plugin(&plugins, "echo", None);
     let serve = serve_with(dir.path(), bare(ServeSetup { umask: Some(0o000), ..Default::default() })).await;
     // A write, so the WAL exists and has content.
     let e = membership(Membership::Add, 31, -1_000);
@@ -352,8 +337,8 @@ async fn event_fields_cannot_forge_log_lines_and_refusals_are_logged() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins.d");
     std::fs::create_dir_all(&plugins).unwrap();
-    install(&plugins, "echo", None);
-    let extra = install(&plugins, "prober", Some("ungranted-origin"));
+    install_test_plugin(&plugins, "echo", None);
+    let extra = install_test_plugin(&plugins, "prober", Some("ungranted-origin"));
     let serve = serve_with(dir.path(), bare(ServeSetup { extra, ..Default::default() })).await;
 
     let mut event = membership(Membership::Add, 77, -1_000);

@@ -195,3 +195,21 @@ pub fn retry_after_violations(journal: &[JournalEntry]) -> (usize, Vec<String>) 
     }
     (checked, bad)
 }
+
+/// Installs a test plugin into the plugin folder `plugins` as `name`: the hostile component
+/// doing `mode` (its operator table, returned, sets the mode and a target it may not reach,
+/// one attempt only), or echo when `mode` is `None` (nothing to add then).
+pub fn install_test_plugin(plugins: &Path, name: &str, mode: Option<&str>) -> String {
+    let (crate_name, manifest) = match mode {
+        Some(_) => ("hostile", test_manifest("hostile").replace("name = \"hostile\"", &format!("name = \"{name}\""))),
+        None => ("echo", test_manifest("echo").replace("name = \"echo\"", &format!("name = \"{name}\""))),
+    };
+    std::fs::copy(wasm(crate_name), plugins.join(format!("{name}.wasm"))).unwrap();
+    std::fs::write(plugins.join(format!("{name}.toml")), manifest).unwrap();
+    match mode {
+        Some(mode) => format!(
+            "[plugins.{name}.config]\nmode = \"{mode}\"\nurl = \"http://127.0.0.1:9/\"\n[plugins.{name}.retry]\nmax_attempts = 1\n"
+        ),
+        None => String::new(),
+    }
+}

@@ -12,7 +12,8 @@ use hookhost_tests::{GraphEmulator, TenantConfig};
 use serde_json::Value;
 
 use crate::support::{
-    free_port, membership, settle, start_with, wait_until, write_config_with, ServeProcess, ServeSetup,
+    free_port, install_test_plugin, membership, settle, start_with, wait_until, write_config_with, ServeProcess,
+    ServeSetup,
 };
 
 /// Spans leave the host's batch every 20 ms here instead of every 5 s.
@@ -299,5 +300,42 @@ async fn a_repair_stored_by_reconcile_is_one_trace_too() {
     assert!(graph.users().iter().any(|u| u.mail.as_deref() == Some("rey@partner.example")), "the guest was invited");
 
     assert_hostless_trace(&receiver, &uuid, "reconcile").await;
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosts_refusals_are_events_on_the_attempt_span() {
+    // A plugin asks for an origin it was not granted: besides the warn line and the attempt's
+    // log, the refusal is an event on its attempt's span, naming the import and the origin.
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let graph = GraphEmulator::start(TenantConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let operator = install_test_plugin(&plugins, "prober", Some("ungranted-origin"));
+    let port = free_port();
+    let setup = ServeSetup {
+        graph_guest: false,
+        extra: format!("{operator}[telemetry]\notlp_endpoint = {:?}\n", receiver.endpoint()),
+        env: fast_batches(),
+        ..ServeSetup::default()
+    };
+    let setup = write_config_with(dir.path(), port, &graph, setup);
+    let serve = start_with(dir.path(), port, setup).await;
+    let event = membership(Membership::Add, 9, -1_000);
+    assert_eq!(serve.post(vec![event.clone()]).await, Some(200));
+    let views = settle(&serve.url, std::slice::from_ref(&event)).await;
+    assert_eq!(views[0]["deliveries"][0]["status"], "dead", "the origin was refused: {}", views[0]);
+
+    let trace_id = hookhost::telemetry::trace_id_hex(event["uuid"].as_str().unwrap());
+    let attempt = || receiver.spans().into_iter().find(|s| s.trace_id == trace_id && s.name == "attempt prober");
+    wait_until("the prober's attempt span at the OTLP receiver", Duration::from_secs(60), async || attempt().is_some())
+        .await;
+    let attempt = attempt().unwrap();
+    let refusals = attempt.events_named("hookhost.refusal");
+    assert_eq!(refusals.len(), 1, "{attempt:#?}");
+    assert_eq!(refusals[0].get("hookhost.import").map(String::as_str), Some("http"), "{attempt:#?}");
+    let message = refusals[0].get("message").map(String::as_str).unwrap_or_default();
+    assert!(message.contains("http://127.0.0.1:9") && message.contains("allowed_hosts"), "{message}");
     drop(serve);
 }

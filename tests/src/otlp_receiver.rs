@@ -43,12 +43,19 @@ pub struct ReceivedSpan {
     pub attributes: BTreeMap<String, String>,
     /// The resource's `service.name`.
     pub service_name: String,
+    /// The span's events, in order: name and attributes (values as text).
+    pub events: Vec<(String, BTreeMap<String, String>)>,
 }
 
 impl ReceivedSpan {
     /// The attribute `key`, if the span has it.
     pub fn attr(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)
+    }
+
+    /// The attributes of each event named `name`, in order.
+    pub fn events_named(&self, name: &str) -> Vec<&BTreeMap<String, String>> {
+        self.events.iter().filter(|(n, _)| n == name).map(|(_, attrs)| attrs).collect()
     }
 }
 
@@ -189,6 +196,7 @@ fn from_protobuf(body: &[u8]) -> anyhow::Result<Vec<ReceivedSpan>> {
                 kind: span.kind,
                 attributes: attributes(&span.attributes),
                 service_name: service_name.clone(),
+                events: span.events.iter().map(|e| (e.name.clone(), attributes(&e.attributes))).collect(),
             });
         }
     }
@@ -232,6 +240,16 @@ fn from_json(body: &[u8]) -> anyhow::Result<Vec<ReceivedSpan>> {
                     kind: span.get("kind").and_then(Value::as_i64).unwrap_or_default() as i32,
                     attributes: span.get("attributes").map(json_attributes).unwrap_or_default(),
                     service_name: service_name.clone(),
+                    events: span
+                        .get("events")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .map(|e| {
+                            let name = e.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+                            (name, e.get("attributes").map(json_attributes).unwrap_or_default())
+                        })
+                        .collect(),
                 });
             }
         }

@@ -58,6 +58,7 @@ impl AttemptState {
             reason = %Clean(&message),
             "refused a plugin's request"
         );
+        crate::telemetry::refusal(import, &message);
         self.log.push(LogLevel::Warn, LogSource::Host, message);
     }
 }
