@@ -36,13 +36,8 @@ pub fn workspace() -> PathBuf {
 pub fn wasm(crate_name: &str) -> PathBuf {
     let p = workspace().join("target/wasm32-wasip2/release").join(format!("{}.wasm", crate_name.replace('-', "_")));
     assert!(p.exists(), "{} is missing: run `make plugins` (or `make test`, which builds it) first", p.display());
-    if let Some(source) = newer_source(&p) {
-        panic!(
-            "{} is older than {}, so these tests would run the plugin as it was before that change: \
-             rebuild it with `make plugins` (`make test` does)",
-            p.display(),
-            source.display()
-        );
+    if let Err(e) = ensure_fresh(&p, "the plugin", "`make plugins`") {
+        panic!("{e:#}");
     }
     p
 }
@@ -74,16 +69,31 @@ pub fn hookhost_bin() -> anyhow::Result<PathBuf> {
     if !p.exists() {
         bail!("{} is missing: run `make build` (or `make test`, which builds it)", p.display());
     }
-    static NEWER_SOURCE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    if let Some(source) = NEWER_SOURCE.get_or_init(|| newer_source(&p)) {
+    ensure_fresh(&p, "the code", "`cargo build --release -p hookhost --bin hookhost`")?;
+    Ok(p)
+}
+
+/// Refuses a build older than one of its sources ([`newer_source`]), naming that source, what
+/// would run stale (`what`) and the command that rebuilds it. Each build is checked once per
+/// test process: nothing rebuilds it while the tests run.
+fn ensure_fresh(build: &Path, what: &str, rebuild: &str) -> anyhow::Result<()> {
+    static CHECKED: std::sync::Mutex<std::collections::BTreeMap<PathBuf, Option<PathBuf>>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let newer = CHECKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(build.to_owned())
+        .or_insert_with(|| newer_source(build))
+        .clone();
+    if let Some(source) = newer {
         bail!(
-            "{} is older than {}, so these tests would run the code as it was before that change: \
-             rebuild it with `cargo build --release -p hookhost --bin hookhost` (`make test` does)",
-            p.display(),
+            "{} is older than {}, so these tests would run {what} as it was before that change: \
+             rebuild it with {rebuild} (`make test` does)",
+            build.display(),
             source.display()
         );
     }
-    Ok(p)
+    Ok(())
 }
 
 /// A source file of `binary` (a program or a component) changed since it was built, per the
